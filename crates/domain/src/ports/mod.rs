@@ -1,0 +1,14 @@
+//! The ports: what the domain needs from the outside world, as object-safe async traits whose
+//! doc comments are their contracts. Adapters live in other crates; `imgate-testkit` holds one
+//! contract suite per port that every adapter runs.
+
+pub mod event_publisher;
+pub mod provider;
+pub mod token_cache;
+
+pub use event_publisher::{EventPublisher, EventSubscription, PublishError};
+pub use provider::{
+    ImProvider, ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
+    ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
+};
+pub use token_cache::{CacheError, LoginError, LoginFuture, TokenCache};

@@ -1,0 +1,134 @@
+//! A user's provider session: from the cache, or from one login shared by concurrent requests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::{Password, UserId};
+use crate::model::ProviderSession;
+use crate::ports::{CacheError, ImProvider, LoginError, ProviderError, TokenCache};
+
+/// Which password the gateway uses to log a mirrored user in to the provider.
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    default_password: Password,
+}
+
+impl PasswordPolicy {
+    /// Every mirrored user gets `default_password` unless the host set one of their own.
+    pub fn new(default_password: Password) -> Self {
+        Self { default_password }
+    }
+
+    /// The password to log `user` in with.
+    pub fn password_for(&self, _user: &UserId) -> Password {
+        self.default_password.clone()
+    }
+
+    /// The password to create `user` with, given what the host sent.
+    pub fn password_on_create(&self, user: &UserId, requested: Option<Password>) -> Password {
+        requested.unwrap_or_else(|| self.password_for(user))
+    }
+}
+
+/// Why a user's call could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The provider failed or refused.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The token cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl From<LoginError> for SessionError {
+    fn from(err: LoginError) -> Self {
+        match err {
+            LoginError::Cache(err) => Self::Cache(err),
+            LoginError::Provider(err) => Self::Provider(err),
+        }
+    }
+}
+
+/// Users' provider sessions, logged in on demand and cached with a TTL.
+pub struct SessionService {
+    provider: Arc<dyn ImProvider>,
+    cache: Arc<dyn TokenCache>,
+    passwords: PasswordPolicy,
+    ttl: Duration,
+}
+
+impl SessionService {
+    /// A service that caches sessions in `cache` for `ttl`.
+    pub fn new(
+        provider: Arc<dyn ImProvider>,
+        cache: Arc<dyn TokenCache>,
+        passwords: PasswordPolicy,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            provider,
+            cache,
+            passwords,
+            ttl,
+        }
+    }
+
+    /// How long a cached session is trusted.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The user's session: cached, or from a login that concurrent callers share.
+    #[tracing::instrument(skip(self), fields(user = %user))]
+    pub async fn session(&self, user: &UserId) -> Result<ProviderSession, SessionError> {
+        let provider = self.provider.clone();
+        let login_user = user.clone();
+        let password = self.passwords.password_for(user);
+        let login = Box::pin(async move { provider.login_user(&login_user, &password).await });
+        Ok(self.cache.get_or_login(user, self.ttl, login).await?)
+    }
+
+    /// Runs `call` with the user's session; when the provider rejects the session, drops it,
+    /// logs in again and retries once.
+    pub async fn run<T, F, Fut>(&self, user: &UserId, call: F) -> Result<T, SessionError>
+    where
+        F: Fn(ProviderSession) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let session = self.session(user).await?;
+        let token = session.token.clone();
+        match call(session).await {
+            Err(ProviderError::SessionExpired) => {
+                tracing::info!(user = %user, "provider session rejected, logging in again");
+                self.cache.invalidate(user, &token).await?;
+                let session = self.session(user).await?;
+                Ok(call(session).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Logs the user out of the provider and forgets the session.
+    pub async fn logout(&self, user: &UserId) -> Result<(), SessionError> {
+        if let Some(session) = self.cache.get(user).await? {
+            self.cache.remove(user).await?;
+            match self.provider.logout(&session).await {
+                Ok(()) | Err(ProviderError::SessionExpired) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the user's cached session without telling the provider.
+    pub async fn forget(&self, user: &UserId) -> Result<(), SessionError> {
+        Ok(self.cache.remove(user).await?)
+    }
+
+    /// The passwords in use.
+    pub fn passwords(&self) -> &PasswordPolicy {
+        &self.passwords
+    }
+}

@@ -1,0 +1,19 @@
+//! The port contract suites, run against the in-process adapters.
+
+use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
+
+#[tokio::test]
+async fn memory_token_cache_meets_the_token_cache_contract() {
+    imgate_testkit::token_cache::run_all(|| async { MemoryTokenCache::default() }).await;
+}
+
+#[tokio::test]
+async fn memory_event_publisher_meets_the_event_publisher_contract() {
+    imgate_testkit::event_publisher::run_all(|_buffer| async move {
+        let publisher = MemoryEventPublisher::new(_buffer);
+        // One process is one node: both "nodes" of the suite are the same publisher.
+        let publisher = std::sync::Arc::new(publisher);
+        (publisher.clone(), publisher)
+    })
+    .await;
+}

@@ -1,0 +1,298 @@
+//! A provider double for the domain services' tests: it tracks logins and valid tokens, and
+//! answers `list_rooms` only for a valid token. Everything else is refused as unscripted.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use imgate_domain::model::{
+    FileDownload, FileUpload, FrontendSession, HistoryPage, HistoryQuery, Message, NewMessage,
+    NewRoom, ProviderSession, Room, UnreadSummary, Upserted, User, UserProfile,
+};
+use imgate_domain::ports::{
+    ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
+    ProviderRooms, RealtimeStream, SessionSource,
+};
+use imgate_domain::{AuthToken, FileId, MessageId, Password, ProviderUserId, RoomId, UserId};
+
+/// A provider that only knows logins, logouts and one session-checked call.
+#[derive(Default)]
+pub struct ScriptedProvider {
+    logins: AtomicUsize,
+    admin_logins: AtomicUsize,
+    logouts: AtomicUsize,
+    valid: Mutex<HashSet<String>>,
+    /// The password every login must use; any password when `None`.
+    pub password: Option<String>,
+    /// How long a login takes.
+    pub login_delay: Duration,
+}
+
+impl ScriptedProvider {
+    /// A provider that accepts only `password`.
+    pub fn with_password(password: &str) -> Arc<Self> {
+        Arc::new(Self {
+            password: Some(password.to_owned()),
+            login_delay: Duration::from_millis(50),
+            ..Self::default()
+        })
+    }
+
+    /// User logins so far.
+    pub fn logins(&self) -> usize {
+        self.logins.load(Ordering::SeqCst)
+    }
+
+    /// Admin logins so far.
+    pub fn admin_logins(&self) -> usize {
+        self.admin_logins.load(Ordering::SeqCst)
+    }
+
+    /// Logouts so far.
+    pub fn logouts(&self) -> usize {
+        self.logouts.load(Ordering::SeqCst)
+    }
+
+    /// Revokes every token, as an admin resetting sessions would.
+    pub fn revoke_all(&self) {
+        self.valid.lock().expect("lock").clear();
+    }
+
+    fn check(&self, session: &ProviderSession) -> Result<(), ProviderError> {
+        if self
+            .valid
+            .lock()
+            .expect("lock")
+            .contains(session.token.expose())
+        {
+            Ok(())
+        } else {
+            Err(ProviderError::SessionExpired)
+        }
+    }
+
+    async fn login(
+        &self,
+        who: &str,
+        password: &Password,
+    ) -> Result<ProviderSession, ProviderError> {
+        tokio::time::sleep(self.login_delay).await;
+        if self
+            .password
+            .as_deref()
+            .is_some_and(|p| p != password.expose())
+        {
+            return Err(ProviderError::InvalidCredentials);
+        }
+        let n = self.logins.load(Ordering::SeqCst) + self.admin_logins.load(Ordering::SeqCst);
+        let token = format!("{who}-token-{n}");
+        self.valid.lock().expect("lock").insert(token.clone());
+        Ok(ProviderSession {
+            user_id: ProviderUserId::parse(format!("p-{who}")).expect("valid id"),
+            token: AuthToken::new(token),
+            issued_at: chrono::Utc::now(),
+        })
+    }
+}
+
+fn unscripted<T>() -> Result<T, ProviderError> {
+    Err(ProviderError::Unavailable("not scripted".into()))
+}
+
+#[async_trait]
+impl ProviderAccounts for ScriptedProvider {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn login_admin(
+        &self,
+        username: &str,
+        password: &Password,
+    ) -> Result<ProviderSession, ProviderError> {
+        self.admin_logins.fetch_add(1, Ordering::SeqCst);
+        self.login(username, password).await
+    }
+
+    async fn login_user(
+        &self,
+        user: &UserId,
+        password: &Password,
+    ) -> Result<ProviderSession, ProviderError> {
+        self.logins.fetch_add(1, Ordering::SeqCst);
+        self.login(user.as_str(), password).await
+    }
+
+    async fn logout(&self, session: &ProviderSession) -> Result<(), ProviderError> {
+        self.logouts.fetch_add(1, Ordering::SeqCst);
+        self.valid
+            .lock()
+            .expect("lock")
+            .remove(session.token.expose());
+        Ok(())
+    }
+
+    async fn upsert_user(
+        &self,
+        _: &ProviderSession,
+        _: &UserId,
+        _: &UserProfile,
+        _: &Password,
+    ) -> Result<(User, Upserted), ProviderError> {
+        unscripted()
+    }
+
+    async fn get_user(&self, _: &ProviderSession, _: &UserId) -> Result<User, ProviderError> {
+        unscripted()
+    }
+
+    async fn delete_user(&self, _: &ProviderSession, _: &UserId) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    fn frontend_session(&self, session: &ProviderSession, ttl: Duration) -> FrontendSession {
+        FrontendSession {
+            provider: "scripted",
+            user_id: session.user_id.clone(),
+            token: session.token.clone(),
+            realtime_url: "ws://scripted.invalid/websocket".into(),
+            expires_at: session.issued_at + ttl,
+        }
+    }
+}
+
+#[async_trait]
+impl ProviderRooms for ScriptedProvider {
+    async fn list_rooms(&self, session: &ProviderSession) -> Result<Vec<Room>, ProviderError> {
+        self.check(session).map(|()| Vec::new())
+    }
+
+    async fn create_room(&self, _: &ProviderSession, _: &NewRoom) -> Result<Room, ProviderError> {
+        unscripted()
+    }
+
+    async fn open_direct(
+        &self,
+        _: &ProviderSession,
+        _: &[UserId],
+    ) -> Result<(Room, bool), ProviderError> {
+        unscripted()
+    }
+
+    async fn get_room(&self, _: &ProviderSession, _: &RoomId) -> Result<Room, ProviderError> {
+        unscripted()
+    }
+
+    async fn add_members(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &[UserId],
+    ) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    async fn remove_member(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &UserId,
+    ) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    async fn leave_room(&self, _: &ProviderSession, _: &RoomId) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    async fn mark_read(&self, _: &ProviderSession, _: &RoomId) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    async fn unread(&self, _: &ProviderSession) -> Result<UnreadSummary, ProviderError> {
+        unscripted()
+    }
+}
+
+#[async_trait]
+impl ProviderMessages for ScriptedProvider {
+    async fn history(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &HistoryQuery,
+    ) -> Result<HistoryPage, ProviderError> {
+        unscripted()
+    }
+
+    async fn send_message(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &NewMessage,
+    ) -> Result<Message, ProviderError> {
+        unscripted()
+    }
+
+    async fn edit_message(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &MessageId,
+        _: &str,
+    ) -> Result<Message, ProviderError> {
+        unscripted()
+    }
+
+    async fn delete_message(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: &MessageId,
+    ) -> Result<(), ProviderError> {
+        unscripted()
+    }
+
+    async fn set_typing(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: bool,
+    ) -> Result<(), ProviderError> {
+        unscripted()
+    }
+}
+
+#[async_trait]
+impl ProviderFiles for ScriptedProvider {
+    async fn upload_file(
+        &self,
+        _: &ProviderSession,
+        _: &RoomId,
+        _: FileUpload,
+    ) -> Result<Message, ProviderError> {
+        unscripted()
+    }
+
+    async fn download_file(
+        &self,
+        _: &ProviderSession,
+        _: &FileId,
+        _: &str,
+    ) -> Result<FileDownload, ProviderError> {
+        unscripted()
+    }
+}
+
+#[async_trait]
+impl ProviderRealtime for ScriptedProvider {
+    async fn connect_realtime(
+        &self,
+        _: &UserId,
+        _: Arc<dyn SessionSource>,
+    ) -> Result<RealtimeStream, ProviderError> {
+        unscripted()
+    }
+}
