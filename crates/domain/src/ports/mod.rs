@@ -3,10 +3,12 @@
 //! contract suite per port that every adapter runs.
 
 pub mod event_publisher;
+pub mod health;
 pub mod provider;
 pub mod token_cache;
 
 pub use event_publisher::{EventPublisher, EventSubscription, PublishError};
+pub use health::HealthCheck;
 pub use provider::{
     ImProvider, ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
     ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,

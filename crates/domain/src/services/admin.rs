@@ -112,3 +112,18 @@ impl AdminAgent {
         Ok(session)
     }
 }
+
+#[async_trait::async_trait]
+impl crate::ports::HealthCheck for AdminAgent {
+    fn name(&self) -> &'static str {
+        "admin_agent"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if self.is_logged_in().await {
+            Ok(())
+        } else {
+            Err("the admin agent is not logged in".into())
+        }
+    }
+}

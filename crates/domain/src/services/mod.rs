@@ -2,6 +2,8 @@
 
 mod admin;
 mod session;
+mod users;
 
 pub use admin::{AdminAgent, AdminError};
 pub use session::{PasswordPolicy, SessionError, SessionService};
+pub use users::{UserError, UserService};

@@ -1,0 +1,99 @@
+//! Mirroring host users into the provider, as the admin agent.
+
+use std::sync::Arc;
+
+use crate::ids::{Password, UserId};
+use crate::model::{Upserted, User, UserProfile};
+use crate::ports::{CacheError, ImProvider, ProviderError};
+use crate::services::{AdminAgent, AdminError, SessionError, SessionService};
+
+/// Why a user operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// The admin agent cannot log in: the gateway's provider admin credentials are wrong.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The provider failed or refused.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The token cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl From<SessionError> for UserError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Provider(err) => Self::Provider(err),
+            SessionError::Cache(err) => Self::Cache(err),
+        }
+    }
+}
+
+/// Creates, reads and deletes the provider accounts of host users.
+pub struct UserService {
+    provider: Arc<dyn ImProvider>,
+    admin: Arc<AdminAgent>,
+    sessions: Arc<SessionService>,
+}
+
+impl UserService {
+    /// A service acting through `admin` and dropping sessions from `sessions`.
+    pub fn new(
+        provider: Arc<dyn ImProvider>,
+        admin: Arc<AdminAgent>,
+        sessions: Arc<SessionService>,
+    ) -> Self {
+        Self {
+            provider,
+            admin,
+            sessions,
+        }
+    }
+
+    /// Creates the user's provider account, or brings it in line with `profile`.
+    #[tracing::instrument(skip(self, profile, password), fields(user = %user))]
+    pub async fn upsert(
+        &self,
+        user: &UserId,
+        profile: &UserProfile,
+        password: Option<Password>,
+    ) -> Result<(User, Upserted), UserError> {
+        let password = self.sessions.passwords().password_on_create(user, password);
+        let result = self
+            .admin
+            .run(|admin| {
+                let provider = self.provider.clone();
+                let password = password.clone();
+                async move { provider.upsert_user(&admin, user, profile, &password).await }
+            })
+            .await?;
+        // A changed password makes the cached session's origin stale; the next call logs in anew.
+        self.sessions.forget(user).await?;
+        Ok(result)
+    }
+
+    /// Reads a mirrored user.
+    pub async fn get(&self, user: &UserId) -> Result<User, UserError> {
+        Ok(self
+            .admin
+            .run(|admin| {
+                let provider = self.provider.clone();
+                async move { provider.get_user(&admin, user).await }
+            })
+            .await?)
+    }
+
+    /// Deletes the user's provider account and forgets their session.
+    #[tracing::instrument(skip(self), fields(user = %user))]
+    pub async fn delete(&self, user: &UserId) -> Result<(), UserError> {
+        self.admin
+            .run(|admin| {
+                let provider = self.provider.clone();
+                async move { provider.delete_user(&admin, user).await }
+            })
+            .await?;
+        self.sessions.forget(user).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The one place where errors become HTTP answers: the JSON envelope of the contract,
+//! `{"error": "<code>", "message": "<human text>"}`.
+
+use std::time::Duration;
+
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use imgate_domain::ports::{CacheError, ProviderError, PublishError};
+use imgate_domain::services::{AdminError, SessionError};
+use serde::Serialize;
+
+/// The error body every non-2xx answer carries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `unauthorized`, `forbidden`, `not_found`, `conflict`, `invalid_request`,
+    /// `payload_too_large`, `rate_limited`, `provider_unavailable`, `provider_error`, …
+    pub error: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing, malformed or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Clashes with what exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Malformed JSON, a missing field or a bad value; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body is over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Too many requests; retry after the given time.
+    #[error("{message}")]
+    RateLimited {
+        /// For the person.
+        message: String,
+        /// For the `Retry-After` header.
+        retry_after: Duration,
+    },
+    /// The provider is down or too slow; the detail goes to the log only.
+    #[error("the chat provider is unavailable")]
+    ProviderUnavailable(String),
+    /// The provider answered garbage; the detail goes to the log only.
+    #[error("the chat provider answered something unexpected")]
+    ProviderError(String),
+    /// A dependency of the gateway itself (Redis) is down; the detail goes to the log only.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// A bug; the detail goes to the log only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::Invalid(_) => "invalid_request",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::ProviderUnavailable(_) => "provider_unavailable",
+            Self::ProviderError(_) => "provider_error",
+            Self::ServiceUnavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ProviderUnavailable(_) | Self::ServiceUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::ProviderError(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::ProviderUnavailable(detail)
+            | Self::ProviderError(detail)
+            | Self::ServiceUnavailable(detail)
+            | Self::Internal(detail) => {
+                tracing::warn!(code = self.code(), error = %detail, "request failed");
+            }
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::RateLimited { retry_after, .. } = self {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.insert_header((header::RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(err: ProviderError) -> Self {
+        match err {
+            // A user's session is renewed before we get here; one that is still refused, or a
+            // refused login, means the gateway's provider credentials for them are wrong.
+            ProviderError::SessionExpired | ProviderError::InvalidCredentials => {
+                Self::ProviderError(format!("provider refused the gateway's credentials: {err}"))
+            }
+            ProviderError::Forbidden(message) => Self::Forbidden(message),
+            ProviderError::NotFound(message) => Self::NotFound(message),
+            ProviderError::Conflict(message) => Self::Conflict(message),
+            ProviderError::Invalid { field, message } => {
+                Self::Invalid(format!("{field}: {message}"))
+            }
+            ProviderError::RateLimited { retry_after } => Self::RateLimited {
+                message: "the chat provider is rate limiting, retry later".into(),
+                retry_after,
+            },
+            ProviderError::Unavailable(detail) => Self::ProviderUnavailable(detail),
+            ProviderError::BadResponse(detail) => Self::ProviderError(detail),
+        }
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(err: CacheError) -> Self {
+        Self::ServiceUnavailable(format!("the gateway's token cache is unavailable ({err})"))
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(err: PublishError) -> Self {
+        Self::ServiceUnavailable(format!(
+            "the gateway's event backplane is unavailable ({err})"
+        ))
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Provider(err) => err.into(),
+            SessionError::Cache(err) => err.into(),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> Self {
+        match err {
+            AdminError::LoginRefused => {
+                Self::ProviderError("the provider refused the admin agent's credentials".into())
+            }
+            AdminError::Provider(err) => err.into(),
+        }
+    }
+}
+
+/// Malformed or oversized JSON bodies become envelope errors naming what is wrong.
+pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => too_large(*limit, Some(*length)),
+        JsonPayloadError::Overflow { limit } => too_large(*limit, None),
+        JsonPayloadError::ContentType => {
+            ApiError::Invalid("expected a JSON body with Content-Type: application/json".into())
+        }
+        JsonPayloadError::Deserialize(err) if err.is_data() => {
+            ApiError::Invalid(format!("invalid request body: {err}"))
+        }
+        JsonPayloadError::Deserialize(err) => ApiError::Invalid(format!("malformed JSON: {err}")),
+        JsonPayloadError::Payload(PayloadError::Overflow) => too_large(0, None),
+        other => ApiError::Invalid(format!("unreadable request body: {other}")),
+    };
+    api.into()
+}
+
+fn too_large(limit: usize, length: Option<usize>) -> ApiError {
+    let limit = if limit > 0 {
+        format!(" (limit {limit} bytes)")
+    } else {
+        String::new()
+    };
+    let size = length.map(|n| format!(" of {n} bytes")).unwrap_or_default();
+    ApiError::PayloadTooLarge(format!("request body{size} is too large{limit}"))
+}
+
+/// Bad query strings become `invalid_request` naming the parameter.
+pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Invalid(format!("invalid query: {err}")).into()
+}
+
+/// Bad path segments become `invalid_request`.
+pub fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Invalid(format!("invalid path: {err}")).into()
+}

@@ -1,0 +1,137 @@
+//! imgate's REST API on actix-web: the routes of the product contract, host identity
+//! extractors ([`auth::EndUser`], [`auth::HostBackend`]), the JSON error envelope
+//! ([`error::ApiError`]) and the OpenAPI document generated from the handlers.
+//!
+//! It holds no business logic: handlers parse, call a domain service, and map the result.
+//! The app mounts everything with [`configure`].
+
+pub mod auth;
+pub mod error;
+pub mod identity;
+pub mod ops;
+pub mod telemetry;
+pub mod users;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use imgate_domain::services::UserService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+
+use crate::auth::Authenticator;
+use crate::error::{ApiError, ErrorBody};
+use crate::ops::Readiness;
+
+/// The generated OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "imgate", description = "An IM gateway: the host's users chat through one REST API and one SignalR hub, whatever the chat provider."),
+    paths(ops::healthz, ops::readyz, ops::metrics, ops::openapi, identity::me, users::upsert, users::get, users::delete),
+    components(schemas(
+        ErrorBody,
+        ops::HealthBody,
+        identity::Identity,
+        users::UpsertUser,
+        imgate_domain::model::User,
+        imgate_domain::model::Room,
+        imgate_domain::model::RoomKind,
+        imgate_domain::model::Message,
+        imgate_domain::model::Sender,
+        imgate_domain::model::FileRef,
+        imgate_domain::model::HistoryPage,
+        imgate_domain::model::UnreadSummary,
+    )),
+    modifiers(&SecuritySchemes),
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+    }
+}
+
+/// What the routes need, built once by the app.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Checks host identities.
+    pub auth: Arc<Authenticator>,
+    /// What `/readyz` asks.
+    pub readiness: Readiness,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The largest JSON body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// User mirroring.
+    pub users: Arc<UserService>,
+}
+
+/// Mounts every route, the extractor error handlers and the 404 fallback.
+pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(state.auth))
+            .app_data(web::Data::new(state.readiness))
+            .app_data(web::Data::new(state.metrics))
+            .app_data(web::Data::from(state.users))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(state.max_body_bytes)
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .service(resource("/healthz").route(web::get().to(ops::healthz)))
+            .service(resource("/readyz").route(web::get().to(ops::readyz)))
+            .service(resource("/metrics").route(web::get().to(ops::metrics)))
+            .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
+            .service(resource("/api/v1/me").route(web::get().to(identity::me)))
+            .service(
+                resource("/api/v1/users/{id}")
+                    .route(web::put().to(users::upsert))
+                    .route(web::get().to(users::get))
+                    .route(web::delete().to(users::delete)),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// A resource whose unsupported methods get the envelope rather than an empty 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The envelope's 404 for any path no route matches.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.path()
+    )))
+}

@@ -1,0 +1,94 @@
+//! Operations endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use imgate_domain::ports::HealthCheck;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use utoipa::OpenApi;
+
+/// How long one readiness check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The dependencies `/readyz` asks.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl Readiness {
+    /// Readiness over these checks; all must pass.
+    pub fn new(checks: Vec<Arc<dyn HealthCheck>>) -> Self {
+        Self { checks }
+    }
+}
+
+/// What `/healthz` and `/readyz` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    /// `ok`, `ready` or `not_ready`.
+    pub status: &'static str,
+    /// Each dependency: `ok` or why not.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = HealthBody)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthBody {
+        status: "ok",
+        checks: BTreeMap::new(),
+    })
+}
+
+/// The provider (and Redis, when used) answer and the admin agent is logged in.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to serve", body = HealthBody),
+        (status = 503, description = "A dependency is not usable", body = HealthBody)))]
+pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    let results = futures::future::join_all(readiness.checks.iter().map(|check| async move {
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+        };
+        (check.name(), outcome)
+    }))
+    .await;
+    let ready = results.iter().all(|(_, outcome)| outcome.is_ok());
+    let checks = results
+        .into_iter()
+        .map(|(name, outcome)| (name, outcome.err().unwrap_or_else(|| "ok".into())))
+        .collect();
+    let body = HealthBody {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}
+
+/// This API's OpenAPI document, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::ApiDoc::openapi())
+}

@@ -1,0 +1,173 @@
+//! `/api/v1/users/{id}`: the host back end mirrors its users into the provider.
+
+use actix_web::{web, HttpResponse};
+use imgate_domain::model::{Upserted, User, UserProfile};
+use imgate_domain::services::{UserError, UserService};
+use imgate_domain::{Password, UserId};
+use serde::Deserialize;
+
+use crate::auth::HostBackend;
+use crate::error::{ApiError, ErrorBody};
+
+/// The body of `PUT /api/v1/users/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertUser {
+    /// Preferred username.
+    pub username: String,
+    /// Display name.
+    pub name: String,
+    /// E-mail address; one is made up when absent.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The user's provider password; the configured default when absent.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+const MAX_NAME_LEN: usize = 120;
+const MIN_PASSWORD_LEN: usize = 8;
+
+impl UpsertUser {
+    fn validate(self) -> Result<(UserProfile, Option<Password>), ApiError> {
+        let text = |field: &str, value: String| {
+            let value = value.trim().to_owned();
+            if value.is_empty() {
+                Err(ApiError::Invalid(format!("{field}: must not be empty")))
+            } else if value.chars().count() > MAX_NAME_LEN {
+                Err(ApiError::Invalid(format!(
+                    "{field}: must be at most {MAX_NAME_LEN} characters"
+                )))
+            } else if value.chars().any(char::is_control) {
+                Err(ApiError::Invalid(format!(
+                    "{field}: must not contain control characters"
+                )))
+            } else {
+                Ok(value)
+            }
+        };
+        let email = match self.email.map(|e| e.trim().to_owned()) {
+            Some(email) if !looks_like_email(&email) => {
+                return Err(ApiError::Invalid("email: not an e-mail address".into()))
+            }
+            other => other,
+        };
+        let password = match self.password {
+            Some(p) if p.chars().count() < MIN_PASSWORD_LEN => {
+                return Err(ApiError::Invalid(format!(
+                    "password: must be at least {MIN_PASSWORD_LEN} characters"
+                )))
+            }
+            other => other.map(Password::new),
+        };
+        Ok((
+            UserProfile {
+                username: text("username", self.username)?,
+                name: text("name", self.name)?,
+                email,
+            },
+            password,
+        ))
+    }
+}
+
+fn looks_like_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn user_id(raw: String) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|err| ApiError::Invalid(format!("id: {err}")))
+}
+
+impl From<UserError> for ApiError {
+    fn from(err: UserError) -> Self {
+        match err {
+            UserError::Admin(err) => err.into(),
+            UserError::Provider(err) => err.into(),
+            UserError::Cache(err) => err.into(),
+        }
+    }
+}
+
+/// Creates or updates a mirrored user; idempotent.
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "The host's user id")),
+    request_body = UpsertUser,
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 200, description = "Updated", body = User),
+        (status = 400, description = "A field is missing or wrong; the message names it", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, description = "The provider is unavailable", body = ErrorBody)))]
+pub async fn upsert(
+    _: HostBackend,
+    users: web::Data<UserService>,
+    id: web::Path<String>,
+    body: web::Json<UpsertUser>,
+) -> Result<HttpResponse, ApiError> {
+    let id = user_id(id.into_inner())?;
+    let (profile, password) = body.into_inner().validate()?;
+    let (user, upserted) = users.upsert(&id, &profile, password).await?;
+    Ok(match upserted {
+        Upserted::Created => HttpResponse::Created().json(user),
+        Upserted::Updated => HttpResponse::Ok().json(user),
+    })
+}
+
+/// Reads a mirrored user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "The host's user id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = User),
+        (status = 404, body = ErrorBody)))]
+pub async fn get(
+    _: HostBackend,
+    users: web::Data<UserService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = user_id(id.into_inner())?;
+    Ok(HttpResponse::Ok().json(users.get(&id).await?))
+}
+
+/// Deletes a mirrored user, their cached session and their upstream connection.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "The host's user id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    _: HostBackend,
+    users: web::Data<UserService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = user_id(id.into_inner())?;
+    users.delete(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e_mail_addresses_are_checked_loosely() {
+        for good in ["a@b.io", "first.last+tag@example.co.uk"] {
+            assert!(looks_like_email(good), "{good}");
+        }
+        for bad in ["", "a", "a@b", "@b.io", "a@.io", "a@b.", "a b@c.io"] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
+}
