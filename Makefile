@@ -1,0 +1,21 @@
+# imgate developer commands. `make test` is the README's test command and what CI runs.
+.PHONY: run test test-deps lint fmt bench
+
+run:
+	cargo run -p imgate
+
+test-deps:
+	bash scripts/test-deps.sh
+
+test: test-deps
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+bench:
+	@echo "no benchmarks yet"

@@ -1,0 +1,355 @@
+//! The one typed configuration: the built-in defaults, then `config/default.toml` and
+//! `config/{IMGATE_ENV}.toml` when present, then `IMGATE__SECTION__KEY` environment variables. Key names are part of the product contract.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// `config/default.toml` as built into the binary, so it runs with its defaults from anywhere.
+const EMBEDDED_DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Host identity.
+    pub auth: AuthSettings,
+    /// The chat provider.
+    pub provider: ProviderSettings,
+    /// Where provider sessions are cached.
+    pub cache: BackendChoice,
+    /// How events reach connections.
+    pub push: PushSettings,
+    /// Redis, when `cache.kind` or `push.kind` is `redis`.
+    pub redis: RedisSettings,
+    /// Realtime mode.
+    pub realtime: RealtimeSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Path prefix every route is served under, e.g. `/chat`; empty for none.
+    pub base_path: String,
+    /// Browser origins allowed to call the API and the hub.
+    pub cors_origins: Vec<String>,
+    /// Largest JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// `[auth]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 shared secret.
+    pub jwt_secret: Option<SecretString>,
+    /// RS256 or ES256 public key file (PEM).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Clock leeway in seconds.
+    pub leeway_s: u64,
+    /// The claim holding the user id.
+    pub user_claim: String,
+    /// The claim marking the host back end.
+    pub admin_claim: String,
+    /// The value `admin_claim` must contain.
+    pub admin_value: String,
+    /// The host back end's API key.
+    pub api_key: Option<SecretString>,
+}
+
+/// `[provider]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// `rocketchat`.
+    pub kind: String,
+    /// The provider's URL; unset starts the bundled Rocket.Chat-compatible server (demo).
+    pub url: Option<String>,
+    /// The provider's realtime URL; derived from `url` when unset.
+    pub realtime_url: Option<String>,
+    /// The admin agent's provider account.
+    pub admin_user: String,
+    /// Its password.
+    pub admin_password: Option<SecretString>,
+    /// The password mirrored users get when the host sends none.
+    pub default_password: Option<SecretString>,
+    /// How long a user's provider session is cached.
+    pub token_ttl_s: u64,
+    /// Budget for one provider call.
+    pub timeout_ms: u64,
+    /// Domain of made-up e-mail addresses for users the host sent none for.
+    pub email_domain: String,
+}
+
+/// A section that only chooses an implementation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendChoice {
+    /// `memory` or `redis`.
+    pub kind: String,
+}
+
+/// `[push]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    /// `memory` or `redis`.
+    pub kind: String,
+    /// Events buffered per connection before a slow one is cut off.
+    pub connection_buffer: usize,
+}
+
+/// `[redis]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key and channel prefix, so deployments can share one Redis.
+    pub prefix: String,
+}
+
+/// `[realtime]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// `backend`, `frontend` or `both`.
+    pub mode: String,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `imgate=debug,info`.
+    pub level: String,
+}
+
+/// The environment variable that sets `key` (`provider.url` → `IMGATE__PROVIDER__URL`).
+pub fn env_var(key: &str) -> String {
+    format!("IMGATE__{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+/// One configuration problem, naming the key and its environment variable.
+fn problem(key: &str, message: impl std::fmt::Display) -> String {
+    format!(
+        "{key}: {message} (set {} or `{key}` in config/)",
+        env_var(key)
+    )
+}
+
+impl Settings {
+    /// Reads the layered configuration from `dir` (normally `config/`) and the environment.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let env = std::env::var("IMGATE_ENV").unwrap_or_else(|_| "local".into());
+        let builder = Self::defaults()
+            .add_source(config::File::from(dir.join("default.toml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("IMGATE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("server.cors_origins"),
+            );
+        Self::build(builder)
+            .with_context(|| format!("reading configuration from {}", dir.display()))
+    }
+
+    /// The built-in defaults with `overrides` (`("server.bind", "127.0.0.1:0")`, …) on top;
+    /// neither files nor the environment are read. For tests and embedding.
+    pub fn with_overrides(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut builder = Self::defaults();
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, *value)
+                .with_context(|| format!("overriding {key}"))?;
+        }
+        Self::build(builder)
+    }
+
+    fn defaults() -> config::ConfigBuilder<config::builder::DefaultState> {
+        config::Config::builder().add_source(config::File::from_str(
+            EMBEDDED_DEFAULTS,
+            config::FileFormat::Toml,
+        ))
+    }
+
+    fn build(
+        builder: config::ConfigBuilder<config::builder::DefaultState>,
+    ) -> anyhow::Result<Self> {
+        builder
+            .build()?
+            .try_deserialize::<Settings>()
+            .map_err(|err| anyhow::anyhow!("{err}"))
+    }
+
+    /// Whether the gateway runs its bundled provider: no `provider.url`.
+    pub fn embedded_provider(&self) -> bool {
+        self.provider.url.is_none()
+    }
+
+    /// Whether the gateway runs without host key material (demo mode, embedded provider only).
+    pub fn demo_auth(&self) -> bool {
+        self.auth.jwt_secret.is_none() && self.auth.jwt_public_key_file.is_none()
+    }
+
+    /// Every problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            problems.push(problem("server.bind", "not an address like 127.0.0.1:8080"));
+        }
+        let base = &self.server.base_path;
+        if !base.is_empty()
+            && (!base.starts_with('/') || base.ends_with('/') || base.contains("//"))
+        {
+            problems.push(problem(
+                "server.base_path",
+                "must be empty or like /chat (leading slash, no trailing slash)",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            problems.push(problem("server.max_body_bytes", "must be at least 1024"));
+        }
+        match (&self.auth.jwt_secret, &self.auth.jwt_public_key_file) {
+            (Some(_), Some(_)) => problems.push(problem(
+                "auth.jwt_secret",
+                "set either auth.jwt_secret or auth.jwt_public_key_file, not both",
+            )),
+            (Some(secret), None) if secret.expose_secret().len() < 32 => {
+                problems.push(problem("auth.jwt_secret", "must be at least 32 bytes"))
+            }
+            (None, Some(path)) if !path.is_file() => problems.push(problem(
+                "auth.jwt_public_key_file",
+                format_args!("no such file: {}", path.display()),
+            )),
+            (None, None) if !self.embedded_provider() => problems.push(problem(
+                "auth.jwt_secret",
+                "a JWT key is required (auth.jwt_secret or auth.jwt_public_key_file) when provider.url is set; only the embedded demo runs without one",
+            )),
+            _ => {}
+        }
+        if self.auth.user_claim.trim().is_empty() {
+            problems.push(problem("auth.user_claim", "must not be empty"));
+        }
+        if self
+            .auth
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 16)
+        {
+            problems.push(problem("auth.api_key", "must be at least 16 characters"));
+        }
+        if self.provider.kind != "rocketchat" {
+            problems.push(problem(
+                "provider.kind",
+                format_args!(
+                    "unknown provider {:?}; known: rocketchat",
+                    self.provider.kind
+                ),
+            ));
+        }
+        if let Some(url) = &self.provider.url {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url::Url::parse(url).is_err()
+            {
+                problems.push(problem("provider.url", "not an http(s) URL"));
+            }
+            if self.provider.admin_password.is_none() {
+                problems.push(problem(
+                    "provider.admin_password",
+                    "required when provider.url is set",
+                ));
+            }
+            if self.provider.default_password.is_none() {
+                problems.push(problem(
+                    "provider.default_password",
+                    "required when provider.url is set",
+                ));
+            }
+        }
+        if let Some(url) = &self.provider.realtime_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                problems.push(problem("provider.realtime_url", "not a ws(s) URL"));
+            }
+        }
+        if self.provider.token_ttl_s < 60 {
+            problems.push(problem("provider.token_ttl_s", "must be at least 60"));
+        }
+        if self.provider.timeout_ms < 100 {
+            problems.push(problem("provider.timeout_ms", "must be at least 100"));
+        }
+        for (key, kind) in [
+            ("cache.kind", &self.cache.kind),
+            ("push.kind", &self.push.kind),
+        ] {
+            match kind.as_str() {
+                "memory" => {}
+                "redis" => problems.push(problem(
+                    key,
+                    "redis is not available in this build yet; use memory",
+                )),
+                other => problems.push(problem(
+                    key,
+                    format_args!("unknown kind {other:?}; known: memory, redis"),
+                )),
+            }
+        }
+        if self.push.connection_buffer == 0 {
+            problems.push(problem("push.connection_buffer", "must be at least 1"));
+        }
+        if !matches!(self.realtime.mode.as_str(), "backend" | "frontend" | "both") {
+            problems.push(problem(
+                "realtime.mode",
+                "must be backend, frontend or both",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push(problem("log.format", "must be text or json"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(problem(
+                "log.level",
+                "not a log filter such as info or imgate=debug,info",
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_environment_variables() {
+        assert_eq!(env_var("provider.url"), "IMGATE__PROVIDER__URL");
+        assert_eq!(env_var("auth.jwt_secret"), "IMGATE__AUTH__JWT_SECRET");
+    }
+}

@@ -1,0 +1,324 @@
+//! Settings → adapters → ports → services → HTTP server. Nothing here decides anything a
+//! user could observe beyond which adapter serves which port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, App, HttpServer};
+use anyhow::Context;
+use imgate_domain::model::UserProfile;
+use imgate_domain::ports::{HealthCheck, ImProvider, TokenCache};
+use imgate_domain::services::{AdminAgent, PasswordPolicy, SessionService, UserService};
+use imgate_domain::{Password, UserId};
+use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
+use imgate_http::ops::Readiness;
+use imgate_http::ApiState;
+use imgate_memory::MemoryTokenCache;
+use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rocketchat_sim::{Sim, SimConfig};
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+
+use crate::demo;
+use crate::settings::Settings;
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where the HTTP server listens.
+    pub addr: SocketAddr,
+    /// The provider's URL (the embedded server's, in demo mode).
+    pub provider_url: String,
+    /// Whether the gateway runs in demo mode.
+    pub demo: bool,
+    server: ServerHandle,
+    serving: JoinHandle<std::io::Result<()>>,
+    admin: Arc<AdminAgent>,
+    admin_retry: JoinHandle<()>,
+    embedded: Option<Sim>,
+}
+
+impl Gateway {
+    /// Stops accepting, finishes in-flight requests, logs the admin agent out, stops the
+    /// embedded provider.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.serving.await;
+        self.admin_retry.abort();
+        self.admin.shutdown().await;
+        if let Some(sim) = self.embedded {
+            sim.stop().await;
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    // One recorder per process; a second gateway in the same process (tests) shares it.
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|err| anyhow::anyhow!("installing the metrics recorder: {err}"))
+}
+
+fn auth_settings(settings: &Settings) -> anyhow::Result<AuthSettings> {
+    let auth = &settings.auth;
+    let key = match (&auth.jwt_secret, &auth.jwt_public_key_file) {
+        (Some(secret), _) => JwtKey::Hs256(secret.expose_secret().as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("auth.jwt_public_key_file: reading {}", path.display()))?;
+            if is_rsa_public_key(&pem) {
+                JwtKey::Rs256(pem)
+            } else {
+                JwtKey::Es256(pem)
+            }
+        }
+        (None, None) => JwtKey::Hs256(demo::DEMO_JWT_SECRET.as_bytes().to_vec()),
+    };
+    let api_key = match &auth.api_key {
+        Some(key) => Some(key.expose_secret().to_owned()),
+        None if settings.demo_auth() => Some(demo::DEMO_API_KEY.to_owned()),
+        None => None,
+    };
+    Ok(AuthSettings {
+        key,
+        issuer: auth.issuer.clone(),
+        audience: auth.audience.clone(),
+        leeway: Duration::from_secs(auth.leeway_s),
+        user_claim: auth.user_claim.clone(),
+        admin_claim: auth.admin_claim.clone(),
+        admin_value: auth.admin_value.clone(),
+        api_key,
+    })
+}
+
+/// A PEM public key is RSA when it parses as one; otherwise we try it as EC.
+fn is_rsa_public_key(pem: &[u8]) -> bool {
+    Authenticator::new(AuthSettings {
+        key: JwtKey::Rs256(pem.to_vec()),
+        issuer: None,
+        audience: None,
+        leeway: Duration::ZERO,
+        user_claim: "sub".into(),
+        admin_claim: "roles".into(),
+        admin_value: String::new(),
+        api_key: None,
+    })
+    .is_ok()
+}
+
+struct ProviderParts {
+    url: String,
+    admin_user: String,
+    admin_password: Password,
+    default_password: Password,
+    embedded: Option<Sim>,
+}
+
+async fn provider_parts(settings: &Settings) -> anyhow::Result<ProviderParts> {
+    let provider = &settings.provider;
+    if let Some(url) = &provider.url {
+        return Ok(ProviderParts {
+            url: url.clone(),
+            admin_user: provider.admin_user.clone(),
+            admin_password: Password::new(
+                provider
+                    .admin_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default(),
+            ),
+            default_password: Password::new(
+                provider
+                    .default_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default(),
+            ),
+            embedded: None,
+        });
+    }
+    // The embedded server lives only as long as this process, so its admin password can be
+    // fresh every time.
+    let admin_password: String = {
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 24)
+    };
+    let sim = Sim::start(SimConfig {
+        admin_username: provider.admin_user.clone(),
+        admin_password: admin_password.clone(),
+        ..SimConfig::default()
+    })
+    .await
+    .context("starting the embedded Rocket.Chat-compatible server")?;
+    let default_password = provider
+        .default_password
+        .as_ref()
+        .map(|p| p.expose_secret().to_owned())
+        .unwrap_or_else(|| demo::DEMO_USER_PASSWORD.to_owned());
+    Ok(ProviderParts {
+        url: sim.http_url(),
+        admin_user: provider.admin_user.clone(),
+        admin_password: Password::new(admin_password),
+        default_password: Password::new(default_password),
+        embedded: Some(sim),
+    })
+}
+
+/// Starts the gateway described by `settings` (already validated).
+pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
+    let metrics = metrics_handle()?;
+    let auth = Arc::new(
+        Authenticator::new(auth_settings(&settings)?)
+            .map_err(|err| anyhow::anyhow!("auth.jwt_public_key_file: {err}"))?,
+    );
+    let parts = provider_parts(&settings).await?;
+    let rocketchat = Arc::new(
+        RocketChatProvider::new(&RocketChatConfig {
+            realtime_url: settings.provider.realtime_url.clone(),
+            timeout: Duration::from_millis(settings.provider.timeout_ms),
+            email_domain: settings.provider.email_domain.clone(),
+            ..RocketChatConfig::new(parts.url.clone())
+        })
+        .context("provider.url")?,
+    );
+    let provider: Arc<dyn ImProvider> = rocketchat.clone();
+    let cache: Arc<dyn TokenCache> = Arc::new(MemoryTokenCache::default());
+    let sessions = Arc::new(SessionService::new(
+        provider.clone(),
+        cache,
+        PasswordPolicy::new(parts.default_password),
+        Duration::from_secs(settings.provider.token_ttl_s),
+    ));
+    let admin = Arc::new(AdminAgent::new(
+        provider.clone(),
+        parts.admin_user,
+        parts.admin_password,
+    ));
+    let users = Arc::new(UserService::new(
+        provider.clone(),
+        admin.clone(),
+        sessions.clone(),
+    ));
+
+    let admin_retry = match admin.start().await {
+        Ok(()) => tokio::spawn(async {}),
+        Err(error) if parts.embedded.is_some() => {
+            return Err(anyhow::anyhow!(
+                "the embedded provider refused the admin agent: {error}"
+            ))
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "admin agent cannot log in; retrying in the background, /readyz reports it");
+            tokio::spawn(retry_admin_login(admin.clone()))
+        }
+    };
+
+    if parts.embedded.is_some() {
+        seed_demo_users(&users).await?;
+    }
+
+    let state = ApiState {
+        auth,
+        readiness: Readiness::new(vec![rocketchat as Arc<dyn HealthCheck>, admin.clone()]),
+        metrics,
+        max_body_bytes: settings.server.max_body_bytes,
+        users,
+    };
+    let base_path = settings.server.base_path.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::from_fn(imgate_http::telemetry::observe))
+            .service(
+                actix_web::web::scope(&base_path).configure(imgate_http::configure(state.clone())),
+            )
+            .default_service(actix_web::web::to(imgate_http::not_found))
+    })
+    .shutdown_timeout(settings.server.shutdown_timeout_s)
+    .disable_signals();
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    let server = server
+        .bind(&settings.server.bind)
+        .with_context(|| format!("server.bind: cannot listen on {}", settings.server.bind))?;
+    let addr = *server
+        .addrs()
+        .first()
+        .context("server.bind: no address bound")?;
+    let server = server.run();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    Ok(Gateway {
+        addr,
+        provider_url: parts.url,
+        demo: settings.demo_auth(),
+        server: handle,
+        serving,
+        admin,
+        admin_retry,
+        embedded: parts.embedded,
+    })
+}
+
+async fn retry_admin_login(admin: Arc<AdminAgent>) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(delay).await;
+        match admin.start().await {
+            Ok(()) => {
+                tracing::info!("admin agent logged in");
+                return;
+            }
+            Err(error) => tracing::warn!(error = %error, "admin agent login failed again"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn seed_demo_users(users: &UserService) -> anyhow::Result<()> {
+    for (id, username, name) in demo::DEMO_USERS {
+        let profile = UserProfile {
+            username: (*username).to_owned(),
+            name: (*name).to_owned(),
+            email: None,
+        };
+        let user = UserId::parse(*id).expect("demo ids are valid");
+        users
+            .upsert(&user, &profile, None)
+            .await
+            .with_context(|| format!("creating demo user {id}"))?;
+    }
+    Ok(())
+}

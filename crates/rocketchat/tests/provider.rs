@@ -1,0 +1,520 @@
+//! The Rocket.Chat adapter against the project's Rocket.Chat-compatible server, and against a
+//! real Rocket.Chat when `ROCKETCHAT_URL` (+ `ROCKETCHAT_ADMIN_USER`, `ROCKETCHAT_ADMIN_PASSWORD`)
+//! is set.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use imgate_domain::model::{
+    FileUpload, HistoryQuery, NewMessage, NewRoom, ProviderSession, RoomKind, Upserted, UserProfile,
+};
+use imgate_domain::ports::{
+    ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRooms,
+};
+use imgate_domain::{MessageId, Password, UserId};
+use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
+use imgate_testkit::user;
+use rocketchat_sim::{RestFault, RestFaultKind, Sim, SimConfig, Version};
+
+const PASSWORD: &str = "user-password-1";
+
+struct Fixture {
+    provider: RocketChatProvider,
+    admin: ProviderSession,
+    // Keeps the embedded server alive for the test; `None` against a real server.
+    sim: Option<Sim>,
+    /// Makes names unique, so tests can share a real server.
+    tag: String,
+}
+
+impl Fixture {
+    async fn start(version: Version) -> Self {
+        let tag = format!("t{}", rand_suffix());
+        if let Ok(url) = std::env::var("ROCKETCHAT_URL") {
+            let admin_user =
+                std::env::var("ROCKETCHAT_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+            let admin_password = std::env::var("ROCKETCHAT_ADMIN_PASSWORD")
+                .expect("ROCKETCHAT_ADMIN_PASSWORD with ROCKETCHAT_URL");
+            let provider = RocketChatProvider::new(&RocketChatConfig::new(url)).unwrap();
+            let admin = provider
+                .login_admin(&admin_user, &Password::new(admin_password))
+                .await
+                .unwrap();
+            return Self {
+                provider,
+                admin,
+                sim: None,
+                tag,
+            };
+        }
+        let sim = Sim::start(SimConfig {
+            version,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let provider = RocketChatProvider::new(&RocketChatConfig::new(sim.http_url())).unwrap();
+        let admin = provider
+            .login_admin("admin", &Password::new("admin"))
+            .await
+            .unwrap();
+        Self {
+            provider,
+            admin,
+            sim: Some(sim),
+            tag,
+        }
+    }
+
+    fn id(&self, name: &str) -> UserId {
+        user(&format!("{name}_{}", self.tag))
+    }
+
+    async fn mirror(&self, name: &str) -> (UserId, ProviderSession) {
+        let id = self.id(name);
+        let profile = UserProfile {
+            username: name.into(),
+            name: format!("{name} Example"),
+            email: None,
+        };
+        self.provider
+            .upsert_user(&self.admin, &id, &profile, &Password::new(PASSWORD))
+            .await
+            .unwrap();
+        let session = self
+            .provider
+            .login_user(&id, &Password::new(PASSWORD))
+            .await
+            .unwrap();
+        (id, session)
+    }
+
+    fn sim(&self) -> Option<&Sim> {
+        self.sim.as_ref()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos) ^ u64::from(std::process::id())
+}
+
+fn text(s: &str) -> NewMessage {
+    NewMessage {
+        text: s.into(),
+        thread_id: None,
+        client_message_id: None,
+    }
+}
+
+#[tokio::test]
+async fn users_are_mirrored_idempotently_and_log_in_with_their_password() {
+    let fx = Fixture::start(Version::V7).await;
+    let id = fx.id("alice_x");
+    let profile = UserProfile {
+        username: "alice".into(),
+        name: "Alice".into(),
+        email: None,
+    };
+    let password = Password::new(PASSWORD);
+    let (created, how) = fx
+        .provider
+        .upsert_user(&fx.admin, &id, &profile, &password)
+        .await
+        .unwrap();
+    assert_eq!(how, Upserted::Created);
+    assert_eq!(
+        (
+            created.id.clone(),
+            created.username.as_str(),
+            created.name.as_str()
+        ),
+        (id.clone(), "alice", "Alice")
+    );
+    let renamed = UserProfile {
+        name: "Alice Liddell".into(),
+        ..profile.clone()
+    };
+    let (updated, how) = fx
+        .provider
+        .upsert_user(&fx.admin, &id, &renamed, &password)
+        .await
+        .unwrap();
+    assert_eq!(how, Upserted::Updated);
+    assert_eq!(updated.provider_user_id, created.provider_user_id);
+    assert_eq!(
+        fx.provider.get_user(&fx.admin, &id).await.unwrap().name,
+        "Alice Liddell"
+    );
+
+    let session = fx.provider.login_user(&id, &password).await.unwrap();
+    assert_eq!(session.user_id, created.provider_user_id);
+    assert_eq!(
+        fx.provider
+            .login_user(&id, &Password::new("wrong-password"))
+            .await,
+        Err(ProviderError::InvalidCredentials)
+    );
+
+    fx.provider.delete_user(&fx.admin, &id).await.unwrap();
+    assert!(matches!(
+        fx.provider.get_user(&fx.admin, &id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+    assert!(matches!(
+        fx.provider.delete_user(&fx.admin, &id).await,
+        Err(ProviderError::NotFound(_))
+    ));
+    assert_eq!(
+        fx.provider.login_user(&id, &password).await,
+        Err(ProviderError::InvalidCredentials)
+    );
+}
+
+#[tokio::test]
+async fn a_user_cannot_do_admin_work_and_a_logged_out_session_is_expired() {
+    let fx = Fixture::start(Version::V7).await;
+    let (_, alice) = fx.mirror("alice").await;
+    let result = fx.provider.delete_user(&alice, &fx.id("nobody")).await;
+    assert!(
+        matches!(
+            result,
+            Err(ProviderError::Forbidden(_) | ProviderError::NotFound(_))
+        ),
+        "{result:?}"
+    );
+    fx.provider.logout(&alice).await.unwrap();
+    assert_eq!(
+        fx.provider.list_rooms(&alice).await,
+        Err(ProviderError::SessionExpired)
+    );
+    // Logging out twice is not an error.
+    fx.provider.logout(&alice).await.unwrap();
+}
+
+#[tokio::test]
+async fn rooms_messages_and_unread_counts_work_end_to_end() {
+    let fx = Fixture::start(Version::V7).await;
+    let (alice_id, alice) = fx.mirror("alice").await;
+    let (bob_id, bob) = fx.mirror("bob").await;
+
+    let group = fx
+        .provider
+        .create_room(
+            &alice,
+            &NewRoom {
+                kind: RoomKind::Group,
+                name: format!("team-{}", fx.tag),
+                members: vec![bob_id.clone()],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(group.kind, RoomKind::Group);
+    let taken = fx
+        .provider
+        .create_room(
+            &alice,
+            &NewRoom {
+                kind: RoomKind::Group,
+                name: format!("team-{}", fx.tag),
+                members: vec![],
+            },
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(ProviderError::Conflict(_))),
+        "{taken:?}"
+    );
+    let bad_name = fx
+        .provider
+        .create_room(
+            &alice,
+            &NewRoom {
+                kind: RoomKind::Channel,
+                name: "has spaces".into(),
+                members: vec![],
+            },
+        )
+        .await;
+    assert!(
+        matches!(bad_name, Err(ProviderError::Invalid { ref field, .. }) if field == "name"),
+        "{bad_name:?}"
+    );
+
+    let (dm, created) = fx
+        .provider
+        .open_direct(&alice, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(dm.kind, RoomKind::Direct);
+    let (again, created_again) = fx
+        .provider
+        .open_direct(&alice, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap();
+    assert_eq!((again.id.clone(), created_again), (dm.id.clone(), false));
+
+    let first = fx
+        .provider
+        .send_message(&alice, &group.id, &text("hello bob"))
+        .await
+        .unwrap();
+    assert_eq!(first.sender.id, alice_id);
+    assert_eq!(first.text, "hello bob");
+    let retry = NewMessage {
+        client_message_id: Some("client-1".into()),
+        ..text("once only")
+    };
+    let once = fx
+        .provider
+        .send_message(&alice, &group.id, &retry)
+        .await
+        .unwrap();
+    let twice = fx
+        .provider
+        .send_message(&alice, &group.id, &retry)
+        .await
+        .unwrap();
+    assert_eq!(
+        once.id, twice.id,
+        "a retried clientMessageId must not post twice"
+    );
+
+    let rooms = fx.provider.list_rooms(&bob).await.unwrap();
+    let seen = rooms
+        .iter()
+        .find(|r| r.id == group.id)
+        .expect("bob sees the group");
+    assert_eq!(seen.unread, 2);
+    assert_eq!(
+        seen.last_message.as_ref().map(|m| m.text.as_str()),
+        Some("once only")
+    );
+    let unread = fx.provider.unread(&bob).await.unwrap();
+    assert_eq!(unread.rooms.get(group.id.as_str()), Some(&2));
+    assert!(unread.total >= 2);
+
+    let edited = fx
+        .provider
+        .edit_message(&alice, &group.id, &first.id, "hello, bob")
+        .await
+        .unwrap();
+    assert_eq!(edited.text, "hello, bob");
+    assert!(edited.edited_at.is_some());
+    fx.provider
+        .delete_message(&alice, &group.id, &once.id)
+        .await
+        .unwrap();
+    let gone = fx
+        .provider
+        .delete_message(
+            &alice,
+            &group.id,
+            &MessageId::parse("NoSuchMessage1234").unwrap(),
+        )
+        .await;
+    assert!(matches!(gone, Err(ProviderError::NotFound(_))), "{gone:?}");
+
+    for n in 0..5 {
+        fx.provider
+            .send_message(&bob, &group.id, &text(&format!("page {n}")))
+            .await
+            .unwrap();
+    }
+    let page = fx
+        .provider
+        .history(
+            &bob,
+            &group.id,
+            &HistoryQuery {
+                before: None,
+                after: None,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>(),
+        ["page 4", "page 3", "page 2"]
+    );
+    assert!(page.has_more);
+    let older = HistoryQuery {
+        before: Some(page.messages[2].created_at),
+        after: None,
+        limit: 100,
+    };
+    let rest = fx.provider.history(&bob, &group.id, &older).await.unwrap();
+    assert!(!rest.has_more);
+    assert!(rest.messages.iter().any(|m| m.text == "hello, bob"));
+    assert!(
+        rest.messages.iter().all(|m| m.text != "once only"),
+        "deleted messages stay deleted"
+    );
+
+    fx.provider.mark_read(&bob, &group.id).await.unwrap();
+    let unread = fx.provider.unread(&bob).await.unwrap();
+    assert_eq!(unread.rooms.get(group.id.as_str()), None);
+
+    fx.provider
+        .remove_member(&alice, &group.id, &bob_id)
+        .await
+        .unwrap();
+    assert!(fx
+        .provider
+        .list_rooms(&bob)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.id != group.id));
+    fx.provider
+        .add_members(&alice, &group.id, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap();
+    fx.provider.leave_room(&bob, &group.id).await.unwrap();
+    assert!(fx
+        .provider
+        .list_rooms(&bob)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.id != group.id));
+}
+
+async fn upload_and_download(version: Version) {
+    let fx = Fixture::start(version).await;
+    let (_, alice) = fx.mirror("alice").await;
+    let (bob_id, bob) = fx.mirror("bob").await;
+    let (dm, _) = fx.provider.open_direct(&alice, &[bob_id]).await.unwrap();
+    let content = Bytes::from_static(b"hello, file\n");
+    let upload = FileUpload {
+        name: "notes.txt".into(),
+        mime: "text/plain".into(),
+        size: Some(content.len() as u64),
+        body: Box::pin(futures::stream::iter([Ok(content.clone())])),
+        text: Some("see attached".into()),
+    };
+    let message = fx
+        .provider
+        .upload_file(&alice, &dm.id, upload)
+        .await
+        .unwrap();
+    assert_eq!(message.text, "see attached");
+    let file = message.file.expect("the message carries the file");
+    assert_eq!(
+        (file.name.as_str(), file.size),
+        ("notes.txt", content.len() as u64)
+    );
+    let download = fx
+        .provider
+        .download_file(&bob, &file.id, &file.name)
+        .await
+        .unwrap();
+    assert!(download.mime.starts_with("text/plain"), "{}", download.mime);
+    let bytes: Vec<Bytes> = futures::TryStreamExt::try_collect(download.body)
+        .await
+        .unwrap();
+    assert_eq!(bytes.concat(), content.to_vec());
+}
+
+#[tokio::test]
+async fn files_upload_and_download_on_7x() {
+    upload_and_download(Version::V7).await;
+}
+
+#[tokio::test]
+async fn files_upload_and_download_on_8x() {
+    upload_and_download(Version::V8).await;
+}
+
+#[tokio::test]
+async fn files_upload_and_download_on_6x() {
+    upload_and_download(Version::V6).await;
+}
+
+#[tokio::test]
+async fn faults_become_typed_errors() {
+    let fx = Fixture::start(Version::V7).await;
+    let Some(sim) = fx.sim() else {
+        eprintln!("skipped: fault injection needs the embedded server");
+        return;
+    };
+    let (_, alice) = fx.mirror("alice").await;
+    for (kind, check) in [
+        (
+            RestFaultKind::InternalError,
+            (|e: &ProviderError| matches!(e, ProviderError::Unavailable(_)))
+                as fn(&ProviderError) -> bool,
+        ),
+        (RestFaultKind::BadGateway, |e| {
+            matches!(e, ProviderError::Unavailable(_))
+        }),
+        (RestFaultKind::Garbage, |e| {
+            matches!(e, ProviderError::BadResponse(_))
+        }),
+        (
+            RestFaultKind::TooManyRequests,
+            |e| matches!(e, ProviderError::RateLimited { retry_after } if *retry_after <= Duration::from_secs(61)),
+        ),
+    ] {
+        sim.add_rest_fault(RestFault {
+            kind: kind.clone(),
+            path_contains: Some("rooms.get".into()),
+            times: Some(1),
+        });
+        let err = fx.provider.list_rooms(&alice).await.unwrap_err();
+        assert!(check(&err), "{kind:?} gave {err:?}");
+        fx.provider
+            .list_rooms(&alice)
+            .await
+            .expect("the next call works again");
+    }
+    sim.revoke_tokens(&imgate_rocketchat::naming::username_for(&fx.id("alice")))
+        .unwrap();
+    assert_eq!(
+        fx.provider.list_rooms(&alice).await,
+        Err(ProviderError::SessionExpired)
+    );
+}
+
+#[tokio::test]
+async fn a_dead_or_slow_provider_is_unavailable_quickly() {
+    let fx = Fixture::start(Version::V7).await;
+    let Some(sim) = fx.sim() else {
+        return;
+    };
+    let (_, alice) = fx.mirror("alice").await;
+    let config = RocketChatConfig {
+        timeout: Duration::from_millis(500),
+        ..RocketChatConfig::new(sim.http_url())
+    };
+    let impatient = RocketChatProvider::new(&config).unwrap();
+    sim.set_delay(Some(Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        impatient.list_rooms(&alice).await,
+        Err(ProviderError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    sim.set_delay(None);
+    sim.refuse_connections().await;
+    assert!(matches!(
+        impatient.list_rooms(&alice).await,
+        Err(ProviderError::Unavailable(_))
+    ));
+    sim.accept_connections().await.unwrap();
+    impatient.list_rooms(&alice).await.unwrap();
+}

@@ -1,0 +1,75 @@
+//! Starting a gateway per test and calling it.
+
+use std::time::Duration;
+
+use imgate::settings::Settings;
+use imgate::Gateway;
+use serde_json::Value;
+
+/// A gateway with embedded defaults on a free loopback port.
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl TestGateway {
+    /// Starts one with `overrides` on top of the defaults.
+    pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("server.bind", "127.0.0.1:0"),
+            ("server.workers", "1"),
+            ("log.level", "warn"),
+        ];
+        all.extend_from_slice(overrides);
+        let settings = Settings::with_overrides(&all).expect("settings load");
+        settings.validate().expect("settings are valid");
+        let gateway = imgate::start(settings).await.expect("the gateway starts");
+        let base = format!("http://{}", gateway.addr);
+        Self {
+            gateway,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// A demo token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        imgate::demo::token("sub", user, Duration::from_secs(600))
+    }
+
+    /// Sends a request and returns status and JSON body (`Null` when there is none).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.expect("a body");
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("a JSON body")
+        };
+        (status, json)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(format!("{}{path}", self.base))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(format!("{}{path}", self.base))
+    }
+
+    pub async fn stop(self) {
+        self.gateway.stop().await;
+    }
+}
+
+/// The demo API key.
+pub const API_KEY: &str = imgate::demo::DEMO_API_KEY;

@@ -1,0 +1,6 @@
+//! End-to-end: the gateway with its embedded defaults, started in-process on a free port and
+//! driven over real HTTP, as a host back end and its users would.
+
+mod helpers;
+mod identity;
+mod users;

@@ -1,0 +1,98 @@
+//! The host back end mirrors users, over real HTTP, into the embedded provider.
+
+use serde_json::json;
+
+use crate::helpers::{TestGateway, API_KEY};
+
+#[tokio::test]
+async fn users_are_upserted_idempotently_read_and_deleted() {
+    let gw = TestGateway::start(&[]).await;
+    let body = json!({"username": "dave", "name": "Dave", "email": "dave@example.com"});
+    let (status, created) = gw
+        .send(
+            gw.put("/api/v1/users/dave-1")
+                .header("X-Api-Key", API_KEY)
+                .json(&body),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (
+            created["id"].clone(),
+            created["username"].clone(),
+            created["email"].clone()
+        ),
+        (json!("dave-1"), json!("dave"), json!("dave@example.com"))
+    );
+    let (status, again) = gw
+        .send(
+            gw.put("/api/v1/users/dave-1")
+                .header("X-Api-Key", API_KEY)
+                .json(&body),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["providerUserId"], created["providerUserId"]);
+
+    let (status, read) = gw
+        .send(gw.get("/api/v1/users/dave-1").header("X-Api-Key", API_KEY))
+        .await;
+    assert_eq!((status, read["name"].clone()), (200, json!("Dave")));
+
+    let (status, _) = gw
+        .send(
+            gw.delete("/api/v1/users/dave-1")
+                .header("X-Api-Key", API_KEY),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = gw
+        .send(gw.get("/api/v1/users/dave-1").header("X-Api-Key", API_KEY))
+        .await;
+    assert_eq!((status, body["error"].clone()), (404, json!("not_found")));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn end_users_cannot_mirror_users_and_bad_bodies_lose_nothing() {
+    let gw = TestGateway::start(&[]).await;
+    let (status, body) = gw
+        .send(
+            gw.put("/api/v1/users/eve")
+                .bearer_auth(gw.token("eve"))
+                .json(&json!({"username": "eve", "name": "Eve"})),
+        )
+        .await;
+    assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
+
+    let (status, body) = gw
+        .send(
+            gw.put("/api/v1/users/eve")
+                .header("X-Api-Key", API_KEY)
+                .header("Content-Type", "application/json")
+                .body("{\"username\":"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_request"))
+    );
+    let huge = "x".repeat(100_000);
+    let (status, body) = gw
+        .send(
+            gw.put("/api/v1/users/eve")
+                .header("X-Api-Key", API_KEY)
+                .json(&json!({"username": "eve", "name": huge})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    // The gateway still serves, and nothing was created by the refused calls.
+    let (status, _) = gw
+        .send(gw.get("/api/v1/users/eve").header("X-Api-Key", API_KEY))
+        .await;
+    assert_eq!(status, 404);
+    gw.stop().await;
+}
