@@ -1,0 +1,348 @@
+//! What the hub needs from the app ([`HubBackend`]), the hub methods clients may call, and
+//! how domain events become client invocations.
+
+use async_trait::async_trait;
+use imgate_domain::model::Message;
+use imgate_domain::ports::ProviderError;
+use imgate_domain::{RoomId, UserEvent, UserId};
+use serde_json::{json, Value};
+
+use crate::protocol::{to_value, Outgoing};
+
+/// Who is calling: the end user authenticated when the connection was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The host user id from the JWT.
+    pub user: UserId,
+    /// Display name from the JWT, when present.
+    pub name: Option<String>,
+    /// E-mail from the JWT, when present.
+    pub email: Option<String>,
+}
+
+/// Why a backend call failed; the one place where it becomes completion error text is
+/// [`HubError::client_message`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// A bad argument; the text names it and is shown to the client.
+    #[error("{0}")]
+    Invalid(String),
+    /// The room or message does not exist or the caller cannot see it.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The provider or a gateway dependency is down; the detail goes to the log only.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the detail goes to the log only.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl HubError {
+    /// The text a client sees in its completion's `error`; internals stay in the log.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Invalid(text) | Self::NotFound(text) | Self::Forbidden(text) => text.clone(),
+            Self::Unavailable(_) => "the chat provider is unavailable, retry later".into(),
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+}
+
+impl From<ProviderError> for HubError {
+    fn from(err: ProviderError) -> Self {
+        match err {
+            ProviderError::Forbidden(text) => Self::Forbidden(text),
+            ProviderError::NotFound(text) => Self::NotFound(text),
+            ProviderError::Conflict(text) => Self::Invalid(text),
+            ProviderError::Invalid { field, message } => {
+                Self::Invalid(format!("{field}: {message}"))
+            }
+            ProviderError::RateLimited { .. } | ProviderError::Unavailable(_) => {
+                Self::Unavailable(err.to_string())
+            }
+            ProviderError::SessionExpired
+            | ProviderError::InvalidCredentials
+            | ProviderError::BadResponse(_) => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+/// What the hub needs from the app; the app implements it with domain services.
+///
+/// Contract:
+/// - `connection_opened` is called once per connection after the client's handshake was
+///   read and after the hub subscribed to the user's events, before the handshake is
+///   answered: an `Err` refuses the connection with the error as handshake error. Keep it
+///   quick (open the user's upstream in the background): the client is waiting.
+/// - `connection_closed` is called exactly once for every `connection_opened` that returned
+///   `Ok`, when that connection ends for whatever reason.
+/// - The invocation methods run one at a time per connection, in the order the client sent
+///   them; their errors become the invocation's completion error.
+#[async_trait]
+pub trait HubBackend: Send + Sync {
+    /// `caller` has one more hub connection.
+    async fn connection_opened(&self, caller: &Caller) -> Result<(), HubError>;
+    /// `caller` has one connection fewer.
+    async fn connection_closed(&self, caller: &Caller);
+    /// `SendMessage(roomId, text)`: posts a message as the caller.
+    async fn send_message(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        text: String,
+    ) -> Result<Message, HubError>;
+    /// `MarkRead(roomId)`: sets the caller's unread count of the room to 0.
+    async fn mark_read(&self, caller: &Caller, room: RoomId) -> Result<(), HubError>;
+    /// `Typing(roomId, typing)`: the caller started or stopped typing.
+    async fn typing(&self, caller: &Caller, room: RoomId, typing: bool) -> Result<(), HubError>;
+}
+
+/// A hub method call with its arguments checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubCall {
+    /// `SendMessage(roomId, text)`.
+    SendMessage {
+        /// The room.
+        room: RoomId,
+        /// The text.
+        text: String,
+    },
+    /// `MarkRead(roomId)`.
+    MarkRead {
+        /// The room.
+        room: RoomId,
+    },
+    /// `Typing(roomId, typing)`.
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Started or stopped.
+        typing: bool,
+    },
+}
+
+impl HubCall {
+    /// Reads a call from an invocation's target and arguments. Method names match
+    /// case-insensitively, as in ASP.NET Core; the error text goes back in the completion.
+    pub fn parse(target: &str, arguments: &[Value]) -> Result<Self, String> {
+        let expect = |count: usize| {
+            if arguments.len() == count {
+                Ok(())
+            } else {
+                Err(format!(
+                    "Invocation provides {} argument(s) but target expects {count}.",
+                    arguments.len()
+                ))
+            }
+        };
+        let room = |index: usize| -> Result<RoomId, String> {
+            let text = arguments[index]
+                .as_str()
+                .ok_or_else(|| format!("argument {index} (roomId) must be a string"))?;
+            RoomId::parse(text).map_err(|err| format!("argument {index} (roomId) {err}"))
+        };
+        match target.to_ascii_lowercase().as_str() {
+            "sendmessage" => {
+                expect(2)?;
+                let text = arguments[1]
+                    .as_str()
+                    .ok_or("argument 1 (text) must be a string")?;
+                Ok(Self::SendMessage {
+                    room: room(0)?,
+                    text: text.to_owned(),
+                })
+            }
+            "markread" => {
+                expect(1)?;
+                Ok(Self::MarkRead { room: room(0)? })
+            }
+            "typing" => {
+                expect(2)?;
+                let typing = arguments[1]
+                    .as_bool()
+                    .ok_or("argument 1 (typing) must be a boolean")?;
+                Ok(Self::Typing {
+                    room: room(0)?,
+                    typing,
+                })
+            }
+            _ => Err(format!("Unknown hub method '{target}'")),
+        }
+    }
+
+    /// The method name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SendMessage { .. } => "SendMessage",
+            Self::MarkRead { .. } => "MarkRead",
+            Self::Typing { .. } => "Typing",
+        }
+    }
+
+    /// Runs the call against the backend; the value is the completion's `result`, if any.
+    pub async fn run(
+        self,
+        backend: &dyn HubBackend,
+        caller: &Caller,
+    ) -> Result<Option<Value>, HubError> {
+        match self {
+            Self::SendMessage { room, text } => backend
+                .send_message(caller, room, text)
+                .await
+                .map(|message| Some(to_value(&message))),
+            Self::MarkRead { room } => backend.mark_read(caller, room).await.map(|()| None),
+            Self::Typing { room, typing } => {
+                backend.typing(caller, room, typing).await.map(|()| None)
+            }
+        }
+    }
+}
+
+/// The client invocation for a domain event, with the exact target names of the contract.
+pub fn event_invocation(event: &UserEvent) -> Outgoing {
+    let (target, argument) = match event {
+        UserEvent::RoomMessage { message } => ("getRoomMessageNotification", to_value(message)),
+        UserEvent::SubscriptionChanged { method, room } => (
+            "getRoomSubscriptionChangedNotification",
+            json!({ "method": method, "room": to_value(room) }),
+        ),
+        UserEvent::MessageDeleted {
+            room_id,
+            message_id,
+        } => (
+            "messageDeleted",
+            json!({ "roomId": room_id, "messageId": message_id }),
+        ),
+        UserEvent::Typing {
+            room_id,
+            username,
+            typing,
+        } => (
+            "typing",
+            json!({ "roomId": room_id, "username": username, "typing": typing }),
+        ),
+    };
+    Outgoing::Invocation {
+        target,
+        arguments: vec![argument],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgate_domain::event::SubscriptionChange;
+    use imgate_domain::MessageId;
+
+    fn room(id: &str) -> RoomId {
+        RoomId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn calls_parse_case_insensitively_with_checked_arguments() {
+        assert_eq!(
+            HubCall::parse("SendMessage", &[json!("r1"), json!("hi")]),
+            Ok(HubCall::SendMessage {
+                room: room("r1"),
+                text: "hi".into()
+            })
+        );
+        assert_eq!(
+            HubCall::parse("markread", &[json!("r1")]),
+            Ok(HubCall::MarkRead { room: room("r1") })
+        );
+        assert_eq!(
+            HubCall::parse("TYPING", &[json!("r1"), json!(false)]),
+            Ok(HubCall::Typing {
+                room: room("r1"),
+                typing: false
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_calls_are_errors_not_panics() {
+        let error = |target: &str, args: Value| {
+            HubCall::parse(target, args.as_array().unwrap()).unwrap_err()
+        };
+        assert_eq!(error("Nope", json!([])), "Unknown hub method 'Nope'");
+        assert_eq!(
+            error("SendMessage", json!(["r1"])),
+            "Invocation provides 1 argument(s) but target expects 2."
+        );
+        assert!(error("SendMessage", json!([1, "hi"])).contains("roomId"));
+        assert!(error("SendMessage", json!(["", "hi"])).contains("roomId"));
+        assert!(error("SendMessage", json!(["r1", null])).contains("text"));
+        assert!(error("Typing", json!(["r1", "yes"])).contains("boolean"));
+        assert!(error("MarkRead", json!([])).contains("expects 1"));
+    }
+
+    #[test]
+    fn events_become_the_contract_targets() {
+        let check = |event: UserEvent, target: &str, argument: Value| {
+            assert_eq!(
+                event_invocation(&event),
+                Outgoing::Invocation {
+                    target: match target {
+                        "messageDeleted" => "messageDeleted",
+                        "typing" => "typing",
+                        _ => unreachable!(),
+                    },
+                    arguments: vec![argument]
+                }
+            );
+        };
+        check(
+            UserEvent::MessageDeleted {
+                room_id: room("r"),
+                message_id: MessageId::parse("m").unwrap(),
+            },
+            "messageDeleted",
+            json!({"roomId": "r", "messageId": "m"}),
+        );
+        check(
+            UserEvent::Typing {
+                room_id: room("r"),
+                username: "bob".into(),
+                typing: true,
+            },
+            "typing",
+            json!({"roomId": "r", "username": "bob", "typing": true}),
+        );
+        let room_event = UserEvent::SubscriptionChanged {
+            method: SubscriptionChange::Inserted,
+            room: Box::new(imgate_domain::model::Room {
+                id: room("r"),
+                kind: imgate_domain::model::RoomKind::Group,
+                name: "g".into(),
+                members: None,
+                unread: 2,
+                last_message: None,
+                updated_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            }),
+        };
+        let Outgoing::Invocation { target, arguments } = event_invocation(&room_event) else {
+            panic!("not an invocation");
+        };
+        assert_eq!(target, "getRoomSubscriptionChangedNotification");
+        assert_eq!(arguments[0]["method"], "inserted");
+        assert_eq!(arguments[0]["room"]["kind"], "group");
+        assert_eq!(arguments[0]["room"]["updatedAt"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn error_details_stay_in_the_log() {
+        assert_eq!(
+            HubError::Unavailable("redis at 10.0.0.1 down".into()).client_message(),
+            "the chat provider is unavailable, retry later"
+        );
+        assert_eq!(
+            HubError::NotFound("room r1 not found".into()).client_message(),
+            "room r1 not found"
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! `HubConfig`: the hub's settings, a plain serde struct the app nests in its `Settings`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The hub's settings; every field has a default, so an empty section is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Send a SignalR Ping when nothing was sent for this long (clients give up after 30 s).
+    pub keep_alive_interval_ms: u64,
+    /// Close a connection when nothing was received for this long (2 × keep-alive, as
+    /// Microsoft recommends).
+    pub client_timeout_ms: u64,
+    /// Close a connection whose handshake has not arrived by then.
+    pub handshake_timeout_ms: u64,
+    /// How long a negotiated connection id waits for its transport before it is forgotten.
+    pub negotiate_timeout_ms: u64,
+    /// Outgoing messages buffered per connection; a client that lets it fill is disconnected.
+    pub outbound_buffer: usize,
+    /// The largest incoming hub message (one record) accepted, in bytes; larger closes the
+    /// connection with an error.
+    pub max_message_size: usize,
+    /// Invocations of one connection waiting to run (they run one at a time, in order); a
+    /// client that queues more is disconnected.
+    pub max_pending_invocations: usize,
+    /// Origins allowed to call the hub from a browser (CORS, credentials allowed); exact
+    /// matches such as `https://app.example.com`.
+    pub cors_origins: Vec<String>,
+    /// How long a long-polling request waits for data before it answers empty.
+    pub long_poll_timeout_ms: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval_ms: 15_000,
+            client_timeout_ms: 30_000,
+            handshake_timeout_ms: 15_000,
+            negotiate_timeout_ms: 30_000,
+            outbound_buffer: 256,
+            max_message_size: 32 * 1024,
+            max_pending_invocations: 32,
+            cors_origins: Vec::new(),
+            long_poll_timeout_ms: 90_000,
+        }
+    }
+}
+
+impl HubConfig {
+    /// The keep-alive interval as a duration (at least 10 ms).
+    pub fn keep_alive_interval(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_interval_ms.max(10))
+    }
+
+    /// The client timeout as a duration (at least 10 ms).
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms.max(10))
+    }
+
+    /// The handshake timeout as a duration (at least 10 ms).
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.max(10))
+    }
+
+    /// The negotiate timeout as a duration (at least 10 ms).
+    pub fn negotiate_timeout(&self) -> Duration {
+        Duration::from_millis(self.negotiate_timeout_ms.max(10))
+    }
+
+    /// The long-poll timeout as a duration (at least 10 ms).
+    pub fn long_poll_timeout(&self) -> Duration {
+        Duration::from_millis(self.long_poll_timeout_ms.max(10))
+    }
+
+    /// Whether a browser origin is on the allow-list.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.cors_origins
+            .iter()
+            .any(|allowed| allowed.trim_end_matches('/') == origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_section_gives_the_defaults_and_typos_are_refused() {
+        let config: HubConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, HubConfig::default());
+        assert_eq!(config.keep_alive_interval(), Duration::from_secs(15));
+        assert_eq!(config.client_timeout(), Duration::from_secs(30));
+        assert!(serde_json::from_str::<HubConfig>(r#"{"keepalive_ms":1}"#).is_err());
+    }
+
+    #[test]
+    fn origins_match_exactly() {
+        let config = HubConfig {
+            cors_origins: vec!["https://app.example.com/".into()],
+            ..HubConfig::default()
+        };
+        assert!(config.origin_allowed("https://app.example.com"));
+        assert!(!config.origin_allowed("https://evil.example.com"));
+        assert!(!config.origin_allowed("http://app.example.com"));
+    }
+}

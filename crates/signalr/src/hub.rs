@@ -1,0 +1,322 @@
+//! [`Hub`]: the registry of connections, from negotiate to close, and [`Hub::shutdown`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use imgate_domain::ports::EventPublisher;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backend::{Caller, HubBackend};
+use crate::config::HubConfig;
+use crate::session;
+
+/// Inbound items a transport hands to the connection's session task.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// Bytes as received: one WebSocket message or one POST body.
+    Data(Bytes),
+    /// The transport refused a message over the size limit.
+    TooLarge,
+}
+
+/// Outbound items the session task hands to the transport.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// One or more whole, framed records.
+    Frame(String),
+    /// Nothing follows: close the transport once the frames before have been written.
+    End,
+}
+
+/// The transports this hub speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WebSockets => "websockets",
+            Self::ServerSentEvents => "server_sent_events",
+            Self::LongPolling => "long_polling",
+        }
+    }
+}
+
+/// Slots of the outbound channel kept free for a final Close message and the end marker,
+/// so a full buffer can still be closed politely.
+pub(crate) const RESERVED_OUTBOUND: usize = 2;
+
+/// Inbound messages buffered between a transport and its session task; a full buffer makes
+/// the transport wait, which pushes back on the client rather than growing memory.
+const INBOUND_BUFFER: usize = 16;
+
+/// One connection, from negotiate until it is removed.
+pub(crate) struct Connection {
+    /// The public connection id (negotiate's `connectionId`).
+    pub connection_id: String,
+    /// The id the transport requests carry: the secret token (negotiate v1) or the
+    /// connection id (v0, skipNegotiation).
+    pub key: String,
+    /// The authenticated user.
+    pub caller: Caller,
+    transport: Mutex<Option<Transport>>,
+    pub inbound: mpsc::Sender<Inbound>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    outbound_tx: Mutex<Option<mpsc::Sender<Outbound>>>,
+    /// The transport side of the outbound channel; a transport holds the lock while it reads.
+    pub outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>,
+    /// Everything about this connection must stop now.
+    pub closed: CancellationToken,
+    /// The transport went away (socket closed, SSE stream dropped, DELETE, end delivered).
+    pub transport_gone: CancellationToken,
+    /// `Hub::shutdown` asks the session to close with `allowReconnect`.
+    pub shutdown: CancellationToken,
+    /// Set once the session task has finished and the connection is unregistered.
+    pub finished: CancellationToken,
+    /// Milliseconds since the hub's epoch when the client was last heard from.
+    last_activity_ms: AtomicU64,
+    /// Long polls waiting right now; a waiting poll is a live client.
+    pub polls_pending: AtomicUsize,
+    /// Whether a POST (SSE, long polling) is being processed.
+    pub post_in_flight: AtomicBool,
+    /// Long polling saw the end marker: the next poll answers 204.
+    pub poll_ended: AtomicBool,
+    /// Ends the pending long poll when a newer one arrives.
+    pub poll_preempt: Mutex<Option<oneshot::Sender<()>>>,
+    epoch: Instant,
+}
+
+impl Connection {
+    /// Records that the client was heard from.
+    pub fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the client was last heard from.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    /// The transport in use, once one connected.
+    pub fn transport(&self) -> Option<Transport> {
+        *lock(&self.transport)
+    }
+}
+
+/// Why a transport could not start on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartError {
+    /// Another transport already serves this id.
+    AlreadyConnected,
+}
+
+/// The SignalR hub: negotiates connections, runs one session task per connection, and
+/// closes them all on [`Hub::shutdown`].
+pub struct Hub {
+    pub(crate) config: HubConfig,
+    pub(crate) publisher: Arc<dyn EventPublisher>,
+    pub(crate) backend: Arc<dyn HubBackend>,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    epoch: Instant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is one map or option edit, so a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Hub {
+    /// A hub that feeds each connection from `publisher` and calls `backend` for
+    /// connection lifecycle and hub methods.
+    pub fn new(
+        config: HubConfig,
+        publisher: Arc<dyn EventPublisher>,
+        backend: Arc<dyn HubBackend>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            publisher,
+            backend,
+            connections: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Connections whose transport has started and that have not ended yet.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.connections)
+            .values()
+            .filter(|c| c.transport().is_some())
+            .count()
+    }
+
+    /// Closes every open connection with a Close message carrying `allowReconnect: true`
+    /// (clients with automatic reconnect come back, to this node or another), and waits up
+    /// to `timeout` for them to end.
+    ///
+    /// New connections are still accepted: stop the HTTP server from accepting first (for
+    /// actix, `ServerHandle::stop(true)` stops the listeners at once), then call this, so
+    /// the graceful drain is not held up by long-lived hub connections.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let connections: Vec<Arc<Connection>> = lock(&self.connections).values().cloned().collect();
+        tracing::info!(
+            connections = connections.len(),
+            "closing hub connections for shutdown"
+        );
+        for connection in &connections {
+            if connection.transport().is_none() {
+                // Negotiated but never connected: nothing to tell anyone.
+                self.remove(connection);
+                connection.closed.cancel();
+                connection.finished.cancel();
+            } else {
+                connection.shutdown.cancel();
+            }
+        }
+        let all_finished =
+            futures::future::join_all(connections.iter().map(|c| c.finished.cancelled()));
+        if tokio::time::timeout(timeout, all_finished).await.is_err() {
+            tracing::warn!("hub connections still open after the shutdown timeout");
+            for connection in &connections {
+                connection.closed.cancel();
+            }
+        }
+    }
+
+    /// Registers a new connection of `caller`; `key` is the id transports will send.
+    pub(crate) fn create(
+        self: &Arc<Self>,
+        caller: Caller,
+        separate_token: bool,
+    ) -> Arc<Connection> {
+        let connection_id = random_id();
+        let key = if separate_token {
+            random_id()
+        } else {
+            connection_id.clone()
+        };
+        let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
+        let (outbound_tx, outbound_rx) =
+            mpsc::channel(self.config.outbound_buffer.max(1) + RESERVED_OUTBOUND);
+        let connection = Arc::new(Connection {
+            connection_id,
+            key: key.clone(),
+            caller,
+            transport: Mutex::new(None),
+            inbound,
+            inbound_rx: Mutex::new(Some(inbound_rx)),
+            outbound_tx: Mutex::new(Some(outbound_tx)),
+            outbound: Arc::new(tokio::sync::Mutex::new(outbound_rx)),
+            closed: CancellationToken::new(),
+            transport_gone: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            last_activity_ms: AtomicU64::new(0),
+            polls_pending: AtomicUsize::new(0),
+            post_in_flight: AtomicBool::new(false),
+            poll_ended: AtomicBool::new(false),
+            poll_preempt: Mutex::new(None),
+            epoch: self.epoch,
+        });
+        connection.touch();
+        lock(&self.connections).insert(key, connection.clone());
+        connection
+    }
+
+    /// Forgets a negotiated connection whose transport did not come in time.
+    pub(crate) fn expire_unless_started(self: &Arc<Self>, connection: &Arc<Connection>) {
+        let hub = Arc::downgrade(self);
+        let connection = connection.clone();
+        let wait = self.config.negotiate_timeout();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = connection.closed.cancelled() => return,
+            }
+            if connection.transport().is_none() {
+                if let Some(hub) = hub.upgrade() {
+                    hub.remove(&connection);
+                }
+                connection.closed.cancel();
+                connection.finished.cancel();
+                tracing::debug!(connection_id = %connection.connection_id, "negotiated connection never connected");
+            }
+        });
+    }
+
+    /// The connection transports address as `key`.
+    pub(crate) fn find(&self, key: &str) -> Option<Arc<Connection>> {
+        lock(&self.connections).get(key).cloned()
+    }
+
+    pub(crate) fn remove(&self, connection: &Connection) {
+        let mut map = lock(&self.connections);
+        if map
+            .get(&connection.key)
+            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), connection))
+        {
+            map.remove(&connection.key);
+        }
+    }
+
+    /// Binds `transport` to the connection and starts its session task.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        connection: &Arc<Connection>,
+        transport: Transport,
+    ) -> Result<(), StartError> {
+        {
+            let mut slot = lock(&connection.transport);
+            if slot.is_some() {
+                return Err(StartError::AlreadyConnected);
+            }
+            *slot = Some(transport);
+        }
+        let inbound = lock(&connection.inbound_rx).take();
+        let outbound = lock(&connection.outbound_tx).take();
+        let (Some(inbound), Some(outbound)) = (inbound, outbound) else {
+            // Only `start` takes them, and the transport slot above lets it run once.
+            return Err(StartError::AlreadyConnected);
+        };
+        connection.touch();
+        let span = tracing::info_span!(
+            "hub_connection",
+            connection_id = %connection.connection_id,
+            user = %connection.caller.user,
+            transport = transport.name(),
+        );
+        tokio::spawn(
+            session::run(
+                self.clone(),
+                connection.clone(),
+                transport,
+                inbound,
+                outbound,
+            )
+            .instrument(span),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,489 @@
+//! The session task: one per connection, whatever the transport. It reads records from the
+//! transport, answers the handshake and invocations, pushes the user's events, keeps the
+//! connection alive, and decides when it ends.
+//!
+//! It is the only writer of the connection's outbound channel, and it never waits on it
+//! (`try_send`): a client that does not read fills the buffer and is disconnected, so one
+//! slow browser costs bounded memory and never delays anyone else.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use imgate_domain::ports::EventSubscription;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::backend::{event_invocation, HubCall, HubError};
+use crate::hub::{Connection, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
+use crate::protocol::{self, handshake_response, Incoming, Outgoing, ProtocolError, RecordBuffer};
+use crate::telemetry::{self, CloseReason};
+
+/// How long a finished session waits for the transport to deliver its last messages (a
+/// Close message to a long-polling client needs one more poll) before cutting it.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How a session ended: the reason for the metric, and the Close message to send, if any.
+struct Ending {
+    reason: CloseReason,
+    close: Option<Outgoing>,
+}
+
+impl Ending {
+    fn silent(reason: CloseReason) -> Self {
+        Self {
+            reason,
+            close: None,
+        }
+    }
+
+    fn with_error(reason: CloseReason, error: impl Into<String>, allow_reconnect: bool) -> Self {
+        Self {
+            reason,
+            close: Some(Outgoing::Close {
+                error: Some(error.into()),
+                allow_reconnect,
+            }),
+        }
+    }
+}
+
+/// The writing end of the outbound channel.
+struct Outbox {
+    tx: mpsc::Sender<Outbound>,
+    last_sent: Instant,
+}
+
+/// Why a message could not be queued.
+enum QueueError {
+    /// The buffer is full: the client does not read.
+    Full,
+    /// The transport is gone.
+    Gone,
+}
+
+impl Outbox {
+    fn push(&mut self, message: &Outgoing) -> Result<(), QueueError> {
+        if self.tx.capacity() <= RESERVED_OUTBOUND {
+            return if self.tx.is_closed() {
+                Err(QueueError::Gone)
+            } else {
+                Err(QueueError::Full)
+            };
+        }
+        self.push_raw(message.encode())
+    }
+
+    fn push_raw(&mut self, frame: String) -> Result<(), QueueError> {
+        match self.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Gone),
+        }
+    }
+
+    /// Queues the final messages into the reserved slots; failures mean nobody listens.
+    fn finish(&mut self, close: Option<Outgoing>) {
+        if let Some(close) = close {
+            let _ = self.tx.try_send(Outbound::Frame(close.encode()));
+        }
+        let _ = self.tx.try_send(Outbound::End);
+    }
+}
+
+fn queue_failed(error: QueueError) -> Ending {
+    match error {
+        QueueError::Full => Ending::with_error(
+            CloseReason::SlowClient,
+            "connection closed because the client does not read its messages fast enough",
+            true,
+        ),
+        QueueError::Gone => Ending::silent(CloseReason::ClientClosed),
+    }
+}
+
+type InvocationResult = (
+    Option<String>,
+    &'static str,
+    Result<Option<Value>, HubError>,
+);
+
+/// Runs a connection from transport start to its removal from the hub.
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    connection: Arc<Connection>,
+    transport: Transport,
+    mut inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Sender<Outbound>,
+) {
+    telemetry::connection_opened(transport.name());
+    tracing::debug!("hub connection started");
+    let mut outbox = Outbox {
+        tx: outbound,
+        last_sent: Instant::now(),
+    };
+    let mut records = RecordBuffer::new(hub.config.max_message_size);
+    let mut opened = false;
+    let ending = match handshake(&hub, &connection, &mut inbound, &mut outbox, &mut records).await {
+        Err(ending) => ending,
+        Ok((subscription, leftover)) => {
+            opened = true;
+            let mut session = Session {
+                hub: &hub,
+                connection: &connection,
+                outbox: &mut outbox,
+                queue: VecDeque::new(),
+                running: FuturesUnordered::new(),
+            };
+            session
+                .serve(subscription, &mut inbound, &mut records, leftover)
+                .await
+        }
+    };
+    match &ending.close {
+        Some(Outgoing::Close { error, .. }) => {
+            tracing::info!(reason = ending.reason.label(), error = ?error, "hub connection closing");
+        }
+        _ => tracing::debug!(reason = ending.reason.label(), "hub connection closing"),
+    }
+    outbox.finish(ending.close);
+    drop(outbox);
+    if opened {
+        hub.backend.connection_closed(&connection.caller).await;
+    }
+    telemetry::connection_closed(ending.reason);
+    // Let the transport write what is queued (the Close message above), then cut it.
+    tokio::select! {
+        _ = connection.transport_gone.cancelled() => {}
+        _ = connection.closed.cancelled() => {}
+        _ = tokio::time::sleep(DRAIN_GRACE) => {}
+    }
+    hub.remove(&connection);
+    connection.closed.cancel();
+    connection.finished.cancel();
+}
+
+/// Waits for the handshake request, subscribes, tells the backend, answers `{}`.
+async fn handshake(
+    hub: &Hub,
+    connection: &Connection,
+    inbound: &mut mpsc::Receiver<Inbound>,
+    outbox: &mut Outbox,
+    records: &mut RecordBuffer,
+) -> Result<(EventSubscription, Vec<String>), Ending> {
+    let deadline = Instant::now() + hub.config.handshake_timeout();
+    let refuse = |outbox: &mut Outbox, reason: CloseReason, error: &str| {
+        let _ = outbox.push_raw(handshake_response(Some(error)));
+        Ending::silent(reason)
+    };
+    let mut received = loop {
+        let item = tokio::select! {
+            _ = connection.closed.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
+            _ = connection.transport_gone.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
+            _ = connection.shutdown.cancelled() => return Err(Ending::silent(CloseReason::Shutdown)),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(refuse(outbox, CloseReason::HandshakeFailed, "handshake was not received in time"));
+            }
+            item = inbound.recv() => item,
+        };
+        match item {
+            None => return Err(Ending::silent(CloseReason::ClientClosed)),
+            Some(Inbound::TooLarge) => {
+                return Err(refuse(
+                    outbox,
+                    CloseReason::MessageTooLarge,
+                    "handshake request is too large",
+                ))
+            }
+            Some(Inbound::Data(bytes)) => match records.push(&bytes) {
+                Err(err) => {
+                    return Err(refuse(
+                        outbox,
+                        CloseReason::HandshakeFailed,
+                        &err.to_string(),
+                    ))
+                }
+                Ok(list) if list.is_empty() => continue,
+                Ok(list) => break list,
+            },
+        }
+    };
+    let request = received.remove(0);
+    if let Err(err) = protocol::parse_handshake(&request) {
+        tracing::info!(error = %err, "refusing hub handshake");
+        return Err(refuse(
+            outbox,
+            CloseReason::HandshakeFailed,
+            &err.to_string(),
+        ));
+    }
+    // Subscribe before the backend opens the user's upstream, so no event falls in between.
+    let subscription = match hub.publisher.subscribe(&connection.caller.user).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot subscribe to the user's events");
+            return Err(refuse(
+                outbox,
+                CloseReason::BackendError,
+                "the gateway's event backplane is unavailable",
+            ));
+        }
+    };
+    if let Err(err) = hub.backend.connection_opened(&connection.caller).await {
+        tracing::warn!(error = %err, "backend refused the hub connection");
+        return Err(refuse(
+            outbox,
+            CloseReason::BackendError,
+            &err.client_message(),
+        ));
+    }
+    if let Err(err) = outbox.push_raw(handshake_response(None)) {
+        // Undo the backend's count through the normal path: the caller sees `opened`.
+        let mut ending = queue_failed(err);
+        ending.close = None;
+        hub.backend.connection_closed(&connection.caller).await;
+        return Err(ending);
+    }
+    tracing::debug!("hub handshake done");
+    Ok((subscription, received))
+}
+
+struct Session<'a> {
+    hub: &'a Arc<Hub>,
+    connection: &'a Arc<Connection>,
+    outbox: &'a mut Outbox,
+    /// Invocations waiting for the running one, in arrival order.
+    queue: VecDeque<(Option<String>, HubCall)>,
+    /// The running invocation (at most one: calls of a connection run in order).
+    running: FuturesUnordered<BoxFuture<'static, InvocationResult>>,
+}
+
+impl Session<'_> {
+    async fn serve(
+        &mut self,
+        mut subscription: EventSubscription,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        records: &mut RecordBuffer,
+        leftover: Vec<String>,
+    ) -> Ending {
+        for record in leftover {
+            if let Err(ending) = self.handle_record(&record) {
+                return ending;
+            }
+        }
+        let keep_alive = self.hub.config.keep_alive_interval();
+        let client_timeout = self.hub.config.client_timeout();
+        loop {
+            let now = Instant::now();
+            let idle = self.connection.idle_for();
+            let polling = self.connection.polls_pending.load(Ordering::Relaxed) > 0;
+            if idle >= client_timeout && !polling {
+                return Ending::silent(CloseReason::ClientTimeout);
+            }
+            let timeout_at = now + client_timeout.saturating_sub(idle);
+            let ping_at = self.outbox.last_sent + keep_alive;
+            let wake_at = timeout_at.min(ping_at);
+            tokio::select! {
+                _ = self.connection.closed.cancelled() => return Ending::silent(CloseReason::ClientClosed),
+                _ = self.connection.transport_gone.cancelled() => return Ending::silent(CloseReason::ClientClosed),
+                _ = self.connection.shutdown.cancelled() => {
+                    return Ending::with_error(CloseReason::Shutdown, "the server is shutting down", true);
+                }
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if Instant::now() >= ping_at {
+                        if let Err(err) = self.outbox.push(&Outgoing::Ping) {
+                            return queue_failed(err);
+                        }
+                    }
+                }
+                item = inbound.recv() => match item {
+                    None => return Ending::silent(CloseReason::ClientClosed),
+                    Some(Inbound::TooLarge) => return too_large(self.hub.config.max_message_size),
+                    Some(Inbound::Data(bytes)) => {
+                        let list = match records.push(&bytes) {
+                            Ok(list) => list,
+                            Err(ProtocolError::TooLarge { max }) => return too_large(max),
+                            Err(err) => {
+                                return Ending::with_error(CloseReason::ProtocolError, err.to_string(), false)
+                            }
+                        };
+                        for record in list {
+                            if let Err(ending) = self.handle_record(&record) {
+                                return ending;
+                            }
+                        }
+                    }
+                },
+                event = subscription.next() => match event {
+                    Some(event) => {
+                        if let Err(err) = self.outbox.push(&event_invocation(&event)) {
+                            return queue_failed(err);
+                        }
+                    }
+                    None if subscription.lagged() => {
+                        return Ending::with_error(
+                            CloseReason::Lagged,
+                            "connection closed because it fell behind its event feed (lagged)",
+                            true,
+                        );
+                    }
+                    None => {
+                        return Ending::with_error(CloseReason::FeedEnded, "the event feed ended", true);
+                    }
+                },
+                Some((invocation_id, method, outcome)) = self.running.next(), if !self.running.is_empty() => {
+                    if let Err(ending) = self.finish_invocation(invocation_id, method, outcome) {
+                        return ending;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_record(&mut self, record: &str) -> Result<(), Ending> {
+        let message = protocol::decode(record).map_err(|err| {
+            tracing::info!(error = %err, "closing hub connection on a malformed message");
+            Ending::with_error(CloseReason::ProtocolError, err.to_string(), false)
+        })?;
+        match message {
+            Incoming::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                has_streams,
+            } => {
+                if has_streams {
+                    return self.complete(
+                        invocation_id,
+                        Err("client-to-server streaming is not supported by this hub".into()),
+                    );
+                }
+                match HubCall::parse(&target, &arguments) {
+                    Ok(call) => self.enqueue(invocation_id, call),
+                    Err(error) => {
+                        telemetry::invocation("unknown", "invalid");
+                        self.complete(invocation_id, Err(error))
+                    }
+                }
+            }
+            Incoming::StreamInvocation {
+                invocation_id,
+                target,
+            } => self.complete(
+                Some(invocation_id),
+                Err(format!(
+                    "streaming is not supported by this hub (method '{target}')"
+                )),
+            ),
+            Incoming::CancelInvocation { invocation_id } => self.complete(
+                Some(invocation_id),
+                Err("streaming is not supported by this hub; there is nothing to cancel".into()),
+            ),
+            Incoming::Ping => Ok(()),
+            Incoming::Close => Err(Ending::silent(CloseReason::ClientClosed)),
+            Incoming::Ignored(kind) => {
+                tracing::debug!(kind, "ignoring hub message");
+                Ok(())
+            }
+            Incoming::Invalid {
+                invocation_id,
+                reason,
+            } => self.complete(invocation_id, Err(format!("invalid message: {reason}"))),
+        }
+    }
+
+    fn enqueue(&mut self, invocation_id: Option<String>, call: HubCall) -> Result<(), Ending> {
+        if self.queue.len() >= self.hub.config.max_pending_invocations.max(1) {
+            return Err(Ending::with_error(
+                CloseReason::ProtocolError,
+                "too many pending invocations",
+                false,
+            ));
+        }
+        self.queue.push_back((invocation_id, call));
+        self.run_next();
+        Ok(())
+    }
+
+    fn run_next(&mut self) {
+        if !self.running.is_empty() {
+            return;
+        }
+        let Some((invocation_id, call)) = self.queue.pop_front() else {
+            return;
+        };
+        let backend = self.hub.backend.clone();
+        let caller = self.connection.caller.clone();
+        let method = call.name();
+        self.running.push(Box::pin(async move {
+            let outcome = call.run(&*backend, &caller).await;
+            (invocation_id, method, outcome)
+        }));
+    }
+
+    fn finish_invocation(
+        &mut self,
+        invocation_id: Option<String>,
+        method: &'static str,
+        outcome: Result<Option<Value>, HubError>,
+    ) -> Result<(), Ending> {
+        let outcome = match outcome {
+            Ok(value) => {
+                telemetry::invocation(method, "ok");
+                Ok(value)
+            }
+            Err(err) => {
+                telemetry::invocation(method, "error");
+                match &err {
+                    HubError::Unavailable(_) | HubError::Internal(_) => {
+                        tracing::warn!(method, error = %err, "hub method failed");
+                    }
+                    _ => tracing::debug!(method, error = %err, "hub method refused"),
+                }
+                Err(err.client_message())
+            }
+        };
+        self.complete(invocation_id, outcome)?;
+        self.run_next();
+        Ok(())
+    }
+
+    /// Sends the one completion an invocation with an id is owed; without an id the client
+    /// expects nothing, so the outcome is only logged.
+    fn complete(
+        &mut self,
+        invocation_id: Option<String>,
+        outcome: Result<Option<Value>, String>,
+    ) -> Result<(), Ending> {
+        match invocation_id {
+            Some(invocation_id) => self
+                .outbox
+                .push(&Outgoing::Completion {
+                    invocation_id,
+                    outcome,
+                })
+                .map_err(queue_failed),
+            None => {
+                if let Err(error) = outcome {
+                    tracing::info!(error = %error, "non-blocking invocation failed");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn too_large(max: usize) -> Ending {
+    Ending::with_error(
+        CloseReason::MessageTooLarge,
+        format!("message exceeds the maximum size of {max} bytes"),
+        false,
+    )
+}

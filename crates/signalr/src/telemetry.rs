@@ -1,0 +1,63 @@
+//! The hub's metric and log events in one place.
+
+use metrics::{counter, gauge};
+
+/// Why a connection ended; the label of `imgate_hub_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent Close or closed its transport.
+    ClientClosed,
+    /// Nothing was received for the client timeout.
+    ClientTimeout,
+    /// No valid handshake arrived in time, or it was refused.
+    HandshakeFailed,
+    /// The outbound buffer filled: the client does not read.
+    SlowClient,
+    /// The event feed was cut because the connection fell behind.
+    Lagged,
+    /// The event feed ended for another reason (publisher shut down).
+    FeedEnded,
+    /// A message over the size limit.
+    MessageTooLarge,
+    /// Bytes that are not the JSON hub protocol, or too many queued invocations.
+    ProtocolError,
+    /// `Hub::shutdown`.
+    Shutdown,
+    /// The backend refused the connection.
+    BackendError,
+}
+
+impl CloseReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::ClientTimeout => "client_timeout",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::SlowClient => "slow_client",
+            Self::Lagged => "lagged",
+            Self::FeedEnded => "feed_ended",
+            Self::MessageTooLarge => "message_too_large",
+            Self::ProtocolError => "protocol_error",
+            Self::Shutdown => "shutdown",
+            Self::BackendError => "backend_error",
+        }
+    }
+}
+
+/// A transport started for a connection.
+pub(crate) fn connection_opened(transport: &'static str) {
+    counter!("imgate_hub_connections_opened_total", "transport" => transport).increment(1);
+    gauge!("imgate_hub_connections_open").increment(1.0);
+}
+
+/// A connection whose transport had started ended.
+pub(crate) fn connection_closed(reason: CloseReason) {
+    counter!("imgate_hub_connections_closed_total", "reason" => reason.label()).increment(1);
+    gauge!("imgate_hub_connections_open").decrement(1.0);
+}
+
+/// An invocation finished.
+pub(crate) fn invocation(method: &'static str, outcome: &'static str) {
+    counter!("imgate_hub_invocations_total", "method" => method, "outcome" => outcome).increment(1);
+}

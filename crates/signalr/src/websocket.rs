@@ -1,0 +1,90 @@
+//! The WebSocket transport: moves bytes between an actix-ws socket and the session task.
+
+use std::sync::Arc;
+
+use crate::hub::{Connection, Inbound, Outbound};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+
+/// The largest WebSocket message accepted: several records may share one message (the JS
+/// client coalesces queued sends), each record is checked against `max_message_size` later.
+pub(crate) fn max_ws_message(max_message_size: usize) -> usize {
+    max_message_size.saturating_mul(4).max(64 * 1024)
+}
+
+/// Runs until the socket closes, the session ends, or the connection is cut.
+///
+/// Text frames only go out: the JSON protocol in a binary frame breaks the JS client. Client
+/// WebSocket pings are answered; we never send our own (signalrcore cannot handle them), the
+/// session's `{"type":6}` records are the keep-alive.
+pub(crate) async fn run(
+    connection: Arc<Connection>,
+    mut socket: Session,
+    mut stream: AggregatedMessageStream,
+) {
+    let outbound = connection.outbound.clone();
+    let mut outbound = outbound.lock().await;
+    let inbound = connection.inbound.clone();
+    // After a refused message we stop reading but still deliver the session's Close message.
+    let mut reading = true;
+    let mut close_code = CloseCode::Normal;
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.closed.cancelled() => break,
+            item = outbound.recv() => match item {
+                Some(Outbound::Frame(text)) => {
+                    let sent = tokio::select! {
+                        sent = socket.text(text) => sent.is_ok(),
+                        _ = connection.closed.cancelled() => false,
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+                Some(Outbound::End) | None => {
+                    let socket = socket;
+                    tokio::select! {
+                        _ = socket.close(Some(CloseReason { code: close_code, description: None })) => {}
+                        _ = connection.closed.cancelled() => {}
+                    }
+                    connection.transport_gone.cancel();
+                    return;
+                }
+            },
+            message = stream.recv(), if reading => {
+                connection.touch();
+                let data = match message {
+                    Some(Ok(AggregatedMessage::Text(text))) => Inbound::Data(text.into_bytes()),
+                    Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Data(bytes),
+                    Some(Ok(AggregatedMessage::Ping(payload))) => {
+                        if socket.pong(&payload).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
+                    Some(Ok(AggregatedMessage::Close(_))) | None => break,
+                    Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                        reading = false;
+                        close_code = CloseCode::Size;
+                        Inbound::TooLarge
+                    }
+                    Some(Err(err)) => {
+                        tracing::info!(error = %err, "websocket protocol error");
+                        break;
+                    }
+                };
+                let delivered = tokio::select! {
+                    sent = inbound.send(data) => sent.is_ok(),
+                    _ = connection.closed.cancelled() => false,
+                };
+                if !delivered {
+                    break;
+                }
+            }
+        }
+    }
+    connection.transport_gone.cancel();
+    // Dropping the socket ends the response stream; actix closes the TCP connection.
+    drop(socket);
+}

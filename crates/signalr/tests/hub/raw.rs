@@ -1,0 +1,490 @@
+//! The wire protocol by hand: negotiate shapes, CORS, 401s, handshake refusals, framing,
+//! limits, keep-alive and the slow-client cut-off.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use imgate_signalr::HubConfig;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::support::{token, typing, TestHub, WAIT};
+
+const RS: char = '\u{1e}';
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn open(hub: &TestHub, user: &str) -> Socket {
+    let url = format!("ws://{}/hub?access_token={}", hub.addr, token(user));
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket
+}
+
+/// Opens a skipNegotiation socket and completes the handshake.
+async fn connect(hub: &TestHub, user: &str) -> Socket {
+    let mut socket = open(hub, user).await;
+    send(
+        &mut socket,
+        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
+    )
+    .await;
+    let reply = next_records(&mut socket).await;
+    assert_eq!(reply, vec![json!({})]);
+    socket
+}
+
+async fn send(socket: &mut Socket, text: &str) {
+    socket.send(WsMessage::text(text)).await.unwrap();
+}
+
+/// The records of the next text message; empty when the socket closed.
+async fn next_records(socket: &mut Socket) -> Vec<Value> {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("timed out waiting for a message");
+        match message {
+            Some(Ok(WsMessage::Text(text))) => {
+                assert!(text.ends_with(RS), "record without separator: {text:?}");
+                return text
+                    .split(RS)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| serde_json::from_str(r).unwrap())
+                    .collect();
+            }
+            Some(Ok(WsMessage::Binary(_))) => panic!("the JSON protocol must use text frames"),
+            Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Vec::new(),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads until a Close message (type 7) and returns it; pings and events are skipped.
+async fn until_close(socket: &mut Socket) -> Value {
+    loop {
+        let records = next_records(socket).await;
+        assert!(!records.is_empty(), "socket closed without a Close message");
+        if let Some(close) = records.into_iter().find(|r| r["type"] == 7) {
+            return close;
+        }
+    }
+}
+
+#[tokio::test]
+async fn negotiate_answers_version_zero_or_one_as_asked() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let http = reqwest::Client::new();
+    let negotiate = |query: &'static str| {
+        http.post(format!("{}/negotiate{query}", hub.url()))
+            .bearer_auth(token("alice"))
+            .send()
+    };
+    let v0: Value = negotiate("").await.unwrap().json().await.unwrap();
+    assert_eq!(v0["negotiateVersion"], 0);
+    assert!(v0["connectionId"].as_str().is_some());
+    assert!(v0.get("connectionToken").is_none(), "{v0}");
+    let transports: Vec<&str> = v0["availableTransports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        transports,
+        ["WebSockets", "ServerSentEvents", "LongPolling"]
+    );
+    assert_eq!(
+        v0["availableTransports"][0]["transferFormats"],
+        json!(["Text"])
+    );
+
+    let v1: Value = negotiate("?negotiateVersion=1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1["negotiateVersion"], 1);
+    assert_ne!(v1["connectionToken"], v1["connectionId"]);
+    let v1_more: Value = negotiate("?negotiateVersion=7")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v1_more["negotiateVersion"], 1);
+
+    // The token, not the public id, opens a v1 connection; an unknown id is 404.
+    let by_id = format!(
+        "ws://{}/hub?id={}&access_token={}",
+        hub.addr,
+        v1["connectionId"].as_str().unwrap(),
+        token("alice")
+    );
+    let refused = tokio_tungstenite::connect_async(by_id).await.unwrap_err();
+    assert!(refused.to_string().contains("404"), "{refused}");
+    // Another user cannot take over a negotiated connection.
+    let stolen = format!(
+        "ws://{}/hub?id={}&access_token={}",
+        hub.addr,
+        v1["connectionToken"].as_str().unwrap(),
+        token("mallory")
+    );
+    let refused = tokio_tungstenite::connect_async(stolen).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let by_token = format!(
+        "ws://{}/hub?id={}&access_token={}",
+        hub.addr,
+        v1["connectionToken"].as_str().unwrap(),
+        token("alice")
+    );
+    let (_socket, _) = tokio_tungstenite::connect_async(by_token.clone())
+        .await
+        .unwrap();
+    let again = tokio_tungstenite::connect_async(by_token)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("409"), "{again}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bad_or_missing_tokens_get_401_with_the_json_envelope() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let http = reqwest::Client::new();
+    for request in [
+        http.post(format!("{}/negotiate", hub.url())),
+        http.post(format!("{}/negotiate", hub.url()))
+            .bearer_auth("garbage"),
+        http.post(format!("{}/negotiate?access_token=garbage", hub.url())),
+        http.post(format!("{}/negotiate", hub.url()))
+            .bearer_auth(imgate_http::auth::mint_hs256(
+                b"another-secret",
+                "sub",
+                "alice",
+                Duration::from_secs(60),
+            )),
+        http.get(format!("{}?id=x", hub.url())),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{body}");
+        assert!(body["message"].as_str().is_some());
+    }
+    let refused =
+        tokio_tungstenite::connect_async(format!("ws://{}/hub?access_token=bad", hub.addr))
+            .await
+            .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    assert!(hub.backend.calls().is_empty());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_listed_origins_with_credentials_only() {
+    let hub = TestHub::start(HubConfig {
+        cors_origins: vec!["https://app.example.com".into()],
+        ..HubConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}/negotiate", hub.url()))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, x-requested-with, x-signalr-user-agent",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success());
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    let allow_headers = headers["access-control-allow-headers"].to_str().unwrap();
+    for wanted in ["authorization", "x-requested-with", "x-signalr-user-agent"] {
+        assert!(allow_headers.contains(wanted), "{allow_headers}");
+    }
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let negotiated = http
+        .post(format!("{}/negotiate?negotiateVersion=1", hub.url()))
+        .header("Origin", "https://app.example.com")
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        negotiated.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let unauthorized = http
+        .post(format!("{}/negotiate", hub.url()))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(
+        unauthorized.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn messagepack_and_garbage_handshakes_are_refused_with_an_error() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    for (request, expected) in [
+        (
+            format!(r#"{{"protocol":"messagepack","version":1}}{RS}"#),
+            "messagepack",
+        ),
+        (format!("hello{RS}"), "malformed"),
+        (
+            format!(r#"{{"protocol":"json","version":2}}{RS}"#),
+            "version 2",
+        ),
+    ] {
+        let mut socket = open(&hub, "alice").await;
+        send(&mut socket, &request).await;
+        let reply = next_records(&mut socket).await;
+        let error = reply[0]["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(expected), "{request:?} -> {reply:?}");
+        assert!(
+            next_records(&mut socket).await.is_empty(),
+            "socket stays open"
+        );
+    }
+    assert!(hub.backend.calls().is_empty(), "{:?}", hub.backend.calls());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn coalesced_invocations_each_get_exactly_one_completion() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut socket = connect(&hub, "alice").await;
+    // One WebSocket message with many records, as the JS client sends when it coalesces.
+    let records = [
+        r#"{"type":1,"invocationId":"1","target":"SendMessage","arguments":["r1","a"]}"#,
+        r#"{"type":1,"target":"Typing","arguments":["r1",true]}"#,
+        r#"{"type":1,"invocationId":"2","target":"nope","arguments":[]}"#,
+        r#"{"type":4,"invocationId":"3","target":"SendMessage","arguments":["r1","b"]}"#,
+        r#"{"type":5,"invocationId":"4"}"#,
+        r#"{"type":1,"invocationId":"5","target":"MarkRead","arguments":["r1"],"streamIds":["s"]}"#,
+        r#"{"type":1,"invocationId":"6","target":"MarkRead"}"#,
+        r#"{"type":1,"invocationId":"7","target":"markread","arguments":["r1"]}"#,
+        r#"{"type":6}"#,
+        r#"{"type":99}"#,
+        r#"{"type":1,"target":"Nope","arguments":[]}"#,
+    ];
+    let batch: String = records.iter().map(|r| format!("{r}{RS}")).collect();
+    send(&mut socket, &batch).await;
+    let mut completions = std::collections::BTreeMap::new();
+    while completions.len() < 7 {
+        for record in next_records(&mut socket).await {
+            if record["type"] == 3 {
+                let id = record["invocationId"].as_str().unwrap().to_owned();
+                assert!(
+                    completions.insert(id, record.clone()).is_none(),
+                    "second completion {record}"
+                );
+            }
+        }
+    }
+    assert_eq!(completions["1"]["result"]["text"], "a");
+    assert!(completions["1"].get("error").is_none());
+    for id in ["2", "3", "4", "5", "6"] {
+        assert!(
+            completions[id]["error"].as_str().is_some(),
+            "{id}: {}",
+            completions[id]
+        );
+        assert!(completions[id].get("result").is_none());
+    }
+    assert_eq!(completions["7"], json!({"type": 3, "invocationId": "7"}));
+    // Nothing more is owed: a ping round trip shows no stray completion follows.
+    send(
+        &mut socket,
+        &format!(r#"{{"type":1,"invocationId":"8","target":"MarkRead","arguments":["r2"]}}{RS}"#),
+    )
+    .await;
+    let next = next_records(&mut socket).await;
+    assert_eq!(next, vec![json!({"type": 3, "invocationId": "8"})]);
+    assert_eq!(hub.backend.count("typing:alice:r1:true"), 1);
+    assert_eq!(hub.backend.count("read:alice:r1"), 1);
+
+    // Garbage after the handshake closes the connection with an error, never a crash.
+    send(&mut socket, &format!("{{not json{RS}")).await;
+    let close = until_close(&mut socket).await;
+    assert!(
+        close["error"].as_str().unwrap().contains("malformed"),
+        "{close}"
+    );
+    assert!(close.get("allowReconnect").is_none());
+    hub.eventually("the backend told of the close", |h| {
+        h.backend.count("closed:alice") == 1
+    })
+    .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_message_closes_the_connection_with_an_error() {
+    let hub = TestHub::start(HubConfig {
+        max_message_size: 1024,
+        ..HubConfig::default()
+    })
+    .await;
+    // Over the record limit, under the WebSocket message limit.
+    let mut socket = connect(&hub, "alice").await;
+    let big = format!(
+        r#"{{"type":1,"target":"SendMessage","arguments":["r1","{}"]}}{RS}"#,
+        "x".repeat(4096)
+    );
+    send(&mut socket, &big).await;
+    let close = until_close(&mut socket).await;
+    assert!(
+        close["error"]
+            .as_str()
+            .unwrap()
+            .contains("maximum size of 1024"),
+        "{close}"
+    );
+    // Over the WebSocket message limit too.
+    let mut socket = connect(&hub, "alice").await;
+    send(&mut socket, &"y".repeat(1024 * 1024)).await;
+    let close = until_close(&mut socket).await;
+    assert!(
+        close["error"].as_str().unwrap().contains("maximum size"),
+        "{close}"
+    );
+    hub.eventually("both closed", |h| h.backend.count("closed:alice") == 2)
+        .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_get_pings_and_silent_clients_time_out() {
+    let hub = TestHub::start(HubConfig {
+        keep_alive_interval_ms: 200,
+        client_timeout_ms: 1_000,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut socket = connect(&hub, "alice").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(next_records(&mut socket).await, vec![json!({"type": 6})]);
+    assert!(started.elapsed() < Duration::from_millis(800));
+    // We never send anything: the server gives up after the client timeout.
+    loop {
+        let records = next_records(&mut socket).await;
+        if records.is_empty() {
+            break;
+        }
+        assert!(records.iter().all(|r| r["type"] == 6), "{records:?}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    hub.eventually("the backend told of the close", |h| {
+        h.backend.count("closed:alice") == 1
+    })
+    .await;
+
+    // A client that pings stays.
+    let mut socket = connect(&hub, "alice").await;
+    for _ in 0..8 {
+        send(&mut socket, &format!(r#"{{"type":6}}{RS}"#)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(hub.hub.open_connections(), 1);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_lagging_feed_closes_the_connection_saying_so() {
+    let hub = TestHub::start_with(HubConfig::default(), 2).await;
+    let mut socket = connect(&hub, "alice").await;
+    hub.eventually("the connection", |h| h.hub.open_connections() == 1)
+        .await;
+    // The publisher does not wait for anyone, so a burst overflows a 2-event feed.
+    for n in 0..5_000 {
+        hub.publish("alice", &typing("r1", &format!("u{n}"))).await;
+    }
+    let close = until_close(&mut socket).await;
+    assert!(
+        close["error"].as_str().unwrap().contains("lagged"),
+        "{close}"
+    );
+    assert_eq!(close["allowReconnect"], true);
+    hub.stop().await;
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
+    let hub = TestHub::start_with(
+        HubConfig {
+            outbound_buffer: 16,
+            ..HubConfig::default()
+        },
+        64,
+    )
+    .await;
+    let socket = connect(&hub, "alice").await;
+    // Keep the socket open but never read from it again.
+    let (_write, _read) = socket.split();
+    let mut reader = connect(&hub, "bob").await;
+    hub.eventually("both connections", |h| h.hub.open_connections() == 2)
+        .await;
+    let before = resident_bytes();
+    let padding = "p".repeat(8 * 1024);
+    let mut published = 0u64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // 8 KiB events until the hub gives up on alice: unbounded buffering would need them all.
+    while hub.backend.count("closed:alice") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice was never cut off"
+        );
+        for _ in 0..64 {
+            hub.publish("alice", &typing("r1", &padding)).await;
+            published += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "memory grew by {grown} bytes after {published} events"
+    );
+    // Bob reads and is unaffected.
+    hub.publish("bob", &typing("r1", "still-here")).await;
+    let records = next_records(&mut reader).await;
+    assert_eq!(records[0]["arguments"][0]["username"], "still-here");
+    hub.eventually("alice's connection removed", |h| {
+        h.hub.open_connections() == 1
+    })
+    .await;
+    hub.stop().await;
+}
