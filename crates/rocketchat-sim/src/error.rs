@@ -124,6 +124,10 @@ impl ApiError {
                 }
                 (StatusCode::BAD_REQUEST, body)
             }
+            // `failure()` without a text serialises as just `{"success":false}`.
+            ApiError::Failure(text) if text.is_empty() => {
+                (StatusCode::BAD_REQUEST, json!({"success": false}))
+            }
             ApiError::Failure(text) => (
                 StatusCode::BAD_REQUEST,
                 json!({"success": false, "error": text}),

@@ -479,6 +479,17 @@ impl Sim {
     }
 }
 
+impl Drop for Sim {
+    fn drop(&mut self) {
+        // A sim dropped without `stop()` must not keep serving: the stop command is sent
+        // when `stop` is called, so the returned future need not be awaited here.
+        if let Some(handle) = self.server.get_mut().take() {
+            self.shared.hub.close_all();
+            drop(handle.stop(false));
+        }
+    }
+}
+
 fn apply_rate_limit(store: &mut Store, limit: Option<RateLimit>) {
     match limit {
         Some(l) => {

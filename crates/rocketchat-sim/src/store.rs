@@ -309,8 +309,13 @@ impl Store {
     /// `users.create`; `by` is the caller (`None` for seeding through the library).
     pub fn create_user(&mut self, new: NewUser, by: Option<&str>) -> Result<String, ApiError> {
         if let Some(by) = by {
+            // saveUser throws this Meteor error (400), the route has no permission list.
             if !self.has_permission(by, "create-user", None) {
-                return Err(ApiError::Forbidden);
+                return Err(ApiError::meteor_with(
+                    "error-action-not-allowed",
+                    "Adding user is not allowed",
+                    json!({"method": "insertOrUpdateUser", "action": "Adding_user"}),
+                ));
             }
         }
         if new.password.as_deref().unwrap_or("").is_empty() {

@@ -219,7 +219,18 @@ async fn permissions_403_and_version_specific_unauthorized() {
                 json!({"username": "x", "email": "x@x.io", "password": "pw", "name": "X"}),
             )
             .await;
-        assert_eq!(status, 403, "{version:?}");
+        assert_eq!(status, 400, "{version:?}");
+        assert_eq!(
+            body,
+            json!({"success": false, "error": "Adding user is not allowed [error-action-not-allowed]",
+                   "errorType": "error-action-not-allowed",
+                   "details": {"method": "insertOrUpdateUser", "action": "Adding_user"}})
+        );
+        let (status, body) = rest.get("settings/API_Enable_Rate_Limiter").await;
+        assert_eq!(
+            status, 403,
+            "{version:?}: permission-list routes answer 403"
+        );
         assert_eq!(body["success"], false);
         assert!(body["error"]
             .as_str()
@@ -798,4 +809,6 @@ async fn limiter_settings_through_the_settings_endpoints() {
     assert_eq!(a.get_raw("me").await.status(), 429);
     let (status, _) = a.get("settings/API_Enable_Rate_Limiter").await;
     assert_eq!(status, 403, "users cannot read privileged settings");
+    let (status, body) = admin.get("settings/No_Such_Setting").await;
+    assert_eq!((status, body), (400, json!({"success": false})));
 }
