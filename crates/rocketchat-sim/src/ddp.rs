@@ -539,7 +539,8 @@ impl Conn {
 
     /// The `sub`-time permission check of each stream.
     fn may_subscribe(&self, stream: &str, event: &str) -> Result<(), Value> {
-        let not_allowed = || json!({"isClientSafe": true, "error": "not-allowed", "reason": "Not allowed", "message": "Not allowed [not-allowed]", "errorType": "Meteor.Error"});
+        // The streamer throws reason-less Meteor errors, so `message` is just "[code]".
+        let not_allowed = || json!({"isClientSafe": true, "error": "not-allowed", "message": "[not-allowed]", "errorType": "Meteor.Error"});
         let known = [
             STREAM_USER,
             STREAM_ROOM_MESSAGES,
@@ -559,7 +560,7 @@ impl Conn {
         }
         if event.is_empty() && stream != "stream-user-presence" {
             return Err(
-                json!({"isClientSafe": true, "error": "invalid-event-name", "reason": "Invalid event name", "message": "Invalid event name [invalid-event-name]", "errorType": "Meteor.Error"}),
+                json!({"isClientSafe": true, "error": "invalid-event-name", "message": "[invalid-event-name]", "errorType": "Meteor.Error"}),
             );
         }
         let uid = self.uid();

@@ -166,7 +166,10 @@ async fn notify_user_checks_only_the_uid_prefix() {
         .await;
     assert_eq!(other["msg"], "nosub");
     assert_eq!(other["error"]["error"], "not-allowed");
-    assert_eq!(other["error"]["errorType"], "Meteor.Error");
+    assert_eq!(
+        other["error"],
+        json!({"isClientSafe": true, "error": "not-allowed", "message": "[not-allowed]", "errorType": "Meteor.Error"})
+    );
     let odd = ddp
         .sub("stream-notify-user", &format!("{}/$message", alice.id))
         .await;

@@ -812,3 +812,20 @@ async fn limiter_settings_through_the_settings_endpoints() {
     let (status, body) = admin.get("settings/No_Such_Setting").await;
     assert_eq!((status, body), (400, json!({"success": false})));
 }
+
+#[actix_web::test]
+async fn starts_inside_an_actix_system_runtime() {
+    let sim = sim().await;
+    let (status, _) = Rest::login(&sim, "admin", "admin").await.get("me").await;
+    assert_eq!(status, 200);
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_on_a_multi_thread_runtime_and_restarts() {
+    let sim = sim().await;
+    sim.refuse_connections().await;
+    sim.accept_connections().await.unwrap();
+    let (status, _) = Rest::login(&sim, "admin", "admin").await.get("me").await;
+    assert_eq!(status, 200);
+}
