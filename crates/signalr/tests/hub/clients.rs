@@ -88,7 +88,8 @@ async fn every_connection_of_a_user_gets_each_event_once_and_others_get_nothing(
     let mut node_one = Client::node(&hub, "alice", "websockets").await;
     let mut node_two = Client::node(&hub, "alice", "websockets").await;
     let mut python = Client::python(&hub, "alice", "signalrcore").await;
-    let mut other = Client::node(&hub, "bob", "websockets").await;
+    // Bob skips negotiation: a WebSocket straight to /hub.
+    let mut other = Client::node(&hub, "bob", "websockets+skip").await;
     for client in [&mut node_one, &mut node_two, &mut python, &mut other] {
         client.connected().await;
     }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{token, typing, TestHub, WAIT};
+use crate::support::{metric, token, typing, TestHub, WAIT};
 
 const RS: char = '\u{1e}';
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -474,6 +474,11 @@ async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        metric(r#"imgate_hub_connections_closed_total{reason="slow_client"}"#) >= 1.0,
+        "{}",
+        crate::support::metrics().render()
+    );
     assert!(
         grown < 64 * 1024 * 1024,
         "memory grew by {grown} bytes after {published} events"

@@ -20,6 +20,26 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// The process-wide metrics recorder, so tests can read the hub's counters.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this test binary")
+    })
+}
+
+/// The value of a counter or gauge line in the Prometheus text, 0 when absent.
+pub fn metric(series: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub const SECRET: &[u8] = b"imgate-signalr-test-secret-0123456789";
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -126,6 +146,7 @@ impl TestHub {
 
     /// A hub whose publisher buffers `feed_buffer` events per connection.
     pub async fn start_with(config: HubConfig, feed_buffer: usize) -> Self {
+        metrics();
         // RUST_LOG=imgate_signalr=debug shows the hub's side of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -230,7 +251,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// `@microsoft/signalr` in Node with the given transport (`websockets`, `sse`, `longpolling`).
+    /// `@microsoft/signalr` in Node with the given transport (`websockets`, `sse`,
+    /// `longpolling`, or `websockets+skip` for skipNegotiation).
     pub async fn node(hub: &TestHub, user: &str, transport: &str) -> Self {
         Self::node_with_token(hub, &token(user), transport).await
     }
@@ -242,7 +264,10 @@ impl Client {
             .arg(dir.join("hub-client.js"))
             .env("HUB_URL", hub.url())
             .env("HUB_TOKEN", token)
-            .env("HUB_TRANSPORT", transport);
+            .env("HUB_TRANSPORT", transport.trim_end_matches("+skip"));
+        if transport.ends_with("+skip") {
+            command.env("HUB_SKIP_NEGOTIATION", "1");
+        }
         Self::spawn(format!("node/{transport}"), command)
     }
 
