@@ -17,6 +17,8 @@ pub enum RestFaultKind {
     TooManyRequests,
     /// HTTP 502 with an HTML body, as a reverse proxy in front of a dead server answers.
     BadGateway,
+    /// The connection closes without any answer (the request was read), as a crashing server's would.
+    Disconnect,
 }
 
 /// One REST fault rule: which requests it hits and how often.

@@ -97,6 +97,15 @@ async fn rest_faults_by_kind_path_and_count() {
     sim.add_rest_fault(RestFault::always(RestFaultKind::BadGateway).times(1));
     assert_eq!(rest.get_raw("me").await.status(), 502);
 
+    sim.add_rest_fault(RestFault::always(RestFaultKind::Disconnect).times(1));
+    let broken = reqwest::Client::new()
+        .get(format!("{}/api/v1/me", sim.http_url()))
+        .header("X-User-Id", &alice.id)
+        .header("X-Auth-Token", &alice.token)
+        .send()
+        .await;
+    assert!(broken.is_err(), "the connection closes without an answer");
+
     sim.add_rest_fault(RestFault::always(RestFaultKind::TooManyRequests));
     let resp = rest.get_raw("me").await;
     assert_eq!(resp.status(), 429);

@@ -225,6 +225,13 @@ fn injected(kind: &RestFaultKind, version: Version) -> HttpResponse {
         RestFaultKind::BadGateway => HttpResponse::build(StatusCode::BAD_GATEWAY)
             .content_type("text/html")
             .body("<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>"),
+        // A body stream that fails before its first chunk makes actix close the connection
+        // without writing even the status line.
+        RestFaultKind::Disconnect => HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(futures::stream::once(async {
+                Err::<bytes::Bytes, _>(std::io::Error::other("injected disconnect"))
+            })),
     }
 }
 
