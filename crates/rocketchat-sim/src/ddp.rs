@@ -490,7 +490,11 @@ impl Conn {
             .set_user(self.reg.id, &uid, &username, &hash_token(&token));
         let expires = {
             let st = shared.store();
-            let days = st.setting_i64("Accounts_LoginExpiration", 90);
+            // Rocket.Chat falls back to 90 days for invalid values; the cap keeps chrono in range.
+            let days = match st.setting_i64("Accounts_LoginExpiration", 90) {
+                d @ 1..=36_500 => d,
+                _ => 90,
+            };
             st.token_issued(&uid, &token).unwrap_or_else(Utc::now) + chrono::Duration::days(days)
         };
         self.login = Some(Login {

@@ -79,6 +79,8 @@ pub struct Store {
     pub settings: BTreeMap<String, Value>,
     /// Events to deliver once the lock is released.
     pub pending: Vec<Event>,
+    /// Token hash -> until when a passed 2FA check is remembered.
+    two_factor_ok: HashMap<String, DateTime<Utc>>,
     last_ts: DateTime<Utc>,
 }
 
@@ -136,6 +138,15 @@ fn default_settings() -> BTreeMap<String, Value> {
     s.insert("FileUpload_ProtectFiles".into(), json!(true));
     s.insert("Accounts_LoginExpiration".into(), json!(90));
     s.insert("Site_Url".into(), json!(""));
+    // The real default is on; the sim starts with it off so long demos never hit it by surprise.
+    s.insert(
+        "Accounts_TwoFactorAuthentication_Enabled".into(),
+        json!(false),
+    );
+    s.insert(
+        "Accounts_TwoFactorAuthentication_RememberFor".into(),
+        json!(1800),
+    );
     s
 }
 
@@ -160,6 +171,7 @@ impl Store {
             uploads: HashMap::new(),
             settings: default_settings(),
             pending: Vec::new(),
+            two_factor_ok: HashMap::new(),
             last_ts: now,
         };
         store.rooms.insert(
@@ -645,6 +657,57 @@ impl Store {
         self.users
             .get(uid)
             .filter(|u| u.tokens.iter().any(|t| t.hashed == hashed))
+    }
+
+    /// The `twoFactorRequired` gate with the password fallback (reference §1.5).
+    pub fn two_factor_check(
+        &mut self,
+        uid: &str,
+        token: &str,
+        code: Option<&str>,
+        method: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if !self.setting_bool("Accounts_TwoFactorAuthentication_Enabled") {
+            return Ok(());
+        }
+        let Some(user) = self.users.get(uid) else {
+            return Ok(());
+        };
+        let Some(digest) = user.password_digest.clone() else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let remember = chrono::Duration::seconds(
+            self.setting_i64("Accounts_TwoFactorAuthentication_RememberFor", 1800)
+                .clamp(0, 10 * 365 * 86_400),
+        );
+        if now - user.created_at < remember {
+            return Ok(());
+        }
+        let hashed = hash_token(token);
+        if self
+            .two_factor_ok
+            .get(&hashed)
+            .is_some_and(|until| *until > now)
+        {
+            return Ok(());
+        }
+        let Some(code) = code.filter(|c| !c.is_empty()) else {
+            return Err(ApiError::meteor_with(
+                "totp-required",
+                "TOTP Required",
+                json!({"method": "password", "availableMethods": []}),
+            ));
+        };
+        if method.unwrap_or("password") != "password" || code.to_lowercase() != digest {
+            return Err(ApiError::meteor_with(
+                "totp-invalid",
+                "TOTP Invalid",
+                json!({"method": "password"}),
+            ));
+        }
+        self.two_factor_ok.insert(hashed, now + remember);
+        Ok(())
     }
 
     /// When a token was issued, for `tokenExpires`.

@@ -829,3 +829,40 @@ async fn starts_on_a_multi_thread_runtime_and_restarts() {
     let (status, _) = Rest::login(&sim, "admin", "admin").await.get("me").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn two_factor_password_fallback_on_users_update() {
+    let sim = sim().await;
+    let bob = sim.create_user("bob", "pw").unwrap();
+    sim.set_setting("Accounts_TwoFactorAuthentication_Enabled", json!(true));
+    let admin = Rest::login(&sim, "admin", "admin").await;
+    let body = json!({"userId": bob.id, "data": {"name": "B"}});
+    // Within RememberFor of the account's creation the gate is skipped.
+    assert_eq!(admin.post("users.update", body.clone()).await.0, 200);
+    sim.set_setting("Accounts_TwoFactorAuthentication_RememberFor", json!(0));
+    let (status, reply) = admin.post("users.update", body.clone()).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        reply,
+        json!({"success": false, "error": "TOTP Required [totp-required]", "errorType": "totp-required",
+               "details": {"method": "password", "availableMethods": []}})
+    );
+    let url = format!("{}/api/v1/users.update", sim.http_url());
+    let (id, token) = admin.auth.clone().unwrap();
+    let send = |code: &'static str| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("X-User-Id", &id)
+            .header("X-Auth-Token", &token)
+            .header("X-2FA-Method", "password")
+            .header("X-2FA-Code", code)
+            .json(&body)
+            .send()
+    };
+    let (status, reply) = decode(send("00").await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["errorType"], "totp-invalid");
+    // sha256("admin")
+    let good = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
+    assert_eq!(send(good).await.unwrap().status(), 200);
+}

@@ -18,12 +18,15 @@ type Handler = fn(&mut Store, &Call) -> Result<Reply, ApiError>;
 pub struct Route {
     /// Whether valid `X-User-Id`/`X-Auth-Token` headers are required.
     pub auth: bool,
+    /// Whether the route is `twoFactorRequired` (reference §1.5).
+    pub two_factor: bool,
     pub handler: Handler,
 }
 
 const fn authed(handler: Handler) -> Route {
     Route {
         auth: true,
+        two_factor: false,
         handler,
     }
 }
@@ -35,12 +38,16 @@ pub fn route(method: &Method, name: &str, version: Version) -> Option<Route> {
     Some(match name {
         "login" if post => Route {
             auth: false,
+            two_factor: false,
             handler: login,
         },
         "logout" if post || get => authed(logout),
         "me" if get => authed(me),
         "users.create" if post => authed(users_create),
-        "users.update" if post => authed(users_update),
+        "users.update" if post => Route {
+            two_factor: true,
+            ..authed(users_update)
+        },
         "users.delete" if post => authed(users_delete),
         "users.info" if get => authed(users_info),
         "users.setActiveStatus" if post => authed(users_set_active),
@@ -83,7 +90,11 @@ pub fn route(method: &Method, name: &str, version: Version) -> Option<Route> {
         "subscriptions.getOne" if get => authed(subs_get_one),
         "subscriptions.read" if post => authed(subs_read),
         "subscriptions.unread" if post => authed(subs_unread),
-        "settings" if get || post => authed(settings),
+        "settings" if get => authed(settings),
+        "settings" if post => Route {
+            two_factor: true,
+            ..authed(settings)
+        },
         _ => return None,
     })
 }

@@ -264,7 +264,7 @@ fn rate_limit(
             .max(1) as u32;
         let window = st
             .setting_i64("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000)
-            .max(1);
+            .clamp(1, 365 * 86_400_000);
         let bypass = uid.is_some_and(|u| st.has_permission(u, "api-bypass-rate-limit", None));
         (enabled, calls, window, bypass)
     };
@@ -431,6 +431,27 @@ async fn api_v1(
         Ok(l) => l,
         Err((err, l)) => return with_limit_headers(render_error(&err, version), Some(&l)),
     };
+
+    if route.two_factor {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let (code, method) = (header("x-2fa-code"), header("x-2fa-method"));
+        let checked = match (&uid, &auth) {
+            (Some(uid), Some((_, token))) => {
+                shared
+                    .store()
+                    .two_factor_check(uid, token, code.as_deref(), method.as_deref())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            return with_limit_headers(render_error(&e, version), limit.as_ref());
+        }
+    }
 
     let max_file = shared
         .store()
