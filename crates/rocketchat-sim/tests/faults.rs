@@ -37,17 +37,18 @@ async fn delay_applies_to_rest_and_ddp_methods() {
     let alice = sim.create_user("alice", "pw").unwrap();
     let rest = Rest::as_user(&sim, &alice.id, &alice.token);
     let mut ddp = Ddp::logged_in(&sim, &alice.token).await;
-    sim.set_delay(Some(Duration::from_millis(300)));
+    let delay = Duration::from_millis(600);
+    sim.set_delay(Some(delay));
     let started = Instant::now();
     assert_eq!(rest.get("me").await.0, 200);
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= delay);
     let started = Instant::now();
     ddp.call("rooms/get", json!([])).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= delay);
     sim.set_delay(None);
     let started = Instant::now();
     rest.get("me").await;
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < delay, "the delay is gone");
 }
 
 #[tokio::test]
@@ -205,8 +206,9 @@ async fn ignored_pings_get_no_pong_and_no_server_pings() {
     })
     .await;
     let alice = sim.create_user("alice", "pw").unwrap();
-    let mut ddp = Ddp::logged_in(&sim, &alice.token).await;
+    // Set before login so no server ping can slip in between login and the knob.
     sim.ignore_pings("alice", true).unwrap();
+    let mut ddp = Ddp::logged_in(&sim, &alice.token).await;
     ddp.send(json!({"msg": "ping", "id": "1"})).await;
     assert!(
         ddp.next_within(Duration::from_millis(500)).await.is_none(),
