@@ -324,6 +324,26 @@ impl Sim {
         owner: &str,
         members: &[&str],
     ) -> Result<String, SimError> {
+        self.create_room(model::RoomType::Channel, name, owner, members)
+    }
+
+    /// Creates a private group owned by `owner` with these member usernames; returns its id.
+    pub fn create_group(
+        &self,
+        name: &str,
+        owner: &str,
+        members: &[&str],
+    ) -> Result<String, SimError> {
+        self.create_room(model::RoomType::Group, name, owner, members)
+    }
+
+    fn create_room(
+        &self,
+        t: model::RoomType,
+        name: &str,
+        owner: &str,
+        members: &[&str],
+    ) -> Result<String, SimError> {
         self.shared.with_store(|st| {
             let owner_id = st
                 .uid_by_username(owner)
@@ -331,7 +351,7 @@ impl Sim {
                 .ok_or_else(|| SimError::UnknownUser(owner.into()))?;
             let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
             let spec = store::NewRoom {
-                t: model::RoomType::Channel,
+                t,
                 name,
                 members: &members,
                 read_only: false,
@@ -341,6 +361,48 @@ impl Sim {
             st.create_room(&owner_id, spec)
                 .map_err(|e| SimError::Rejected(e.to_string()))
         })
+    }
+
+    /// Opens (or finds) the DM of two users, as `im.create` by `from`; returns its rid.
+    pub fn create_dm(&self, from: &str, to: &str) -> Result<String, SimError> {
+        self.shared.with_store(|st| {
+            let from_id = st
+                .uid_by_username(from)
+                .cloned()
+                .ok_or_else(|| SimError::UnknownUser(from.into()))?;
+            st.create_dm(&from_id, &[to.to_string()], false)
+                .map(|(rid, _)| rid)
+                .map_err(|e| SimError::Rejected(e.to_string()))
+        })
+    }
+
+    /// Posts a message as `username`, firing the same events as `chat.sendMessage`; returns its id.
+    pub fn send_message(&self, username: &str, rid: &str, text: &str) -> Result<String, SimError> {
+        self.shared.with_store(|st| {
+            let uid = st
+                .uid_by_username(username)
+                .cloned()
+                .ok_or_else(|| SimError::UnknownUser(username.into()))?;
+            st.send_message(&uid, rid, text, None, None, serde_json::Map::new())
+                .map_err(|e| SimError::Rejected(e.to_string()))
+        })
+    }
+
+    /// The messages of a room, newest first, as REST `*.history` renders them (ISO dates).
+    pub fn messages(&self, rid: &str) -> Vec<Value> {
+        let st = self.shared.store();
+        st.history(rid, None, None, false, 0, None)
+            .into_iter()
+            .map(|m| m.to_json(model::Dates::Iso))
+            .collect()
+    }
+
+    /// A user's subscription to a room as `subscriptions.getOne` renders it, if any.
+    pub fn subscription(&self, username: &str, rid: &str) -> Option<Value> {
+        let st = self.shared.store();
+        let uid = st.uid_by_username(username)?;
+        st.subscription(uid, rid)
+            .map(|s| s.to_json(model::Dates::Iso))
     }
 
     /// Reads a server setting (as `GET /api/v1/settings/<id>` would).
