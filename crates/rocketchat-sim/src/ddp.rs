@@ -321,6 +321,7 @@ impl Conn {
                 let tmid = m.get("tmid").and_then(Value::as_str).map(String::from);
                 shared
                     .with_store(|st| {
+                        st.ddp_send_allowed(&uid)?;
                         let id = st.send_message(
                             &uid,
                             &rid,

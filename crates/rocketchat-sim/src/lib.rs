@@ -105,6 +105,8 @@ pub struct SimConfig {
     pub ddp_queue: usize,
     /// REST rate limiter; `None` (the sim's default) leaves it off.
     pub rate_limit: Option<RateLimit>,
+    /// The DDP `sendMessage` limit per user without `send-many-messages` (real server: 5 per second).
+    pub ddp_send_limit: Option<RateLimit>,
 }
 
 impl Default for SimConfig {
@@ -119,6 +121,10 @@ impl Default for SimConfig {
             ddp_ping_timeout: Duration::from_secs(15),
             ddp_queue: 4096,
             rate_limit: None,
+            ddp_send_limit: Some(RateLimit {
+                calls: 5,
+                window: Duration::from_secs(1),
+            }),
         }
     }
 }
@@ -215,6 +221,7 @@ impl Sim {
         if let Some(limit) = config.rate_limit {
             apply_rate_limit(&mut store, Some(limit));
         }
+        store.ddp_send_limit = config.ddp_send_limit;
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             hub,

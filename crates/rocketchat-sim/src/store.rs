@@ -79,6 +79,10 @@ pub struct Store {
     pub settings: BTreeMap<String, Value>,
     /// Events to deliver once the lock is released.
     pub pending: Vec<Event>,
+    /// Limit of DDP `sendMessage` per user (`RateLimiter.limitMethod` in the real server).
+    pub ddp_send_limit: Option<crate::RateLimit>,
+    /// User id -> (window start, calls) for `ddp_send_limit`.
+    ddp_send_windows: HashMap<String, (DateTime<Utc>, u32)>,
     /// Token hash -> until when a passed 2FA check is remembered.
     two_factor_ok: HashMap<String, DateTime<Utc>>,
     last_ts: DateTime<Utc>,
@@ -172,6 +176,8 @@ impl Store {
             settings: default_settings(),
             pending: Vec::new(),
             two_factor_ok: HashMap::new(),
+            ddp_send_limit: None,
+            ddp_send_windows: HashMap::new(),
             last_ts: now,
         };
         store.rooms.insert(
@@ -707,6 +713,37 @@ impl Store {
             ));
         }
         self.two_factor_ok.insert(hashed, now + remember);
+        Ok(())
+    }
+
+    /// Counts one DDP `sendMessage` of a user against its limit.
+    pub fn ddp_send_allowed(&mut self, uid: &str) -> Result<(), ApiError> {
+        let Some(limit) = self.ddp_send_limit else {
+            return Ok(());
+        };
+        if self.has_permission(uid, "send-many-messages", None) {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let window =
+            chrono::Duration::from_std(limit.window).unwrap_or(chrono::Duration::seconds(1));
+        let entry = self
+            .ddp_send_windows
+            .entry(uid.to_string())
+            .or_insert((now, 0));
+        if now - entry.0 >= window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > limit.calls {
+            let reset_ms = (entry.0 + window - now).num_milliseconds().max(0);
+            let seconds = (reset_ms as u64).div_ceil(1000);
+            return Err(ApiError::meteor_with(
+                "error-too-many-requests",
+                format!("Error, too many requests. Please slow down. You must wait {seconds} seconds before trying again."),
+                json!({"timeToReset": reset_ms, "seconds": seconds}),
+            ));
+        }
         Ok(())
     }
 

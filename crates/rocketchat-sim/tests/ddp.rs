@@ -503,3 +503,57 @@ async fn methods_send_read_logout_and_unknown() {
     assert!(res.get("error").is_none());
     assert_eq!(a.get("me").await.0, 401, "DDP logout removes the token");
 }
+
+#[tokio::test]
+async fn ddp_send_message_is_limited_to_5_per_second_for_users() {
+    let default = SimConfig::default().ddp_send_limit.unwrap();
+    assert_eq!((default.calls, default.window), (5, Duration::from_secs(1)));
+    // A long window keeps the check deterministic on a slow machine.
+    let sim = sim_with(SimConfig {
+        ddp_send_limit: Some(rocketchat_sim::RateLimit {
+            calls: 5,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let mut ddp = Ddp::logged_in(&sim, &alice.token).await;
+    let mut errors = Vec::new();
+    for i in 0..6 {
+        let res = ddp
+            .call(
+                "sendMessage",
+                json!([{"rid": "GENERAL", "msg": format!("n{i}")}]),
+            )
+            .await;
+        if let Some(e) = res.get("error") {
+            errors.push(e.clone());
+        }
+    }
+    assert_eq!(
+        errors.len(),
+        1,
+        "the sixth call within the window is refused"
+    );
+    assert_eq!(errors[0]["error"], "error-too-many-requests");
+    assert!(errors[0]["reason"]
+        .as_str()
+        .unwrap()
+        .ends_with("seconds before trying again."));
+    assert!(errors[0]["details"]["timeToReset"].is_i64());
+    // Bots (send-many-messages) are not limited.
+    let bot = sim
+        .create_user_with_roles("helper", "pw", &["bot"])
+        .unwrap();
+    let mut ddp = Ddp::logged_in(&sim, &bot.token).await;
+    for i in 0..8 {
+        let res = ddp
+            .call(
+                "sendMessage",
+                json!([{"rid": "GENERAL", "msg": format!("b{i}")}]),
+            )
+            .await;
+        assert!(res.get("error").is_none(), "{res}");
+    }
+}
