@@ -58,6 +58,10 @@ impl TestGateway {
         self.http.get(format!("{}{path}", self.base))
     }
 
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base))
+    }
+
     pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.put(format!("{}{path}", self.base))
     }

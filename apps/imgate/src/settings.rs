@@ -45,6 +45,8 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest uploaded file, in bytes.
+    pub max_upload_bytes: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_s: u64,
     /// HTTP worker threads; 0 means one per core.
@@ -210,6 +212,11 @@ impl Settings {
         self.provider.url.is_none()
     }
 
+    /// Whether `POST /api/v1/session` hands provider credentials to browsers.
+    pub fn frontend_mode(&self) -> bool {
+        matches!(self.realtime.mode.as_str(), "frontend" | "both")
+    }
+
     /// Whether the gateway runs without host key material (demo mode, embedded provider only).
     pub fn demo_auth(&self) -> bool {
         self.auth.jwt_secret.is_none() && self.auth.jwt_public_key_file.is_none()
@@ -229,6 +236,9 @@ impl Settings {
                 "server.base_path",
                 "must be empty or like /chat (leading slash, no trailing slash)",
             ));
+        }
+        if self.server.max_upload_bytes == 0 {
+            problems.push(problem("server.max_upload_bytes", "must be at least 1"));
         }
         if self.server.max_body_bytes < 1024 {
             problems.push(problem("server.max_body_bytes", "must be at least 1024"));

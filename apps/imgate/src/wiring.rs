@@ -10,7 +10,9 @@ use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{HealthCheck, ImProvider, TokenCache};
-use imgate_domain::services::{AdminAgent, PasswordPolicy, SessionService, UserService};
+use imgate_domain::services::{
+    AdminAgent, ChatService, PasswordPolicy, SessionService, UserService,
+};
 use imgate_domain::{Password, UserId};
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
@@ -255,6 +257,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         metrics,
         max_body_bytes: settings.server.max_body_bytes,
         users,
+        chat: Arc::new(ChatService::new(provider.clone(), sessions.clone())),
+        uploads: imgate_http::files::UploadLimits {
+            max_file_bytes: settings.server.max_upload_bytes,
+        },
+        frontend_mode: settings.frontend_mode(),
     };
     let base_path = settings.server.base_path.clone();
     let mut server = HttpServer::new(move || {

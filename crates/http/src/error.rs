@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use imgate_domain::ports::{CacheError, ProviderError, PublishError};
@@ -131,9 +131,13 @@ impl From<ProviderError> for ApiError {
         match err {
             // A user's session is renewed before we get here; one that is still refused, or a
             // refused login, means the gateway's provider credentials for them are wrong.
-            ProviderError::SessionExpired | ProviderError::InvalidCredentials => {
+            ProviderError::SessionExpired => {
                 Self::ProviderError(format!("provider refused the gateway's credentials: {err}"))
             }
+            // A user login refused: the host never mirrored this user, or deleted them.
+            ProviderError::InvalidCredentials => Self::Forbidden(
+                "this user has no chat account; the host application must create it first".into(),
+            ),
             ProviderError::Forbidden(message) => Self::Forbidden(message),
             ProviderError::NotFound(message) => Self::NotFound(message),
             ProviderError::Conflict(message) => Self::Conflict(message),
@@ -182,34 +186,6 @@ impl From<AdminError> for ApiError {
             AdminError::Provider(err) => err.into(),
         }
     }
-}
-
-/// Malformed or oversized JSON bodies become envelope errors naming what is wrong.
-pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::OverflowKnownLength { length, limit } => too_large(*limit, Some(*length)),
-        JsonPayloadError::Overflow { limit } => too_large(*limit, None),
-        JsonPayloadError::ContentType => {
-            ApiError::Invalid("expected a JSON body with Content-Type: application/json".into())
-        }
-        JsonPayloadError::Deserialize(err) if err.is_data() => {
-            ApiError::Invalid(format!("invalid request body: {err}"))
-        }
-        JsonPayloadError::Deserialize(err) => ApiError::Invalid(format!("malformed JSON: {err}")),
-        JsonPayloadError::Payload(PayloadError::Overflow) => too_large(0, None),
-        other => ApiError::Invalid(format!("unreadable request body: {other}")),
-    };
-    api.into()
-}
-
-fn too_large(limit: usize, length: Option<usize>) -> ApiError {
-    let limit = if limit > 0 {
-        format!(" (limit {limit} bytes)")
-    } else {
-        String::new()
-    };
-    let size = length.map(|n| format!(" of {n} bytes")).unwrap_or_default();
-    ApiError::PayloadTooLarge(format!("request body{size} is too large{limit}"))
 }
 
 /// Bad query strings become `invalid_request` naming the parameter.

@@ -7,15 +7,20 @@
 
 pub mod auth;
 pub mod error;
+pub mod files;
 pub mod identity;
+pub mod json;
 pub mod ops;
+pub mod params;
+pub mod rooms;
+pub mod session;
 pub mod telemetry;
 pub mod users;
 
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use imgate_domain::services::UserService;
+use imgate_domain::services::{ChatService, UserService};
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi;
 
@@ -27,12 +32,20 @@ use crate::ops::Readiness;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "imgate", description = "An IM gateway: the host's users chat through one REST API and one SignalR hub, whatever the chat provider."),
-    paths(ops::healthz, ops::readyz, ops::metrics, ops::openapi, identity::me, users::upsert, users::get, users::delete),
+    paths(ops::healthz, ops::readyz, ops::metrics, ops::openapi, identity::me, users::upsert, users::get, users::delete,
+        rooms::list, rooms::create, rooms::direct, rooms::get, rooms::add_members, rooms::remove_member, rooms::leave,
+        rooms::history, rooms::send, rooms::edit, rooms::delete, rooms::read, rooms::unread,
+        files::upload, files::download, session::create, session::delete),
     components(schemas(
         ErrorBody,
         ops::HealthBody,
         identity::Identity,
         users::UpsertUser,
+        rooms::CreateRoom,
+        rooms::Members,
+        rooms::SendMessage,
+        rooms::EditMessage,
+        session::SessionBody,
         imgate_domain::model::User,
         imgate_domain::model::Room,
         imgate_domain::model::RoomKind,
@@ -83,6 +96,12 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// User mirroring.
     pub users: Arc<UserService>,
+    /// The end users' chat operations.
+    pub chat: Arc<ChatService>,
+    /// Upload limits.
+    pub uploads: files::UploadLimits,
+    /// Whether `POST /api/v1/session` hands out provider credentials.
+    pub frontend_mode: bool,
 }
 
 /// Mounts every route, the extractor error handlers and the 404 fallback.
@@ -92,11 +111,10 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::Data::new(state.readiness))
             .app_data(web::Data::new(state.metrics))
             .app_data(web::Data::from(state.users))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(state.max_body_bytes)
-                    .error_handler(error::json_error),
-            )
+            .app_data(web::Data::from(state.chat))
+            .app_data(web::Data::new(state.uploads))
+            .app_data(web::Data::new(session::FrontendMode(state.frontend_mode)))
+            .app_data(web::Data::new(json::BodyLimit(state.max_body_bytes)))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .service(resource("/healthz").route(web::get().to(ops::healthz)))
@@ -109,6 +127,43 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route(web::put().to(users::upsert))
                     .route(web::get().to(users::get))
                     .route(web::delete().to(users::delete)),
+            )
+            .service(
+                resource("/api/v1/session")
+                    .route(web::post().to(session::create))
+                    .route(web::delete().to(session::delete)),
+            )
+            .service(resource("/api/v1/unread").route(web::get().to(rooms::unread)))
+            .service(
+                resource("/api/v1/rooms")
+                    .route(web::get().to(rooms::list))
+                    .route(web::post().to(rooms::create)),
+            )
+            .service(resource("/api/v1/rooms/direct").route(web::post().to(rooms::direct)))
+            .service(resource("/api/v1/rooms/{roomId}").route(web::get().to(rooms::get)))
+            .service(
+                resource("/api/v1/rooms/{roomId}/members")
+                    .route(web::post().to(rooms::add_members)),
+            )
+            .service(
+                resource("/api/v1/rooms/{roomId}/members/{userId}")
+                    .route(web::delete().to(rooms::remove_member)),
+            )
+            .service(resource("/api/v1/rooms/{roomId}/leave").route(web::post().to(rooms::leave)))
+            .service(resource("/api/v1/rooms/{roomId}/read").route(web::post().to(rooms::read)))
+            .service(
+                resource("/api/v1/rooms/{roomId}/messages")
+                    .route(web::get().to(rooms::history))
+                    .route(web::post().to(rooms::send)),
+            )
+            .service(
+                resource("/api/v1/rooms/{roomId}/messages/{messageId}")
+                    .route(web::patch().to(rooms::edit))
+                    .route(web::delete().to(rooms::delete)),
+            )
+            .service(resource("/api/v1/rooms/{roomId}/files").route(web::post().to(files::upload)))
+            .service(
+                resource("/api/v1/files/{fileId}/{name}").route(web::get().to(files::download)),
             )
             .default_service(web::to(not_found));
     }

@@ -3,11 +3,13 @@
 use actix_web::{web, HttpResponse};
 use imgate_domain::model::{Upserted, User, UserProfile};
 use imgate_domain::services::{UserError, UserService};
-use imgate_domain::{Password, UserId};
+use imgate_domain::Password;
 use serde::Deserialize;
 
 use crate::auth::HostBackend;
 use crate::error::{ApiError, ErrorBody};
+use crate::json::Json;
+use crate::params;
 
 /// The body of `PUT /api/v1/users/{id}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -84,10 +86,6 @@ fn looks_like_email(email: &str) -> bool {
     }
 }
 
-fn user_id(raw: String) -> Result<UserId, ApiError> {
-    UserId::parse(raw).map_err(|err| ApiError::Invalid(format!("id: {err}")))
-}
-
 impl From<UserError> for ApiError {
     fn from(err: UserError) -> Self {
         match err {
@@ -113,9 +111,9 @@ pub async fn upsert(
     _: HostBackend,
     users: web::Data<UserService>,
     id: web::Path<String>,
-    body: web::Json<UpsertUser>,
+    body: Json<UpsertUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = user_id(id.into_inner())?;
+    let id = params::user("id", &id)?;
     let (profile, password) = body.into_inner().validate()?;
     let (user, upserted) = users.upsert(&id, &profile, password).await?;
     Ok(match upserted {
@@ -136,7 +134,7 @@ pub async fn get(
     users: web::Data<UserService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = user_id(id.into_inner())?;
+    let id = params::user("id", &id)?;
     Ok(HttpResponse::Ok().json(users.get(&id).await?))
 }
 
@@ -152,7 +150,7 @@ pub async fn delete(
     users: web::Data<UserService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = user_id(id.into_inner())?;
+    let id = params::user("id", &id)?;
     users.delete(&id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

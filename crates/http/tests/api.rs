@@ -7,7 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{test, App};
 use async_trait::async_trait;
 use imgate_domain::ports::{HealthCheck, ImProvider};
-use imgate_domain::services::{AdminAgent, PasswordPolicy, SessionService, UserService};
+use imgate_domain::services::{
+    AdminAgent, ChatService, PasswordPolicy, SessionService, UserService,
+};
 use imgate_domain::Password;
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
@@ -75,7 +77,12 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
         readiness: Readiness::new(checks),
         metrics: metrics_handle(),
         max_body_bytes: 1024,
-        users: Arc::new(UserService::new(provider, admin, sessions)),
+        users: Arc::new(UserService::new(provider.clone(), admin, sessions.clone())),
+        chat: Arc::new(ChatService::new(provider, sessions)),
+        uploads: imgate_http::files::UploadLimits {
+            max_file_bytes: 1024,
+        },
+        frontend_mode: false,
     }
 }
 

@@ -94,6 +94,8 @@ fn permission_roles(permission: &str) -> &'static [&'static str] {
         "create-c" | "create-p" | "create-d" | "preview-c-room" | "view-d-room" | "view-c-room"
         | "view-p-room" => &["admin", "user", "bot", "app"],
         "api-bypass-rate-limit" | "send-many-messages" => &["admin", "bot", "app"],
+        "create-personal-access-tokens" => &["admin", "user"],
+        "delete-c" | "delete-p" => &["admin", "owner"],
         "add-user-to-joined-room" | "remove-user" | "edit-message" | "delete-message" => {
             &["admin", "owner", "moderator"]
         }
@@ -140,6 +142,7 @@ fn default_settings() -> BTreeMap<String, Value> {
     s.insert("Message_MaxAllowedSize".into(), json!(5000));
     s.insert("FileUpload_MaxFileSize".into(), json!(104_857_600));
     s.insert("FileUpload_ProtectFiles".into(), json!(true));
+    s.insert("FileUpload_Restrict_to_room_members".into(), json!(true));
     s.insert("Accounts_LoginExpiration".into(), json!(90));
     s.insert("Site_Url".into(), json!(""));
     // The real default is on; the sim starts with it off so long demos never hit it by surprise.
@@ -627,14 +630,117 @@ impl Store {
             user.tokens.push(LoginToken {
                 hashed: hash_token(&token),
                 when: now,
+                name: None,
+                bypass_two_factor: false,
             });
-            if user.tokens.len() > MAX_LOGIN_TOKENS {
-                let excess = user.tokens.len() - MAX_LOGIN_TOKENS;
-                let pruned: Vec<String> = user.tokens.drain(..excess).map(|t| t.hashed).collect();
+            let logins = user.tokens.iter().filter(|t| t.name.is_none()).count();
+            if logins > MAX_LOGIN_TOKENS {
+                // Oldest login tokens go first; personal access tokens are kept.
+                let mut excess = logins - MAX_LOGIN_TOKENS;
+                let mut pruned = Vec::new();
+                user.tokens.retain(|t| {
+                    if excess > 0 && t.name.is_none() {
+                        excess -= 1;
+                        pruned.push(t.hashed.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
                 self.hub.close_tokens(&pruned);
             }
         }
         token
+    }
+
+    /// `users.generatePersonalAccessToken`: a named token that never expires.
+    pub fn generate_pat(
+        &mut self,
+        uid: &str,
+        name: &str,
+        bypass_two_factor: bool,
+    ) -> Result<String, ApiError> {
+        if !self.has_permission(uid, "create-personal-access-tokens", None) {
+            return Err(ApiError::meteor("not-authorized", "Not Authorized"));
+        }
+        let now = self.now();
+        let user = self.users.get_mut(uid).ok_or(ApiError::NotLoggedIn)?;
+        if user.tokens.iter().any(|t| t.name.as_deref() == Some(name)) {
+            return Err(ApiError::meteor(
+                "error-token-already-exists",
+                "A token with this name already exists",
+            ));
+        }
+        let token = random_token();
+        user.tokens.push(LoginToken {
+            hashed: hash_token(&token),
+            when: now,
+            name: Some(name.to_string()),
+            bypass_two_factor,
+        });
+        Ok(token)
+    }
+
+    /// `users.removePersonalAccessToken`.
+    pub fn remove_pat(&mut self, uid: &str, name: &str) -> Result<(), ApiError> {
+        let user = self.users.get_mut(uid).ok_or(ApiError::NotLoggedIn)?;
+        let Some(pos) = user
+            .tokens
+            .iter()
+            .position(|t| t.name.as_deref() == Some(name))
+        else {
+            return Err(ApiError::meteor(
+                "error-token-does-not-exists",
+                "Token does not exist",
+            ));
+        };
+        let removed = user.tokens.remove(pos);
+        self.hub.close_tokens(&[removed.hashed]);
+        Ok(())
+    }
+
+    /// `users.getPersonalAccessTokens`.
+    pub fn list_pats(&self, uid: &str) -> Vec<Value> {
+        let Some(user) = self.users.get(uid) else {
+            return Vec::new();
+        };
+        user.tokens
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.as_ref()?;
+                let last = &t.hashed[t.hashed.len().saturating_sub(6)..];
+                Some(json!({"name": name, "createdAt": crate::model::iso(t.when), "lastTokenPart": last, "bypassTwoFactor": t.bypass_two_factor}))
+            })
+            .collect()
+    }
+
+    /// `channels.delete` / `groups.delete`: drops the room, its subscriptions and messages.
+    pub fn delete_room(&mut self, by: &str, rid: &str) -> Result<(), ApiError> {
+        let room = self
+            .rooms
+            .get(rid)
+            .ok_or_else(|| room_not_found(RoomType::Channel))?;
+        let perm = if room.t == RoomType::Group {
+            "delete-p"
+        } else {
+            "delete-c"
+        };
+        if !self.has_permission(by, perm, Some(rid)) {
+            return Err(ApiError::Unauthorized);
+        }
+        let members: Vec<String> = room.members.iter().cloned().collect();
+        for uid in members {
+            self.drop_subscription(rid, &uid);
+        }
+        if let Some(room) = self.rooms.remove(rid) {
+            if let Some(name) = room.name {
+                self.room_by_name.remove(&name);
+            }
+        }
+        for id in self.room_msgs.remove(rid).unwrap_or_default() {
+            self.messages.remove(&id);
+        }
+        Ok(())
     }
 
     /// Resume login: the user owning this token, if active.

@@ -248,6 +248,10 @@ fn business_error(json: &Value) -> ProviderError {
         "error-too-many-requests" => ProviderError::RateLimited {
             retry_after: Duration::from_secs(60),
         },
+        // `rooms.info` answers an unknown or hidden room with a bare `not-allowed`.
+        "" if reason == "not-allowed" || reason == "Not Allowed" => {
+            ProviderError::Forbidden(reason)
+        }
         "" if reason.contains("not found") || reason.contains("No message found") => {
             ProviderError::NotFound(reason)
         }

@@ -177,11 +177,18 @@ async fn download(
             cookie_auth(&req),
             header_auth(&req),
         ];
-        let ok = candidates
+        let caller = candidates
             .into_iter()
             .flatten()
-            .any(|(u, t)| st.authenticate(&u, &t).is_some());
-        if !ok {
+            .find_map(|(u, t)| st.authenticate(&u, &t).map(|_| u));
+        let Some(caller) = caller else {
+            return HttpResponse::Forbidden().finish();
+        };
+        // Rocket.Chat's `FileUpload_Restrict_to_room_members` (default on): only members of
+        // the file's room may download it.
+        if st.setting_bool("FileUpload_Restrict_to_room_members")
+            && !st.is_member(&caller, &upload.rid)
+        {
             return HttpResponse::Forbidden().finish();
         }
     }

@@ -1,0 +1,166 @@
+//! File upload (multipart, streamed to the provider) and download (proxied with the caller's
+//! credentials).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
+use imgate_domain::model::{FileUpload, Message};
+use imgate_domain::services::ChatService;
+use imgate_domain::FileId;
+use tokio::sync::mpsc;
+
+use crate::auth::EndUser;
+use crate::error::{ApiError, ErrorBody};
+use crate::params;
+use crate::rooms::MAX_TEXT_CHARS;
+
+/// Upload settings.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// The largest file accepted, in bytes.
+    pub max_file_bytes: u64,
+}
+
+/// Chunks in flight between the client's upload and the provider's; small, so a slow provider
+/// slows the client rather than filling memory.
+const PIPE_CHUNKS: usize = 8;
+
+/// Uploads a file into a room and posts it as a message. Multipart fields: `text` (optional,
+/// must come before the file) and `file`.
+#[utoipa::path(post, path = "/api/v1/rooms/{roomId}/files", tag = "files", security(("bearer" = [])),
+    params(("roomId" = String, Path)),
+    request_body(content_type = "multipart/form-data", description = "fields `text` (optional, first) and `file`"),
+    responses((status = 201, body = Message), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn upload(
+    user: EndUser,
+    chat: web::Data<ChatService>,
+    limits: web::Data<UploadLimits>,
+    path: web::Path<String>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let room = params::room("roomId", &path)?;
+    let mut text: Option<String> = None;
+    while let Some(field) = form.next().await {
+        let mut field =
+            field.map_err(|err| ApiError::Invalid(format!("malformed multipart body: {err}")))?;
+        match field.name() {
+            Some("text") => {
+                let mut raw = Vec::new();
+                while let Some(chunk) = field.next().await {
+                    let chunk = chunk.map_err(|err| ApiError::Invalid(format!("text: {err}")))?;
+                    raw.extend_from_slice(&chunk);
+                    if raw.len() > MAX_TEXT_CHARS * 4 {
+                        return Err(ApiError::Invalid(format!(
+                            "text: must be at most {MAX_TEXT_CHARS} characters"
+                        )));
+                    }
+                }
+                let value = String::from_utf8(raw)
+                    .map_err(|_| ApiError::Invalid("text: not UTF-8".into()))?;
+                if !value.trim().is_empty() {
+                    text = Some(params::text("text", &value, MAX_TEXT_CHARS)?);
+                }
+            }
+            Some("file") => {
+                let name = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename())
+                    .map(str::to_owned)
+                    .filter(|n| !n.trim().is_empty())
+                    .ok_or_else(|| ApiError::Invalid("file: the part needs a filename".into()))?;
+                let mime = field
+                    .content_type()
+                    .map(|m| m.essence_str().to_owned())
+                    .unwrap_or_else(|| "application/octet-stream".into());
+                let too_large = Arc::new(AtomicBool::new(false));
+                let body = pipe(field, limits.max_file_bytes, too_large.clone());
+                let upload = FileUpload {
+                    name,
+                    mime,
+                    size: None,
+                    body,
+                    text,
+                };
+                let result = chat.upload(&user.id, &room, upload).await;
+                if too_large.load(Ordering::Acquire) {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "file: larger than the limit of {} bytes",
+                        limits.max_file_bytes
+                    )));
+                }
+                return Ok(HttpResponse::Created().json(result?));
+            }
+            Some(other) => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown multipart field `{other}`; expected `text` then `file`"
+                )))
+            }
+            None => return Err(ApiError::Invalid("multipart part without a name".into())),
+        }
+    }
+    Err(ApiError::Invalid(
+        "file: missing (send a multipart field named `file`)".into(),
+    ))
+}
+
+/// Moves the client's bytes to a `Send` stream for the provider client, counting them: the
+/// multipart field lives on this worker thread, the provider upload may not.
+fn pipe(
+    mut field: actix_multipart::Field,
+    limit: u64,
+    too_large: Arc<AtomicBool>,
+) -> imgate_domain::model::ByteStream {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(PIPE_CHUNKS);
+    actix_web::rt::spawn(async move {
+        let mut total: u64 = 0;
+        while let Some(chunk) = field.next().await {
+            let item = match chunk {
+                Ok(chunk) => {
+                    total += chunk.len() as u64;
+                    if total > limit {
+                        too_large.store(true, Ordering::Release);
+                        Err(std::io::Error::other("file too large"))
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+                Err(err) => Err(std::io::Error::other(err.to_string())),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Downloads a file through the gateway, with the caller's provider credentials.
+#[utoipa::path(get, path = "/api/v1/files/{fileId}/{name}", tag = "files", security(("bearer" = [])),
+    params(("fileId" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The file's bytes"), (status = 404, body = ErrorBody)))]
+pub async fn download(
+    user: EndUser,
+    chat: web::Data<ChatService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (file, name) = path.into_inner();
+    let file = FileId::parse(file).map_err(|err| ApiError::Invalid(format!("fileId: {err}")))?;
+    let download = chat.download(&user.id, &file, &name).await?;
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(download.mime)
+        .insert_header(header::ContentDisposition::attachment(name))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if let Some(size) = download.size {
+        response.no_chunking(size);
+    }
+    Ok(response.streaming(download.body))
+}
