@@ -36,6 +36,10 @@ pub struct LoginToken {
     pub hashed: String,
     /// When the token was issued.
     pub when: DateTime<Utc>,
+    /// Personal access tokens have a name and are never pruned.
+    pub name: Option<String>,
+    /// Personal access token created with `bypassTwoFactor`.
+    pub bypass_two_factor: bool,
 }
 
 /// A user account.

@@ -91,19 +91,20 @@ async fn rocketchat_api_rest_client_full_flow() {
         34,
         "1:1 DM rid is two ids"
     );
-    sim_has_file(&sim, result["file_id"].as_str().unwrap()).await;
+    sim_has_file(
+        &sim,
+        result["rid"].as_str().unwrap(),
+        result["file_id"].as_str().unwrap(),
+    );
 }
 
-async fn sim_has_file(sim: &Sim, file_id: &str) {
-    let admin = common::Rest::login(sim, "admin", "admin").await;
-    let resp = reqwest::Client::new()
-        .get(format!("{}/file-upload/{file_id}/x", sim.http_url()))
-        .header("X-User-Id", admin.uid())
-        .header("X-Auth-Token", &admin.auth.as_ref().unwrap().1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+/// The confirmed upload is a message with `file` in the DM the script used.
+fn sim_has_file(sim: &Sim, rid: &str, file_id: &str) {
+    let messages = sim.messages(rid);
+    assert!(
+        messages.iter().any(|m| m["file"]["_id"] == file_id),
+        "no file message for {file_id} in {rid}"
+    );
 }
 
 #[tokio::test]

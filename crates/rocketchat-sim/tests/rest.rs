@@ -866,3 +866,65 @@ async fn two_factor_password_fallback_on_users_update() {
     let good = "8c6976e5b5410415bde908bd4dee15dfb167a9c873fc4bb8a81f6f2ab448a918";
     assert_eq!(send(good).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn personal_access_tokens_work_as_login_tokens() {
+    let sim = sim().await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    let (status, body) = a
+        .post(
+            "users.generatePersonalAccessToken",
+            json!({"tokenName": "gateway", "bypassTwoFactor": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let pat = body["token"].as_str().unwrap().to_string();
+    assert_eq!(pat.len(), 43);
+    let (status, body) = a
+        .post(
+            "users.generatePersonalAccessToken",
+            json!({"tokenName": "gateway"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorType"], "error-token-already-exists");
+    let with_pat = Rest::as_user(&sim, &alice.id, &pat);
+    assert_eq!(with_pat.get("me").await.0, 200);
+    let (_, list) = a.get("users.getPersonalAccessTokens").await;
+    assert_eq!(list["tokens"][0]["name"], "gateway");
+    assert_eq!(list["tokens"][0]["bypassTwoFactor"], true);
+    let (status, _) = a
+        .post(
+            "users.removePersonalAccessToken",
+            json!({"tokenName": "gateway"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(with_pat.get("me").await.0, 401);
+}
+
+#[tokio::test]
+async fn deleting_a_channel_removes_it_for_members() {
+    let sim = sim().await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let bob = sim.create_user("bob", "pw").unwrap();
+    let rid = sim.create_channel("gone", "alice", &["bob"]).unwrap();
+    let b = Rest::as_user(&sim, &bob.id, &bob.token);
+    let (status, body) = b.post("channels.delete", json!({"roomId": rid})).await;
+    assert_eq!(status, 401, "only owners and admins: {body}");
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    assert_eq!(
+        a.post("channels.delete", json!({"roomId": rid})).await,
+        (200, json!({"success": true}))
+    );
+    let (status, body) = b.get(&format!("channels.info?roomId={rid}")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorType"], "error-room-not-found");
+    let (_, subs) = b.get("subscriptions.get").await;
+    assert!(!subs["update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["rid"] == rid.as_str()));
+}

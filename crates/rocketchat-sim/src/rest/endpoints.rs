@@ -52,6 +52,17 @@ pub fn route(method: &Method, name: &str, version: Version) -> Option<Route> {
         "users.info" if get => authed(users_info),
         "users.setActiveStatus" if post => authed(users_set_active),
         "users.list" if get => authed(users_list),
+        "users.generatePersonalAccessToken" if post => Route {
+            two_factor: true,
+            ..authed(pat_generate)
+        },
+        "users.removePersonalAccessToken" if post => Route {
+            two_factor: true,
+            ..authed(pat_remove)
+        },
+        "users.getPersonalAccessTokens" if get => authed(pat_list),
+        "channels.delete" if post => authed(|st, c| room_delete(st, c, RoomType::Channel)),
+        "groups.delete" if post => authed(|st, c| room_delete(st, c, RoomType::Group)),
         "channels.create" if post => authed(|st, c| room_create(st, c, RoomType::Channel)),
         "groups.create" if post => authed(|st, c| room_create(st, c, RoomType::Group)),
         "channels.invite" if post => authed(|st, c| room_invite(st, c, RoomType::Channel)),
@@ -496,7 +507,38 @@ fn users_list(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
     ))
 }
 
+fn pat_generate(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
+    let Some(name) = call.arg("tokenName").filter(|n| !n.is_empty()) else {
+        return Err(ApiError::Failure(
+            "The 'tokenName' param is required".into(),
+        ));
+    };
+    let bypass = call.flag("bypassTwoFactor").unwrap_or(false);
+    let token = st.generate_pat(call.me()?, &name, bypass)?;
+    Ok(Reply::Ok(json!({"token": token})))
+}
+
+fn pat_remove(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
+    let Some(name) = call.arg("tokenName").filter(|n| !n.is_empty()) else {
+        return Err(ApiError::Failure(
+            "The 'tokenName' param is required".into(),
+        ));
+    };
+    st.remove_pat(call.me()?, &name)?;
+    Ok(Reply::Ok(json!({})))
+}
+
+fn pat_list(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
+    Ok(Reply::Ok(json!({"tokens": st.list_pats(call.me()?)})))
+}
+
 // --------------------------------------------------------------------------------- rooms
+
+fn room_delete(st: &mut Store, call: &Call, t: RoomType) -> Result<Reply, ApiError> {
+    let rid = find_room(st, call, t)?.id.clone();
+    st.delete_room(call.me()?, &rid)?;
+    Ok(Reply::Ok(json!({})))
+}
 
 fn room_create(st: &mut Store, call: &Call, t: RoomType) -> Result<Reply, ApiError> {
     let Some(name) = call.arg("name").filter(|n| !n.is_empty()) else {
