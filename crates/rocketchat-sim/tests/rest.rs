@@ -928,3 +928,38 @@ async fn deleting_a_channel_removes_it_for_members() {
         .iter()
         .any(|s| s["rid"] == rid.as_str()));
 }
+
+#[tokio::test]
+async fn downloads_are_restricted_to_room_members() {
+    let sim = sim().await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    sim.create_user("bob", "pw").unwrap();
+    let carol = sim.create_user("carol", "pw").unwrap();
+    let rid = sim.create_dm("alice", "bob").unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"secret".to_vec()).file_name("s.txt"),
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/rooms.media/{rid}", sim.http_url()))
+        .header("X-User-Id", &alice.id)
+        .header("X-Auth-Token", &alice.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = decode(resp).await;
+    let url = format!(
+        "{}{}",
+        sim.http_url(),
+        body["file"]["url"].as_str().unwrap()
+    );
+    let as_carol = format!("{url}?rc_uid={}&rc_token={}", carol.id, carol.token);
+    assert_eq!(
+        reqwest::get(&as_carol).await.unwrap().status(),
+        403,
+        "carol is not in the DM"
+    );
+    let as_alice = format!("{url}?rc_uid={}&rc_token={}", alice.id, alice.token);
+    assert_eq!(reqwest::get(&as_alice).await.unwrap().status(), 200);
+}
