@@ -17,8 +17,12 @@ pub struct HubConfig {
     pub handshake_timeout_ms: u64,
     /// How long a negotiated connection id waits for its transport before it is forgotten.
     pub negotiate_timeout_ms: u64,
-    /// Outgoing messages buffered per connection; a client that lets it fill is disconnected.
+    /// Outgoing messages buffered per connection. When it is full the connection stops
+    /// taking events (they wait in the publisher's bounded feed) and stops reading the client.
     pub outbound_buffer: usize,
+    /// A connection whose outbound buffer stayed full this long is disconnected: its client
+    /// does not read.
+    pub slow_client_timeout_ms: u64,
     /// The largest incoming hub message (one record) accepted, in bytes; larger closes the
     /// connection with an error.
     pub max_message_size: usize,
@@ -40,6 +44,7 @@ impl Default for HubConfig {
             handshake_timeout_ms: 15_000,
             negotiate_timeout_ms: 30_000,
             outbound_buffer: 256,
+            slow_client_timeout_ms: 10_000,
             max_message_size: 32 * 1024,
             max_pending_invocations: 32,
             cors_origins: Vec::new(),
@@ -62,6 +67,11 @@ impl HubConfig {
     /// The handshake timeout as a duration (at least 10 ms).
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms.max(10))
+    }
+
+    /// The slow-client timeout as a duration (at least 10 ms).
+    pub fn slow_client_timeout(&self) -> Duration {
+        Duration::from_millis(self.slow_client_timeout_ms.max(10))
     }
 
     /// The negotiate timeout as a duration (at least 10 ms).

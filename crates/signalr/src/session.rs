@@ -53,44 +53,93 @@ impl Ending {
 }
 
 /// The writing end of the outbound channel.
+///
+/// Frames that do not fit wait in `backlog`; while it is not empty the session reads neither
+/// the event feed nor the client, so the backlog holds at most the frames one inbound
+/// message or one finished invocation produces. Events then wait in the publisher's bounded
+/// feed, which cuts the connection off (lagged) when it overflows.
 struct Outbox {
     tx: mpsc::Sender<Outbound>,
+    backlog: VecDeque<String>,
+    /// Since when the channel has been too full to take the backlog.
+    blocked_since: Option<Instant>,
     last_sent: Instant,
 }
 
-/// Why a message could not be queued.
-enum QueueError {
-    /// The buffer is full: the client does not read.
-    Full,
-    /// The transport is gone.
-    Gone,
-}
+/// The transport is gone; nothing can be sent any more.
+struct Gone;
 
 impl Outbox {
-    fn push(&mut self, message: &Outgoing) -> Result<(), QueueError> {
-        if self.tx.capacity() <= RESERVED_OUTBOUND {
-            return if self.tx.is_closed() {
-                Err(QueueError::Gone)
-            } else {
-                Err(QueueError::Full)
-            };
+    fn new(tx: mpsc::Sender<Outbound>) -> Self {
+        Self {
+            tx,
+            backlog: VecDeque::new(),
+            blocked_since: None,
+            last_sent: Instant::now(),
         }
+    }
+
+    fn is_blocked(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn push(&mut self, message: &Outgoing) -> Result<(), Gone> {
         self.push_raw(message.encode())
     }
 
-    fn push_raw(&mut self, frame: String) -> Result<(), QueueError> {
+    fn push_raw(&mut self, frame: String) -> Result<(), Gone> {
+        let frame = if self.backlog.is_empty() {
+            match self.try_send(frame)? {
+                None => return Ok(()),
+                Some(frame) => frame,
+            }
+        } else {
+            frame
+        };
+        self.blocked_since.get_or_insert_with(Instant::now);
+        self.backlog.push_back(frame);
+        Ok(())
+    }
+
+    /// Sends `frame` if there is room (keeping the reserved slots free); gives it back if not.
+    fn try_send(&mut self, frame: String) -> Result<Option<String>, Gone> {
+        if self.tx.is_closed() {
+            return Err(Gone);
+        }
+        if self.tx.capacity() <= RESERVED_OUTBOUND {
+            return Ok(Some(frame));
+        }
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => {
                 self.last_sent = Instant::now();
-                Ok(())
+                Ok(None)
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Gone),
+            Err(mpsc::error::TrySendError::Full(Outbound::Frame(frame))) => Ok(Some(frame)),
+            Err(_) => Err(Gone),
         }
+    }
+
+    /// Moves as much of the backlog into the channel as fits.
+    fn flush(&mut self) -> Result<(), Gone> {
+        while let Some(frame) = self.backlog.pop_front() {
+            if let Some(frame) = self.try_send(frame)? {
+                self.backlog.push_front(frame);
+                return Ok(());
+            }
+        }
+        self.blocked_since = None;
+        Ok(())
+    }
+
+    /// Resolves when the transport has taken enough for the backlog to move again.
+    async fn writable(&self) {
+        // The permits are dropped at once: this only waits for room, `flush` uses it.
+        let _ = self.tx.reserve_many(RESERVED_OUTBOUND + 1).await;
     }
 
     /// Queues the final messages into the reserved slots; failures mean nobody listens.
     fn finish(&mut self, close: Option<Outgoing>) {
+        self.backlog.clear();
         if let Some(close) = close {
             let _ = self.tx.try_send(Outbound::Frame(close.encode()));
         }
@@ -98,15 +147,16 @@ impl Outbox {
     }
 }
 
-fn queue_failed(error: QueueError) -> Ending {
-    match error {
-        QueueError::Full => Ending::with_error(
-            CloseReason::SlowClient,
-            "connection closed because the client does not read its messages fast enough",
-            true,
-        ),
-        QueueError::Gone => Ending::silent(CloseReason::ClientClosed),
-    }
+fn gone(_: Gone) -> Ending {
+    Ending::silent(CloseReason::ClientClosed)
+}
+
+fn slow_client() -> Ending {
+    Ending::with_error(
+        CloseReason::SlowClient,
+        "connection closed because the client does not read its messages",
+        true,
+    )
 }
 
 type InvocationResult = (
@@ -125,10 +175,7 @@ pub(crate) async fn run(
 ) {
     telemetry::connection_opened(transport.name());
     tracing::debug!("hub connection started");
-    let mut outbox = Outbox {
-        tx: outbound,
-        last_sent: Instant::now(),
-    };
+    let mut outbox = Outbox::new(outbound);
     let mut records = RecordBuffer::new(hub.config.max_message_size);
     let mut opened = false;
     let ending = match handshake(&hub, &connection, &mut inbound, &mut outbox, &mut records).await {
@@ -244,12 +291,10 @@ async fn handshake(
             &err.client_message(),
         ));
     }
-    if let Err(err) = outbox.push_raw(handshake_response(None)) {
-        // Undo the backend's count through the normal path: the caller sees `opened`.
-        let mut ending = queue_failed(err);
-        ending.close = None;
+    if outbox.push_raw(handshake_response(None)).is_err() {
+        // The caller only reports closes of opened connections; this one is opened already.
         hub.backend.connection_closed(&connection.caller).await;
-        return Err(ending);
+        return Err(Ending::silent(CloseReason::ClientClosed));
     }
     tracing::debug!("hub handshake done");
     Ok((subscription, received))
@@ -280,6 +325,7 @@ impl Session<'_> {
         }
         let keep_alive = self.hub.config.keep_alive_interval();
         let client_timeout = self.hub.config.client_timeout();
+        let stall_timeout = self.hub.config.slow_client_timeout();
         loop {
             let now = Instant::now();
             let idle = self.connection.idle_for();
@@ -287,9 +333,19 @@ impl Session<'_> {
             if idle >= client_timeout && !polling {
                 return Ending::silent(CloseReason::ClientTimeout);
             }
+            let blocked = self.outbox.is_blocked();
+            let stall_at = self.outbox.blocked_since.map(|since| since + stall_timeout);
+            if stall_at.is_some_and(|at| now >= at) {
+                return slow_client();
+            }
             let timeout_at = now + client_timeout.saturating_sub(idle);
-            let ping_at = self.outbox.last_sent + keep_alive;
-            let wake_at = timeout_at.min(ping_at);
+            // No pings while blocked: data is waiting anyway, and the stall timer runs.
+            let ping_at = if blocked {
+                timeout_at
+            } else {
+                self.outbox.last_sent + keep_alive
+            };
+            let wake_at = timeout_at.min(ping_at).min(stall_at.unwrap_or(timeout_at));
             tokio::select! {
                 _ = self.connection.closed.cancelled() => return Ending::silent(CloseReason::ClientClosed),
                 _ = self.connection.transport_gone.cancelled() => return Ending::silent(CloseReason::ClientClosed),
@@ -297,13 +353,18 @@ impl Session<'_> {
                     return Ending::with_error(CloseReason::Shutdown, "the server is shutting down", true);
                 }
                 _ = tokio::time::sleep_until(wake_at) => {
-                    if Instant::now() >= ping_at {
+                    if !blocked && Instant::now() >= ping_at {
                         if let Err(err) = self.outbox.push(&Outgoing::Ping) {
-                            return queue_failed(err);
+                            return gone(err);
                         }
                     }
                 }
-                item = inbound.recv() => match item {
+                _ = self.outbox.writable(), if blocked => {
+                    if let Err(err) = self.outbox.flush() {
+                        return gone(err);
+                    }
+                }
+                item = inbound.recv(), if !blocked => match item {
                     None => return Ending::silent(CloseReason::ClientClosed),
                     Some(Inbound::TooLarge) => return too_large(self.hub.config.max_message_size),
                     Some(Inbound::Data(bytes)) => {
@@ -321,10 +382,10 @@ impl Session<'_> {
                         }
                     }
                 },
-                event = subscription.next() => match event {
+                event = subscription.next(), if !blocked => match event {
                     Some(event) => {
                         if let Err(err) = self.outbox.push(&event_invocation(&event)) {
-                            return queue_failed(err);
+                            return gone(err);
                         }
                     }
                     None if subscription.lagged() => {
@@ -469,7 +530,7 @@ impl Session<'_> {
                     invocation_id,
                     outcome,
                 })
-                .map_err(queue_failed),
+                .map_err(gone),
             None => {
                 if let Err(error) = outcome {
                     tracing::info!(error = %error, "non-blocking invocation failed");

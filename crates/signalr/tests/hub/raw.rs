@@ -431,6 +431,11 @@ async fn a_lagging_feed_closes_the_connection_saying_so() {
     hub.stop().await;
 }
 
+fn cut_off_count() -> f64 {
+    metric(r#"imgate_hub_connections_closed_total{reason="slow_client"}"#)
+        + metric(r#"imgate_hub_connections_closed_total{reason="lagged"}"#)
+}
+
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -441,52 +446,80 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
     let hub = TestHub::start_with(
         HubConfig {
             outbound_buffer: 16,
+            slow_client_timeout_ms: 1_000,
             ..HubConfig::default()
         },
-        64,
+        // Room for bob to fall behind a little on a busy machine without being cut off.
+        1_024,
     )
     .await;
+    let cut_before = cut_off_count();
     let socket = connect(&hub, "alice").await;
-    // Keep the socket open but never read from it again.
+    // Keep alice's socket open but never read from it again.
     let (_write, _read) = socket.split();
+    // Bob gets the same traffic and reads it all.
     let mut reader = connect(&hub, "bob").await;
     hub.eventually("both connections", |h| h.hub.open_connections() == 2)
         .await;
+    let bob_received = tokio::spawn(async move {
+        let mut count = 0usize;
+        loop {
+            let records = next_records(&mut reader).await;
+            if records.is_empty() {
+                return (count, reader);
+            }
+            for record in records {
+                if record["arguments"][0]["username"] == "last" {
+                    // Hand the socket back: dropping it would close bob's connection.
+                    return (count, reader);
+                }
+                count += usize::from(record["type"] == 1);
+            }
+        }
+    });
     let before = resident_bytes();
     let padding = "p".repeat(8 * 1024);
-    let mut published = 0u64;
+    let mut published = 0usize;
     let deadline = tokio::time::Instant::now() + WAIT;
-    // 8 KiB events until the hub gives up on alice: unbounded buffering would need them all.
-    while hub.backend.count("closed:alice") == 0 {
+    // 8 KiB events at a pace a reading client keeps up with, until the hub gives up on
+    // alice; holding them all for her would take unbounded memory.
+    while hub.backend.count("closed:alice") == 0 || published < 1_500 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "alice was never cut off"
         );
-        for _ in 0..64 {
-            hub.publish("alice", &typing("r1", &padding)).await;
+        for _ in 0..2 {
+            let event = typing("r1", &padding);
+            hub.publish("alice", &event).await;
+            hub.publish("bob", &event).await;
             published += 1;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    hub.publish("bob", &typing("r1", "last")).await;
     let grown = resident_bytes().saturating_sub(before);
-    assert!(
-        metric(r#"imgate_hub_connections_closed_total{reason="slow_client"}"#) >= 1.0,
-        "{}",
-        crate::support::metrics().render()
-    );
+    eprintln!("published {published} events of 8 KiB; resident memory grew {grown} bytes");
     assert!(
         grown < 64 * 1024 * 1024,
         "memory grew by {grown} bytes after {published} events"
     );
-    // Bob reads and is unaffected.
-    hub.publish("bob", &typing("r1", "still-here")).await;
-    let records = next_records(&mut reader).await;
-    assert_eq!(records[0]["arguments"][0]["username"], "still-here");
+    // Whichever comes first: the stall timer or the feed overflowing.
+    assert!(
+        cut_off_count() > cut_before,
+        "{}",
+        crate::support::metrics().render()
+    );
+    let (received, _bob) = tokio::time::timeout(WAIT, bob_received)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, published, "bob, who reads, gets everything");
+    assert_eq!(hub.backend.count("closed:bob"), 0);
     hub.eventually("alice's connection removed", |h| {
         h.hub.open_connections() == 1
     })
