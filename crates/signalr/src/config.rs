@@ -26,8 +26,8 @@ pub struct HubConfig {
     /// The largest incoming hub message (one record) accepted, in bytes; larger closes the
     /// connection with an error.
     pub max_message_size: usize,
-    /// Invocations of one connection waiting to run (they run one at a time, in order); a
-    /// client that queues more is disconnected.
+    /// Invocations of one connection waiting to run (they run one at a time, in order); while
+    /// this many wait, the hub stops reading from the client.
     pub max_pending_invocations: usize,
     /// Origins allowed to call the hub from a browser (CORS, credentials allowed); exact
     /// matches such as `https://app.example.com`.

@@ -326,6 +326,7 @@ impl Session<'_> {
         let keep_alive = self.hub.config.keep_alive_interval();
         let client_timeout = self.hub.config.client_timeout();
         let stall_timeout = self.hub.config.slow_client_timeout();
+        let max_pending = self.hub.config.max_pending_invocations.max(1);
         loop {
             let now = Instant::now();
             let idle = self.connection.idle_for();
@@ -364,7 +365,8 @@ impl Session<'_> {
                         return gone(err);
                     }
                 }
-                item = inbound.recv(), if !blocked => match item {
+                // Reading pauses while invocations pile up: back-pressure on the client.
+                item = inbound.recv(), if !blocked && self.queue.len() < max_pending => match item {
                     None => return Ending::silent(CloseReason::ClientClosed),
                     Some(Inbound::TooLarge) => return too_large(self.hub.config.max_message_size),
                     Some(Inbound::Data(bytes)) => {
@@ -427,7 +429,10 @@ impl Session<'_> {
                     );
                 }
                 match HubCall::parse(&target, &arguments) {
-                    Ok(call) => self.enqueue(invocation_id, call),
+                    Ok(call) => {
+                        self.enqueue(invocation_id, call);
+                        Ok(())
+                    }
                     Err(error) => {
                         telemetry::invocation("unknown", "invalid");
                         self.complete(invocation_id, Err(error))
@@ -460,17 +465,11 @@ impl Session<'_> {
         }
     }
 
-    fn enqueue(&mut self, invocation_id: Option<String>, call: HubCall) -> Result<(), Ending> {
-        if self.queue.len() >= self.hub.config.max_pending_invocations.max(1) {
-            return Err(Ending::with_error(
-                CloseReason::ProtocolError,
-                "too many pending invocations",
-                false,
-            ));
-        }
+    /// Queues a call behind the running one. The queue is bounded by the pause in reading
+    /// (`max_pending_invocations`) plus the records of one message (`max_message_size`).
+    fn enqueue(&mut self, invocation_id: Option<String>, call: HubCall) {
         self.queue.push_back((invocation_id, call));
         self.run_next();
-        Ok(())
     }
 
     fn run_next(&mut self) {

@@ -24,6 +24,10 @@ pub(crate) async fn run(
     let outbound = connection.outbound.clone();
     let mut outbound = outbound.lock().await;
     let inbound = connection.inbound.clone();
+    // A message read from the socket that the session has not taken yet. While it waits we
+    // stop reading (back-pressure on the client) but keep writing: the session may be waiting
+    // for room in the outbound channel, so writing must never wait on reading.
+    let mut pending: Option<Inbound> = None;
     // After a refused message we stop reading but still deliver the session's Close message.
     let mut reading = true;
     let mut close_code = CloseCode::Normal;
@@ -51,36 +55,33 @@ pub(crate) async fn run(
                     return;
                 }
             },
-            message = stream.recv(), if reading => {
+            permit = inbound.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                (Ok(permit), Some(item)) => permit.send(item),
+                _ => break,
+            },
+            message = stream.recv(), if reading && pending.is_none() => {
                 connection.touch();
-                let data = match message {
-                    Some(Ok(AggregatedMessage::Text(text))) => Inbound::Data(text.into_bytes()),
-                    Some(Ok(AggregatedMessage::Binary(bytes))) => Inbound::Data(bytes),
+                pending = match message {
+                    Some(Ok(AggregatedMessage::Text(text))) => Some(Inbound::Data(text.into_bytes())),
+                    Some(Ok(AggregatedMessage::Binary(bytes))) => Some(Inbound::Data(bytes)),
                     Some(Ok(AggregatedMessage::Ping(payload))) => {
                         if socket.pong(&payload).await.is_err() {
                             break;
                         }
-                        continue;
+                        None
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
+                    Some(Ok(AggregatedMessage::Pong(_))) => None,
                     Some(Ok(AggregatedMessage::Close(_))) | None => break,
                     Some(Err(actix_ws::ProtocolError::Overflow)) => {
                         reading = false;
                         close_code = CloseCode::Size;
-                        Inbound::TooLarge
+                        Some(Inbound::TooLarge)
                     }
                     Some(Err(err)) => {
                         tracing::info!(error = %err, "websocket protocol error");
                         break;
                     }
                 };
-                let delivered = tokio::select! {
-                    sent = inbound.send(data) => sent.is_ok(),
-                    _ = connection.closed.cancelled() => false,
-                };
-                if !delivered {
-                    break;
-                }
             }
         }
     }

@@ -431,6 +431,53 @@ async fn a_lagging_feed_closes_the_connection_saying_so() {
     hub.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_while_its_buffer_is_full_is_not_mistaken_for_a_slow_one() {
+    let hub = TestHub::start_with(
+        HubConfig {
+            outbound_buffer: 4,
+            max_pending_invocations: 2,
+            slow_client_timeout_ms: 1_000,
+            ..HubConfig::default()
+        },
+        1_024,
+    )
+    .await;
+    let mut socket = connect(&hub, "alice").await;
+    hub.eventually("the connection", |h| h.hub.open_connections() == 1)
+        .await;
+    // Many events and many client messages at once, and the client reads only later: the
+    // hub must keep writing while it holds off reading.
+    for n in 0..200 {
+        hub.publish("alice", &typing("r1", &format!("u{n}"))).await;
+    }
+    for n in 0..100 {
+        send(
+            &mut socket,
+            &format!(r#"{{"type":1,"target":"Typing","arguments":["r{n}",true]}}{RS}"#),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut events = 0;
+    while events < 200 {
+        let records = next_records(&mut socket).await;
+        assert!(!records.is_empty(), "closed after {events} events");
+        events += records.iter().filter(|r| r["type"] == 1).count();
+    }
+    hub.eventually("every client call ran", |h| {
+        h.backend
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("typing:"))
+            .count()
+            == 100
+    })
+    .await;
+    assert_eq!(hub.backend.count("closed:alice"), 0);
+    hub.stop().await;
+}
+
 fn cut_off_count() -> f64 {
     metric(r#"imgate_hub_connections_closed_total{reason="slow_client"}"#)
         + metric(r#"imgate_hub_connections_closed_total{reason="lagged"}"#)
