@@ -210,6 +210,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         RocketChatProvider::new(&RocketChatConfig {
             realtime_url: settings.provider.realtime_url.clone(),
             timeout: Duration::from_millis(settings.provider.timeout_ms),
+            rate_limit_wait: Duration::from_millis(settings.provider.rate_limit_wait_ms),
             email_domain: settings.provider.email_domain.clone(),
             ..RocketChatConfig::new(parts.url.clone())
         })

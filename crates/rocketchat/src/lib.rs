@@ -43,6 +43,9 @@ pub struct RocketChatConfig {
     /// Budget for opening a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
+    /// A rate limit that resets within this long is waited out and the call retried once.
+    #[serde(default = "default_rate_limit_wait")]
+    pub rate_limit_wait: Duration,
     /// Domain of the e-mail address given to mirrored users the host sent none for.
     #[serde(default = "default_email_domain")]
     pub email_domain: String,
@@ -54,6 +57,10 @@ fn default_timeout() -> Duration {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(3)
+}
+
+fn default_rate_limit_wait() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_email_domain() -> String {
@@ -68,6 +75,7 @@ impl RocketChatConfig {
             realtime_url: None,
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
+            rate_limit_wait: default_rate_limit_wait(),
             email_domain: default_email_domain(),
         }
     }
@@ -148,8 +156,13 @@ impl RocketChatProvider {
             return Err(SetupError::BadUrl(config.url.clone()));
         }
         Ok(Self {
-            rest: Rest::new(&config.url, config.connect_timeout, config.timeout)
-                .map_err(SetupError::Client)?,
+            rest: Rest::new(
+                &config.url,
+                config.connect_timeout,
+                config.timeout,
+                config.rate_limit_wait,
+            )
+            .map_err(SetupError::Client)?,
             realtime_url: config.websocket_url(),
             ddp_timeout: config.timeout,
             email_domain: config.email_domain.clone(),

@@ -22,6 +22,9 @@ pub(crate) type ExtraHeaders<'a> = &'a [(&'static str, String)];
 pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
+    // A 429 whose window resets sooner than this is waited out and retried once; a longer
+    // wait is the caller's to decide (`rate_limited` with `Retry-After`).
+    rate_limit_wait: Duration,
 }
 
 impl Rest {
@@ -30,6 +33,7 @@ impl Rest {
         base: &str,
         connect_timeout: Duration,
         timeout: Duration,
+        rate_limit_wait: Duration,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -40,6 +44,7 @@ impl Rest {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            rate_limit_wait,
         })
     }
 
@@ -89,8 +94,32 @@ impl Rest {
         self.send(endpoint, request).await
     }
 
-    /// Sends a request and reads the answer by the decision table; `endpoint` labels metrics and logs.
+    /// Sends a request and reads the answer by the decision table; `endpoint` labels metrics
+    /// and logs. A short rate-limit wait is sat out and the request sent once more.
     pub(crate) async fn send(
+        &self,
+        endpoint: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Value, ProviderError> {
+        let again = request.try_clone();
+        match self.send_once(endpoint, request).await {
+            Err(ProviderError::RateLimited { retry_after })
+                if retry_after <= self.rate_limit_wait && again.is_some() =>
+            {
+                tracing::info!(
+                    endpoint,
+                    wait_ms = retry_after.as_millis() as u64,
+                    "provider rate limit, waiting"
+                );
+                tokio::time::sleep(retry_after).await;
+                self.send_once(endpoint, again.expect("checked above"))
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
         &self,
         endpoint: &'static str,
         request: RequestBuilder,
