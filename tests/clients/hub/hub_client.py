@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 
 TARGETS = [
     "getRoomMessageNotification",
@@ -62,8 +63,11 @@ def run_signalrcore(url, token):
                 pending.pop(message.invocation_id, None)
                 out({"event": "result", "tag": tag, "ok": True, "value": message.result})
 
-            result = hub.send(command["method"], command.get("args", []), on_done)
-            pending[result.invocation_id] = tag
+            # Register the tag before sending: the completion may arrive on the socket
+            # thread before send() returns.
+            invocation_id = str(uuid.uuid4())
+            pending[invocation_id] = tag
+            hub.send(command["method"], command.get("args", []), on_done, invocation_id=invocation_id)
         elif command["cmd"] == "stop":
             break
     hub.stop()
@@ -89,9 +93,13 @@ async def run_pysignalr(url, token):
         out({"event": "closed"})
 
     async def on_error(message):
-        out({"event": "result", "tag": tags.pop(message.invocation_id, None), "ok": False, "error": message.error})
+        # The completion can beat the bookkeeping after send(); commands run one at a time,
+        # so the latest tag is the one being answered.
+        tag = tags.pop(message.invocation_id, latest["tag"])
+        out({"event": "result", "tag": tag, "ok": False, "error": message.error})
 
     tags = {}
+    latest = {"tag": None}
     client.on_open(on_open)
     client.on_close(on_close)
     client.on_error(on_error)
@@ -114,6 +122,7 @@ async def run_pysignalr(url, token):
             command = json.loads(line)
             if command["cmd"] == "invoke":
                 tag = command.get("tag")
+                latest["tag"] = tag
 
                 async def on_done(message, tag=tag):
                     if not message.error:

@@ -269,6 +269,86 @@ async fn messagepack_and_garbage_handshakes_are_refused_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_missing_handshake_times_out_with_an_error() {
+    let hub = TestHub::start(HubConfig {
+        handshake_timeout_ms: 300,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut socket = open(&hub, "alice").await;
+    let reply = next_records(&mut socket).await;
+    assert!(
+        reply[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not received in time"),
+        "{reply:?}"
+    );
+    assert!(next_records(&mut socket).await.is_empty());
+    assert!(hub.backend.calls().is_empty());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn long_polling_by_hand_activates_delivers_and_ends_with_delete() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let http = reqwest::Client::new();
+    let v1: Value = http
+        .post(format!("{}/negotiate?negotiateVersion=1", hub.url()))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}?id={}",
+        hub.url(),
+        v1["connectionToken"].as_str().unwrap()
+    );
+    let get = || http.get(&url).bearer_auth(token("alice")).send();
+    // The first poll answers at once, empty.
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.text().await.unwrap().is_empty());
+    let posted = http
+        .post(&url)
+        .bearer_auth(token("alice"))
+        .body(format!(r#"{{"protocol":"json","version":1}}{RS}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    assert_eq!(
+        get().await.unwrap().text().await.unwrap(),
+        format!("{{}}{RS}")
+    );
+    hub.publish("alice", &typing("r1", "carol")).await;
+    let body = get().await.unwrap().text().await.unwrap();
+    let record: Value = serde_json::from_str(body.strip_suffix(RS).unwrap()).unwrap();
+    assert_eq!(record["type"], 1);
+    assert_eq!(record["arguments"][0]["username"], "carol");
+    let deleted = http
+        .delete(&url)
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    hub.eventually("the backend told of the close", |h| {
+        h.backend.count("closed:alice") == 1
+    })
+    .await;
+    hub.eventually("the connection forgotten", |h| {
+        h.hub.open_connections() == 0
+    })
+    .await;
+    assert_eq!(get().await.unwrap().status(), 404);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn coalesced_invocations_each_get_exactly_one_completion() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut socket = connect(&hub, "alice").await;
