@@ -104,7 +104,8 @@ impl Ddp {
         let _ = self.socket.close(None).await;
     }
 
-    async fn send(&mut self, frame: Value) -> Result<(), ProviderError> {
+    /// Sends one frame.
+    pub(crate) async fn send(&mut self, frame: Value) -> Result<(), ProviderError> {
         tokio::time::timeout(
             self.timeout,
             self.socket.send(Frame::text(frame.to_string())),
@@ -114,14 +115,16 @@ impl Ddp {
         .map_err(|e| unavailable("send", e))
     }
 
-    /// The next JSON frame, answering pings on the way.
-    async fn next_frame(&mut self) -> Result<Value, ProviderError> {
+    /// The next JSON frame within `wait` (`None` when none came), answering pings on the way.
+    pub(crate) async fn recv(&mut self, wait: Duration) -> Result<Option<Value>, ProviderError> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout(self.timeout, self.socket.next())
-                .await
-                .map_err(|_| unavailable("read", "timed out"))?
-                .ok_or_else(|| unavailable("read", "connection closed"))?
-                .map_err(|e| unavailable("read", e))?;
+            let frame = match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(unavailable("read", "connection closed")),
+                Ok(Some(Err(err))) => return Err(unavailable("read", err)),
+                Ok(Some(Ok(frame))) => frame,
+            };
             let Frame::Text(text) = frame else {
                 continue;
             };
@@ -137,7 +140,13 @@ impl Ddp {
                 self.send(pong).await?;
                 continue;
             }
-            return Ok(value);
+            return Ok(Some(value));
         }
+    }
+
+    async fn next_frame(&mut self) -> Result<Value, ProviderError> {
+        self.recv(self.timeout)
+            .await?
+            .ok_or_else(|| unavailable("read", "timed out"))
     }
 }

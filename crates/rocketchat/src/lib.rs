@@ -16,6 +16,9 @@ mod realtime;
 mod rest;
 mod rooms;
 mod telemetry;
+mod upstream;
+
+pub use upstream::UpstreamTiming;
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -43,6 +46,9 @@ pub struct RocketChatConfig {
     /// Budget for opening a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
+    /// Heartbeat and reconnect timing of upstream realtime connections.
+    #[serde(skip, default)]
+    pub upstream: UpstreamTiming,
     /// A rate limit that resets within this long is waited out and the call retried once.
     #[serde(default = "default_rate_limit_wait")]
     pub rate_limit_wait: Duration,
@@ -76,6 +82,7 @@ impl RocketChatConfig {
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             rate_limit_wait: default_rate_limit_wait(),
+            upstream: UpstreamTiming::default(),
             email_domain: default_email_domain(),
         }
     }
@@ -138,6 +145,7 @@ pub struct RocketChatProvider {
     rest: Rest,
     realtime_url: String,
     ddp_timeout: Duration,
+    upstream_timing: UpstreamTiming,
     email_domain: String,
     version: RwLock<Option<ServerVersion>>,
     // Room types never change, and history and membership calls are per type; remembering
@@ -165,6 +173,7 @@ impl RocketChatProvider {
             .map_err(SetupError::Client)?,
             realtime_url: config.websocket_url(),
             ddp_timeout: config.timeout,
+            upstream_timing: config.upstream,
             email_domain: config.email_domain.clone(),
             version: RwLock::new(None),
             room_kinds: moka::sync::Cache::new(100_000),

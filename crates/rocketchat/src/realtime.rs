@@ -1,4 +1,4 @@
-//! Realtime: typing notices over DDP, and (to come) the per-user upstream connection.
+//! Realtime: typing notices over DDP, and the per-user upstream connection (`upstream.rs`).
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::ddp::Ddp;
 use crate::mapping::{bad, text};
+use crate::upstream::Upstream;
 use crate::RocketChatProvider;
 
 impl RocketChatProvider {
@@ -49,11 +50,22 @@ impl RocketChatProvider {
 impl ProviderRealtime for RocketChatProvider {
     async fn connect_realtime(
         &self,
-        _user: &UserId,
-        _sessions: Arc<dyn SessionSource>,
+        user: &UserId,
+        sessions: Arc<dyn SessionSource>,
     ) -> Result<RealtimeStream, ProviderError> {
-        Err(ProviderError::Unavailable(
-            "backend realtime over Rocket.Chat DDP is not available in this build".into(),
-        ))
+        let signals = Upstream {
+            rest: self.rest.clone(),
+            url: self.realtime_url.clone(),
+            call_timeout: self.ddp_timeout,
+            timing: self.upstream_timing,
+            user: user.clone(),
+            sessions,
+            room_kinds: self.room_kinds.clone(),
+        }
+        .spawn();
+        Ok(Box::pin(futures::stream::unfold(
+            signals,
+            |mut signals| async move { signals.recv().await.map(|signal| (signal, signals)) },
+        )))
     }
 }

@@ -1,0 +1,337 @@
+//! The upstream realtime connection against the project's Rocket.Chat-compatible server: events
+//! from REST actions arrive translated, and the connection survives drops, silence and revoked
+//! tokens.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use imgate_domain::event::SubscriptionChange;
+use imgate_domain::model::{NewMessage, NewRoom, ProviderSession, RoomKind, UserProfile};
+use imgate_domain::ports::{
+    ProviderAccounts, ProviderError, ProviderMessages, ProviderRealtime, ProviderRooms,
+    RealtimeSignal, RealtimeStream, SessionSource,
+};
+use imgate_domain::{Password, UserEvent, UserId};
+use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
+use imgate_testkit::{user, within};
+use rocketchat_sim::{Sim, SimConfig};
+
+const PASSWORD: &str = "user-password-1";
+
+/// Keeps one session, as the gateway's token cache would, and logs in again on request.
+struct Logins {
+    provider: Arc<RocketChatProvider>,
+    user: UserId,
+    cached: tokio::sync::Mutex<Option<ProviderSession>>,
+    renewals: AtomicUsize,
+}
+
+impl Logins {
+    async fn login(&self) -> Result<ProviderSession, ProviderError> {
+        let session = self
+            .provider
+            .login_user(&self.user, &Password::new(PASSWORD))
+            .await?;
+        *self.cached.lock().await = Some(session.clone());
+        Ok(session)
+    }
+}
+
+#[async_trait]
+impl SessionSource for Logins {
+    async fn current(&self) -> Result<ProviderSession, ProviderError> {
+        let cached = self.cached.lock().await.clone();
+        match cached {
+            Some(session) => Ok(session),
+            None => self.login().await,
+        }
+    }
+
+    async fn renew(&self, _: &ProviderSession) -> Result<ProviderSession, ProviderError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.login().await
+    }
+}
+
+struct Fixture {
+    sim: Sim,
+    provider: Arc<RocketChatProvider>,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let sim = Sim::start(SimConfig::default()).await.unwrap();
+        let config = RocketChatConfig {
+            upstream: UpstreamTiming {
+                ping_after: Duration::from_millis(300),
+                dead_after: Duration::from_millis(1200),
+                backoff_min: Duration::from_millis(50),
+                backoff_max: Duration::from_millis(500),
+            },
+            ..RocketChatConfig::new(sim.http_url())
+        };
+        let provider = Arc::new(RocketChatProvider::new(&config).unwrap());
+        let admin = provider
+            .login_admin("admin", &Password::new("admin"))
+            .await
+            .unwrap();
+        for name in ["alice", "bob"] {
+            let profile = UserProfile {
+                username: name.into(),
+                name: name.into(),
+                email: None,
+            };
+            provider
+                .upsert_user(&admin, &user(name), &profile, &Password::new(PASSWORD))
+                .await
+                .unwrap();
+        }
+        Self { sim, provider }
+    }
+
+    async fn session(&self, name: &str) -> ProviderSession {
+        self.provider
+            .login_user(&user(name), &Password::new(PASSWORD))
+            .await
+            .unwrap()
+    }
+
+    async fn connect(&self, name: &str) -> (RealtimeStream, Arc<Logins>) {
+        let logins = Arc::new(Logins {
+            provider: self.provider.clone(),
+            user: user(name),
+            cached: tokio::sync::Mutex::new(None),
+            renewals: AtomicUsize::new(0),
+        });
+        let stream = self
+            .provider
+            .connect_realtime(&user(name), logins.clone())
+            .await
+            .unwrap();
+        (stream, logins)
+    }
+}
+
+async fn next(stream: &mut RealtimeStream, what: &str) -> RealtimeSignal {
+    within(what, stream.next())
+        .await
+        .unwrap_or_else(|| panic!("stream ended waiting for {what}"))
+}
+
+/// The next event, skipping subscription updates (unread counts move with every message).
+async fn next_event(stream: &mut RealtimeStream, what: &str, skip_updates: bool) -> UserEvent {
+    loop {
+        match next(stream, what).await {
+            RealtimeSignal::Event(UserEvent::SubscriptionChanged {
+                method: SubscriptionChange::Updated,
+                ..
+            }) if skip_updates => continue,
+            RealtimeSignal::Event(event) => return event,
+            RealtimeSignal::Connected => panic!("unexpected reconnect waiting for {what}"),
+        }
+    }
+}
+
+fn text(s: &str) -> NewMessage {
+    NewMessage {
+        text: s.into(),
+        thread_id: None,
+        client_message_id: None,
+    }
+}
+
+#[tokio::test]
+async fn rest_actions_arrive_as_domain_events() {
+    let fx = Fixture::start().await;
+    let (mut alice, _) = fx.connect("alice").await;
+    assert_eq!(
+        next(&mut alice, "connected").await,
+        RealtimeSignal::Connected
+    );
+    let bob = fx.session("bob").await;
+
+    let group = fx
+        .provider
+        .create_room(
+            &bob,
+            &NewRoom {
+                kind: RoomKind::Group,
+                name: "crew".into(),
+                members: vec![user("alice")],
+            },
+        )
+        .await
+        .unwrap();
+    loop {
+        match next_event(&mut alice, "the room insert", false).await {
+            UserEvent::SubscriptionChanged {
+                method: SubscriptionChange::Inserted,
+                room,
+            } if room.id == group.id => {
+                assert_eq!(room.kind, RoomKind::Group);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // Give the new room's stream subscriptions a moment to be in place server-side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let sent = fx
+        .provider
+        .send_message(&bob, &group.id, &text("hello alice"))
+        .await
+        .unwrap();
+    loop {
+        if let UserEvent::RoomMessage { message } =
+            next_event(&mut alice, "the message", true).await
+        {
+            if message.text == "hello alice" {
+                assert_eq!(
+                    (message.id.clone(), message.sender.id.clone()),
+                    (sent.id.clone(), user("bob"))
+                );
+                break;
+            }
+        }
+    }
+    fx.provider
+        .edit_message(&bob, &group.id, &sent.id, "hello, alice")
+        .await
+        .unwrap();
+    match next_event(&mut alice, "the edit", true).await {
+        UserEvent::RoomMessage { message } => {
+            assert_eq!(message.text, "hello, alice");
+            assert!(message.edited_at.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    fx.provider.set_typing(&bob, &group.id, true).await.unwrap();
+    assert_eq!(
+        next_event(&mut alice, "typing", true).await,
+        UserEvent::Typing {
+            room_id: group.id.clone(),
+            username: "bob".into(),
+            typing: true
+        }
+    );
+    fx.provider
+        .delete_message(&bob, &group.id, &sent.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut alice, "the delete", true).await,
+        UserEvent::MessageDeleted {
+            room_id: group.id.clone(),
+            message_id: sent.id.clone()
+        }
+    );
+    fx.provider
+        .remove_member(&bob, &group.id, &user("alice"))
+        .await
+        .unwrap();
+    loop {
+        if let UserEvent::SubscriptionChanged {
+            method: SubscriptionChange::Removed,
+            room,
+        } = next_event(&mut alice, "the removal", true).await
+        {
+            assert_eq!(room.id, group.id);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_connection_comes_back_after_a_drop_a_silence_and_a_revoked_token() {
+    let fx = Fixture::start().await;
+    let (mut alice, logins) = fx.connect("alice").await;
+    assert_eq!(
+        next(&mut alice, "connected").await,
+        RealtimeSignal::Connected
+    );
+    assert_eq!(fx.sim.open_ddp_connections("alice"), 1);
+
+    fx.sim.drop_ddp("alice").unwrap();
+    assert_eq!(
+        next(&mut alice, "reconnect after a drop").await,
+        RealtimeSignal::Connected
+    );
+
+    // A frozen socket stays open but says nothing; the gateway must notice and give it up.
+    let open_before: Vec<u64> = fx
+        .sim
+        .ddp_connection_log()
+        .into_iter()
+        .filter(|c| c.username.as_deref() == Some("alice") && c.closed_at.is_none())
+        .map(|c| c.connection_id)
+        .collect();
+    fx.sim.freeze_ddp("alice", true).unwrap();
+    within("the silent socket to be given up", async {
+        while fx
+            .sim
+            .ddp_connection_log()
+            .iter()
+            .any(|c| open_before.contains(&c.connection_id) && c.closed_at.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    fx.sim.freeze_ddp("alice", false).unwrap();
+    assert_eq!(
+        next(&mut alice, "reconnect after silence").await,
+        RealtimeSignal::Connected
+    );
+
+    fx.sim.revoke_tokens("alice").unwrap();
+    fx.sim.drop_ddp("alice").unwrap();
+    assert_eq!(
+        next(&mut alice, "reconnect with a revoked token").await,
+        RealtimeSignal::Connected
+    );
+    assert!(
+        logins.renewals.load(Ordering::SeqCst) >= 1,
+        "the rejected token was renewed"
+    );
+
+    let bob = fx.session("bob").await;
+    let (dm, _) = fx
+        .provider
+        .open_direct(&bob, &[user("alice")])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fx.provider
+        .send_message(&bob, &dm.id, &text("still there?"))
+        .await
+        .unwrap();
+    loop {
+        if let UserEvent::RoomMessage { message } =
+            next_event(&mut alice, "a message after reconnects", true).await
+        {
+            assert_eq!(message.text, "still there?");
+            break;
+        }
+    }
+
+    drop(alice);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fx.sim.open_ddp_connections("alice") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropping the stream must close the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_who_cannot_log_in_ends_the_stream() {
+    let fx = Fixture::start().await;
+    let (mut ghost, _) = fx.connect("ghost").await;
+    assert_eq!(within("the stream to end", ghost.next()).await, None);
+}
