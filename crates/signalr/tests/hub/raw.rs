@@ -290,6 +290,26 @@ async fn a_missing_handshake_times_out_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_connection_the_backend_refuses_gets_a_handshake_error() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut socket = open(&hub, "refused").await;
+    send(
+        &mut socket,
+        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
+    )
+    .await;
+    let reply = next_records(&mut socket).await;
+    assert_eq!(reply, vec![json!({"error": "this user may not connect"})]);
+    assert!(next_records(&mut socket).await.is_empty());
+    hub.eventually("the connection forgotten", |h| {
+        h.hub.open_connections() == 0
+    })
+    .await;
+    assert!(hub.backend.calls().is_empty(), "{:?}", hub.backend.calls());
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn long_polling_by_hand_activates_delivers_and_ends_with_delete() {
     let hub = TestHub::start(HubConfig::default()).await;
     let http = reqwest::Client::new();

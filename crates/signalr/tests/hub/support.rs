@@ -48,7 +48,8 @@ pub fn token(user: &str) -> String {
     mint_hs256(SECRET, "sub", user, Duration::from_secs(3600))
 }
 
-/// Records every backend call as a line; `SendMessage` to room `forbidden` fails.
+/// Records every backend call as a line; user `refused` cannot connect, `SendMessage` to
+/// room `forbidden` fails.
 #[derive(Default)]
 pub struct RecordingBackend {
     calls: Mutex<Vec<String>>,
@@ -71,6 +72,9 @@ impl RecordingBackend {
 #[async_trait]
 impl HubBackend for RecordingBackend {
     async fn connection_opened(&self, caller: &Caller) -> Result<(), HubError> {
+        if caller.user.as_str() == "refused" {
+            return Err(HubError::Forbidden("this user may not connect".into()));
+        }
         self.record(format!("opened:{}", caller.user));
         Ok(())
     }
