@@ -1,4 +1,6 @@
-//! Measures how fast the sim accepts `chat.sendMessage` over REST, with DDP listeners attached.
+//! Measures how fast the sim accepts `chat.sendMessage` over REST to `#general`, with DDP
+//! listeners attached the way a gateway holds them (`__my_messages__`, rooms-changed,
+//! subscriptions-changed, notification), so every send pays for the full fan-out.
 //!
 //! `cargo run --release -p imgate-rocketchat-sim --example throughput -- [messages] [concurrency] [listeners]`
 //! Everything runs on loopback; the load generator shares the machine's cores with the sim.
@@ -21,7 +23,16 @@ async fn main() {
     let concurrency = args.next().unwrap_or(32).max(1);
     let listeners = args.next().unwrap_or(4);
 
-    let sim = Sim::start(SimConfig::default()).await.expect("sim starts");
+    let queue = std::env::var("SIM_DDP_QUEUE")
+        .ok()
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(SimConfig::default().ddp_queue);
+    let sim = Sim::start(SimConfig {
+        ddp_queue: queue,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim starts");
     let senders: Vec<_> = (0..concurrency)
         .map(|i| sim.create_user(&format!("sender{i}"), "pw").expect("user"))
         .collect();
@@ -36,10 +47,14 @@ async fn main() {
         let (mut ws, _) = tokio_tungstenite::connect_async(sim.ws_url())
             .await
             .expect("ws");
+        // What a gateway holds per user: its own streams plus __my_messages__.
         for frame in [
             json!({"msg": "connect", "version": "1", "support": ["1"]}),
             json!({"msg": "method", "method": "login", "id": "1", "params": [{"resume": user.token}]}),
-            json!({"msg": "sub", "id": "s", "name": "stream-room-messages", "params": ["GENERAL", false]}),
+            json!({"msg": "sub", "id": "s", "name": "stream-room-messages", "params": ["__my_messages__", false]}),
+            json!({"msg": "sub", "id": "r", "name": "stream-notify-user", "params": [format!("{}/rooms-changed", user.id), false]}),
+            json!({"msg": "sub", "id": "u", "name": "stream-notify-user", "params": [format!("{}/subscriptions-changed", user.id), false]}),
+            json!({"msg": "sub", "id": "n", "name": "stream-notify-user", "params": [format!("{}/notification", user.id), false]}),
         ] {
             ws.send(Message::text(frame.to_string()))
                 .await
@@ -49,7 +64,7 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Text(t) = msg {
-                    if t.as_str().contains("\"changed\"") && t.as_str().contains("load ") {
+                    if t.as_str().contains("__my_messages__") && t.as_str().contains("load ") {
                         received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -99,12 +114,13 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "chat.sendMessage: {sent} requests, concurrency {concurrency}, {listeners} DDP listeners: {:.0} req/s, p50 {:?}, p99 {:?}; events delivered {}/{}",
+        "chat.sendMessage: {sent} requests, concurrency {concurrency}, {listeners} DDP listeners: {:.0} req/s, p50 {:?}, p99 {:?}; __my_messages__ delivered {}/{}; sockets still open {}",
         sent as f64 / elapsed.as_secs_f64(),
         pct(0.50),
         pct(0.99),
         received.load(Ordering::Relaxed),
-        expected
+        expected,
+        sim.open_ddp_total(),
     );
     for t in tasks {
         t.abort();

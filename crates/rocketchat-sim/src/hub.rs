@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 /// What a connection task is asked to write.
@@ -45,8 +45,8 @@ pub struct Event {
     pub stream: &'static str,
     /// The event name subscribers asked for, e.g. `<uid>/rooms-changed`.
     pub event_name: String,
-    /// The `args` array (EJSON dates).
-    pub args: Value,
+    /// The `args` array (EJSON dates), serialised once and shared by every receiver.
+    pub args: Arc<str>,
     /// When set, only sockets logged in as one of these users receive it (`__my_messages__`).
     pub audience: Option<Arc<HashSet<String>>>,
 }
@@ -86,13 +86,22 @@ pub fn key(stream: &str, event_name: &str) -> String {
     k
 }
 
-/// Serialises a `changed` frame of a stream event.
-pub fn changed_frame(stream: &str, event_name: &str, args: &Value) -> String {
-    json!({
-        "msg": "changed", "collection": stream, "id": "id",
-        "fields": {"eventName": event_name, "args": args},
-    })
-    .to_string()
+/// Serialises a `changed` frame around already-serialised `args`.
+///
+/// Built by concatenation so a room document fanned out to hundreds of members is
+/// serialised once, not once per member.
+pub fn changed_frame(stream: &str, event_name: &str, args: &str) -> String {
+    let event_name = Value::String(event_name.to_string()).to_string();
+    let stream = Value::String(stream.to_string()).to_string();
+    let mut frame = String::with_capacity(args.len() + event_name.len() + stream.len() + 64);
+    frame.push_str(r#"{"msg":"changed","collection":"#);
+    frame.push_str(&stream);
+    frame.push_str(r#","id":"id","fields":{"eventName":"#);
+    frame.push_str(&event_name);
+    frame.push_str(r#","args":"#);
+    frame.push_str(args);
+    frame.push_str("}}");
+    frame
 }
 
 impl Hub {
@@ -229,6 +238,15 @@ impl Hub {
         self.lock().index.contains_key(&key(stream, event_name))
     }
 
+    /// Keeps the event names some socket listens to, under one lock (fan-out to big rooms).
+    pub fn filter_wanted(&self, stream: &str, names: Vec<String>) -> Vec<String> {
+        let inner = self.lock();
+        names
+            .into_iter()
+            .filter(|n| inner.index.contains_key(&key(stream, n)))
+            .collect()
+    }
+
     /// Delivers events to every subscribed socket; a socket whose queue is full is closed.
     pub fn deliver(&self, events: Vec<Event>) {
         if events.is_empty() {
@@ -328,12 +346,13 @@ fn unindex(index: &mut HashMap<String, HashMap<u64, u32>>, k: &str, conn: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ev(name: &str) -> Event {
         Event {
             stream: "stream-room-messages",
             event_name: name.into(),
-            args: json!([1]),
+            args: Arc::from("[1]"),
             audience: None,
         }
     }
@@ -350,6 +369,21 @@ mod tests {
         assert!(rx.try_recv().is_err());
         assert!(hub.unsubscribe(c, "s1"));
         assert!(!hub.wants("stream-room-messages", "R1"));
+    }
+
+    #[test]
+    fn changed_frame_is_valid_json() {
+        let frame = changed_frame(
+            "stream-notify-user",
+            "U1/rooms-changed",
+            r#"["updated",{"a":"\""}]"#,
+        );
+        let parsed: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"msg": "changed", "collection": "stream-notify-user", "id": "id",
+                   "fields": {"eventName": "U1/rooms-changed", "args": ["updated", {"a": "\""}]}})
+        );
     }
 
     #[tokio::test]

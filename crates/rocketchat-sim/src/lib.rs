@@ -101,7 +101,8 @@ pub struct SimConfig {
     pub ddp_ping_interval: Duration,
     /// …and closes it if nothing arrives within this much more (Meteor: 15 s).
     pub ddp_ping_timeout: Duration,
-    /// Outbound frames queued per DDP socket before it is cut off as too slow.
+    /// Outbound frames queued per DDP socket before it is cut off as too slow. Meteor buffers
+    /// without limit; the sim bounds it, high enough that a busy benchmark consumer catches up.
     pub ddp_queue: usize,
     /// REST rate limiter; `None` (the sim's default) leaves it off.
     pub rate_limit: Option<RateLimit>,
@@ -119,7 +120,7 @@ impl Default for SimConfig {
             workers: 2,
             ddp_ping_interval: Duration::from_secs(15),
             ddp_ping_timeout: Duration::from_secs(15),
-            ddp_queue: 4096,
+            ddp_queue: 65_536,
             rate_limit: None,
             ddp_send_limit: Some(RateLimit {
                 calls: 5,

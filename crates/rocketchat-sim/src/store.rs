@@ -1599,6 +1599,15 @@ impl Store {
         let msg_ejson = self.messages[&id].to_json(Dates::Ejson);
 
         if is_user_msg {
+            let names: Vec<String> = members
+                .iter()
+                .map(|m| format!("{m}/subscriptions-changed"))
+                .collect();
+            let listening: HashSet<String> = self
+                .hub
+                .filter_wanted(STREAM_USER, names)
+                .into_iter()
+                .collect();
             for uid in &members {
                 let key = (uid.clone(), rid.clone());
                 let Some(sub) = self.subs.get_mut(&key) else {
@@ -1620,7 +1629,11 @@ impl Store {
                     sub.group_mentions += 1;
                 }
                 sub.updated_at = ts;
-                self.emit_sub(uid, &rid, "updated");
+                let ev = format!("{uid}/subscriptions-changed");
+                if listening.contains(&ev) {
+                    let args = json!(["updated", sub.to_json(Dates::Ejson)]);
+                    self.push(STREAM_USER, ev, args, None);
+                }
             }
         }
 
@@ -1851,6 +1864,16 @@ impl Store {
         args: Value,
         audience: Option<Arc<HashSet<String>>>,
     ) {
+        self.push_shared(stream, event_name, Arc::from(args.to_string()), audience);
+    }
+
+    fn push_shared(
+        &mut self,
+        stream: &'static str,
+        event_name: String,
+        args: Arc<str>,
+        audience: Option<Arc<HashSet<String>>>,
+    ) {
         self.pending.push(Event {
             stream,
             event_name,
@@ -1885,22 +1908,22 @@ impl Store {
         let Some(room) = self.rooms.get(rid) else {
             return;
         };
-        let targets: Vec<String> = room
+        let names: Vec<String> = room
             .members
             .iter()
             .filter(|m| Some(m.as_str()) != skip)
             .map(|m| format!("{m}/rooms-changed"))
-            .filter(|ev| self.hub.wants(STREAM_USER, ev))
             .collect();
+        let targets = self.hub.filter_wanted(STREAM_USER, names);
         if targets.is_empty() {
             return;
         }
         let Some(room) = self.room_json(rid, Dates::Ejson) else {
             return;
         };
-        let args = json!(["updated", room]);
+        let args: Arc<str> = Arc::from(json!(["updated", room]).to_string());
         for ev in targets {
-            self.push(STREAM_USER, ev, args.clone(), None);
+            self.push_shared(STREAM_USER, ev, args.clone(), None);
         }
     }
 
