@@ -144,3 +144,24 @@ async fn rocketchat_async_realtime_client_receives_live_events() {
         .iter()
         .any(|r| r.username.as_deref() == Some("listener")));
 }
+
+#[tokio::test]
+async fn rocketchat_api_copes_with_6x_and_8x_emulation() {
+    for version in [rocketchat_sim::Version::V6, rocketchat_sim::Version::V8] {
+        let sim = common::sim_version(version).await;
+        let (steps, result) = run(
+            "rc_rest.py",
+            &[sim.http_url(), "admin".into(), "admin".into()],
+        )
+        .await;
+        assert!(
+            steps.iter().any(|s| s == "token dead after logout"),
+            "{version:?}: {steps:?}"
+        );
+        sim_has_file(
+            &sim,
+            result["rid"].as_str().unwrap(),
+            result["file_id"].as_str().unwrap(),
+        );
+    }
+}
