@@ -165,3 +165,29 @@ async fn rocketchat_api_copes_with_6x_and_8x_emulation() {
         );
     }
 }
+
+#[tokio::test]
+async fn rocketchat_async_copes_with_6x_and_8x_emulation() {
+    for version in [rocketchat_sim::Version::V6, rocketchat_sim::Version::V8] {
+        let sim = common::sim_version(version).await;
+        sim.create_user("listener", "pw-l").unwrap();
+        sim.create_user("sender", "pw-s").unwrap();
+        let args = [
+            sim.ws_url(),
+            sim.http_url(),
+            "listener".into(),
+            "pw-l".into(),
+            "sender".into(),
+            "pw-s".into(),
+        ];
+        let (steps, _) = run("rc_realtime.py", &args).await;
+        assert!(
+            steps.iter().any(|s| s == "rest message arrives over ddp"),
+            "{version:?}: {steps:?}"
+        );
+        assert!(
+            steps.iter().any(|s| s == "resume login over ddp"),
+            "{version:?}: {steps:?}"
+        );
+    }
+}
