@@ -351,7 +351,12 @@ impl Session<'_> {
                 _ = self.connection.closed.cancelled() => return Ending::silent(CloseReason::ClientClosed),
                 _ = self.connection.transport_gone.cancelled() => return Ending::silent(CloseReason::ClientClosed),
                 _ = self.connection.shutdown.cancelled() => {
-                    return Ending::with_error(CloseReason::Shutdown, "the server is shutting down", true);
+                    // No `error`: pysignalr raises on a Close that has one and stops for good,
+                    // while every client reconnects on a plain `allowReconnect`.
+                    return Ending {
+                        reason: CloseReason::Shutdown,
+                        close: Some(Outgoing::Close { error: None, allow_reconnect: true }),
+                    };
                 }
                 _ = tokio::time::sleep_until(wake_at) => {
                     if !blocked && Instant::now() >= ping_at {
