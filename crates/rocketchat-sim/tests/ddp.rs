@@ -557,3 +557,33 @@ async fn ddp_send_message_is_limited_to_5_per_second_for_users() {
         assert!(res.get("error").is_none(), "{res}");
     }
 }
+
+#[tokio::test]
+async fn rest_edits_arrive_as_the_same_message_with_edited_at() {
+    let sim = sim().await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let bob = sim.create_user("bob", "pw").unwrap();
+    let rid = sim.create_dm("alice", "bob").unwrap();
+    let mut ddp = Ddp::logged_in(&sim, &bob.token).await;
+    assert_eq!(ddp.sub("stream-room-messages", &rid).await["msg"], "ready");
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    let (_, sent) = a
+        .post(
+            "chat.sendMessage",
+            json!({"message": {"rid": rid, "msg": "v1"}}),
+        )
+        .await;
+    let mid = sent["message"]["_id"].clone();
+    ddp.event("stream-room-messages", &rid).await;
+    a.post(
+        "chat.update",
+        json!({"roomId": rid, "msgId": mid, "text": "v2"}),
+    )
+    .await;
+    let edit = ddp.event("stream-room-messages", &rid).await;
+    let m = &edit["fields"]["args"][0];
+    assert_eq!(m["_id"], mid);
+    assert_eq!(m["msg"], "v2");
+    assert!(is_ejson_date(&m["editedAt"]));
+    assert_eq!(m["editedBy"]["username"], "alice");
+}
