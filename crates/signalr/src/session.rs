@@ -331,7 +331,9 @@ impl Session<'_> {
             let now = Instant::now();
             let idle = self.connection.idle_for();
             let polling = self.connection.polls_pending.load(Ordering::Relaxed) > 0;
-            if idle >= client_timeout && !polling {
+            // While invocations pile up we are not reading, so silence proves nothing.
+            let reading = self.queue.len() < max_pending;
+            if idle >= client_timeout && !polling && reading {
                 return Ending::silent(CloseReason::ClientTimeout);
             }
             let blocked = self.outbox.is_blocked();
@@ -339,7 +341,12 @@ impl Session<'_> {
             if stall_at.is_some_and(|at| now >= at) {
                 return slow_client();
             }
-            let timeout_at = now + client_timeout.saturating_sub(idle);
+            let timeout_at = if polling || !reading {
+                // Liveness is not in question now; look again a timeout later.
+                now + client_timeout
+            } else {
+                now + client_timeout.saturating_sub(idle)
+            };
             // No pings while blocked: data is waiting anyway, and the stall timer runs.
             let ping_at = if blocked {
                 timeout_at
@@ -371,7 +378,7 @@ impl Session<'_> {
                     }
                 }
                 // Reading pauses while invocations pile up: back-pressure on the client.
-                item = inbound.recv(), if !blocked && self.queue.len() < max_pending => match item {
+                item = inbound.recv(), if !blocked && reading => match item {
                     None => return Ending::silent(CloseReason::ClientClosed),
                     Some(Inbound::TooLarge) => return too_large(self.hub.config.max_message_size),
                     Some(Inbound::Data(bytes)) => {

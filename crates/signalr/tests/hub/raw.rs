@@ -311,7 +311,13 @@ async fn a_connection_the_backend_refuses_gets_a_handshake_error() {
 
 #[tokio::test]
 async fn long_polling_by_hand_activates_delivers_and_ends_with_delete() {
-    let hub = TestHub::start(HubConfig::default()).await;
+    let hub = TestHub::start(HubConfig {
+        client_timeout_ms: 500,
+        long_poll_timeout_ms: 1_500,
+        keep_alive_interval_ms: 60_000,
+        ..HubConfig::default()
+    })
+    .await;
     let http = reqwest::Client::new();
     let v1: Value = http
         .post(format!("{}/negotiate?negotiateVersion=1", hub.url()))
@@ -344,6 +350,11 @@ async fn long_polling_by_hand_activates_delivers_and_ends_with_delete() {
         get().await.unwrap().text().await.unwrap(),
         format!("{{}}{RS}")
     );
+    // A poll that waits longer than the client timeout keeps the connection alive.
+    let idle = get().await.unwrap();
+    assert_eq!(idle.status(), 200);
+    assert!(idle.text().await.unwrap().is_empty());
+    assert_eq!(hub.hub.open_connections(), 1);
     hub.publish("alice", &typing("r1", "carol")).await;
     let body = get().await.unwrap().text().await.unwrap();
     let record: Value = serde_json::from_str(body.strip_suffix(RS).unwrap()).unwrap();
