@@ -137,6 +137,8 @@ pub struct RedisSettings {
 pub struct RealtimeSettings {
     /// `backend`, `frontend` or `both`.
     pub mode: String,
+    /// How long a user's upstream connection stays open after their last hub connection left.
+    pub grace_s: u64,
 }
 
 /// `[log]`

@@ -11,13 +11,13 @@ use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{HealthCheck, ImProvider, TokenCache};
 use imgate_domain::services::{
-    AdminAgent, ChatService, PasswordPolicy, SessionService, UserService,
+    AdminAgent, ChatService, PasswordPolicy, SessionService, UpstreamService, UserService,
 };
 use imgate_domain::{Password, UserId};
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
-use imgate_memory::MemoryTokenCache;
+use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rocketchat_sim::{Sim, SimConfig};
@@ -229,10 +229,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         parts.admin_user,
         parts.admin_password,
     ));
+    let publisher = Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer));
+    let upstreams = UpstreamService::new(
+        provider.clone(),
+        sessions.clone(),
+        publisher.clone(),
+        Duration::from_secs(settings.realtime.grace_s),
+    );
     let users = Arc::new(UserService::new(
         provider.clone(),
         admin.clone(),
         sessions.clone(),
+        upstreams.clone(),
     ));
 
     let admin_retry = match admin.start().await {
@@ -258,7 +266,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         metrics,
         max_body_bytes: settings.server.max_body_bytes,
         users,
-        chat: Arc::new(ChatService::new(provider.clone(), sessions.clone())),
+        chat: Arc::new(ChatService::new(
+            provider.clone(),
+            sessions.clone(),
+            upstreams.clone(),
+        )),
         uploads: imgate_http::files::UploadLimits {
             max_file_bytes: settings.server.max_upload_bytes,
         },

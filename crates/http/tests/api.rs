@@ -8,7 +8,7 @@ use actix_web::{test, App};
 use async_trait::async_trait;
 use imgate_domain::ports::{HealthCheck, ImProvider};
 use imgate_domain::services::{
-    AdminAgent, ChatService, PasswordPolicy, SessionService, UserService,
+    AdminAgent, ChatService, PasswordPolicy, SessionService, UpstreamService, UserService,
 };
 use imgate_domain::Password;
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
@@ -72,13 +72,25 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
         "admin".into(),
         Password::new("pw"),
     ));
+    let publisher = Arc::new(imgate_memory::MemoryEventPublisher::new(16));
+    let upstreams = UpstreamService::new(
+        provider.clone(),
+        sessions.clone(),
+        publisher,
+        Duration::from_secs(1),
+    );
     ApiState {
         auth: Arc::new(Authenticator::new(auth).expect("test keys load")),
         readiness: Readiness::new(checks),
         metrics: metrics_handle(),
         max_body_bytes: 1024,
-        users: Arc::new(UserService::new(provider.clone(), admin, sessions.clone())),
-        chat: Arc::new(ChatService::new(provider, sessions)),
+        users: Arc::new(UserService::new(
+            provider.clone(),
+            admin,
+            sessions.clone(),
+            upstreams.clone(),
+        )),
+        chat: Arc::new(ChatService::new(provider, sessions, upstreams)),
         uploads: imgate_http::files::UploadLimits {
             max_file_bytes: 1024,
         },

@@ -1,5 +1,6 @@
-//! A provider double for the domain services' tests: it tracks logins and valid tokens, and
-//! answers `list_rooms` only for a valid token. Everything else is refused as unscripted.
+//! A provider double for the domain services' tests: it tracks logins and valid tokens, serves
+//! scripted rooms and history for a valid token, and hands each upstream connection's signals
+//! to the test. Everything else is refused as unscripted.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +14,10 @@ use imgate_domain::model::{
 };
 use imgate_domain::ports::{
     ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
-    ProviderRooms, RealtimeStream, SessionSource,
+    ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
 };
 use imgate_domain::{AuthToken, FileId, MessageId, Password, ProviderUserId, RoomId, UserId};
+use tokio::sync::mpsc;
 
 /// A provider that only knows logins, logouts and one session-checked call.
 #[derive(Default)]
@@ -28,6 +30,9 @@ pub struct ScriptedProvider {
     pub password: Option<String>,
     /// How long a login takes.
     pub login_delay: Duration,
+    rooms: Mutex<Vec<Room>>,
+    history: Mutex<Vec<Message>>,
+    upstreams: Mutex<Vec<(UserId, mpsc::Sender<RealtimeSignal>)>>,
 }
 
 impl ScriptedProvider {
@@ -58,6 +63,31 @@ impl ScriptedProvider {
     /// Revokes every token, as an admin resetting sessions would.
     pub fn revoke_all(&self) {
         self.valid.lock().expect("lock").clear();
+    }
+
+    /// Sets the rooms `list_rooms` returns.
+    pub fn set_rooms(&self, rooms: Vec<Room>) {
+        *self.rooms.lock().expect("lock") = rooms;
+    }
+
+    /// Adds a message to the history `history` serves.
+    pub fn add_history(&self, message: Message) {
+        self.history.lock().expect("lock").push(message);
+    }
+
+    /// Upstream connections opened so far, and for whom; a closed one is one the domain dropped.
+    pub fn upstreams(&self) -> Vec<(UserId, mpsc::Sender<RealtimeSignal>)> {
+        self.upstreams.lock().expect("lock").clone()
+    }
+
+    /// How many upstream connections are open (not yet dropped by the domain).
+    pub fn open_upstreams(&self) -> usize {
+        self.upstreams
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, tx)| !tx.is_closed())
+            .count()
     }
 
     fn check(&self, session: &ProviderSession) -> Result<(), ProviderError> {
@@ -166,7 +196,8 @@ impl ProviderAccounts for ScriptedProvider {
 #[async_trait]
 impl ProviderRooms for ScriptedProvider {
     async fn list_rooms(&self, session: &ProviderSession) -> Result<Vec<Room>, ProviderError> {
-        self.check(session).map(|()| Vec::new())
+        self.check(session)?;
+        Ok(self.rooms.lock().expect("lock").clone())
     }
 
     async fn create_room(&self, _: &ProviderSession, _: &NewRoom) -> Result<Room, ProviderError> {
@@ -220,11 +251,25 @@ impl ProviderRooms for ScriptedProvider {
 impl ProviderMessages for ScriptedProvider {
     async fn history(
         &self,
-        _: &ProviderSession,
-        _: &RoomId,
-        _: &HistoryQuery,
+        session: &ProviderSession,
+        room: &RoomId,
+        query: &HistoryQuery,
     ) -> Result<HistoryPage, ProviderError> {
-        unscripted()
+        self.check(session)?;
+        let mut messages: Vec<Message> = self
+            .history
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| &m.room_id == room)
+            .filter(|m| query.after.is_none_or(|after| m.created_at > after))
+            .filter(|m| query.before.is_none_or(|before| m.created_at < before))
+            .cloned()
+            .collect();
+        messages.sort_by_key(|m| std::cmp::Reverse(m.created_at));
+        let has_more = messages.len() > usize::from(query.limit);
+        messages.truncate(usize::from(query.limit));
+        Ok(HistoryPage { messages, has_more })
     }
 
     async fn send_message(
@@ -290,9 +335,16 @@ impl ProviderFiles for ScriptedProvider {
 impl ProviderRealtime for ScriptedProvider {
     async fn connect_realtime(
         &self,
-        _: &UserId,
+        user: &UserId,
         _: Arc<dyn SessionSource>,
     ) -> Result<RealtimeStream, ProviderError> {
-        unscripted()
+        let (tx, rx) = mpsc::channel(64);
+        self.upstreams
+            .lock()
+            .expect("lock")
+            .push((user.clone(), tx));
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|signal| (signal, rx))
+        })))
     }
 }

@@ -9,19 +9,29 @@ use crate::model::{
     NewRoom, Room, UnreadSummary,
 };
 use crate::ports::{ImProvider, ProviderError};
-use crate::services::{SessionError, SessionService};
+use crate::services::{SessionError, SessionService, UpstreamService};
 
 /// The end user's chat operations; each runs with the user's provider session, renewed once
 /// when the provider rejects it.
 pub struct ChatService {
     provider: Arc<dyn ImProvider>,
     sessions: Arc<SessionService>,
+    upstreams: Arc<UpstreamService>,
 }
 
 impl ChatService {
-    /// A service calling `provider` with sessions from `sessions`.
-    pub fn new(provider: Arc<dyn ImProvider>, sessions: Arc<SessionService>) -> Self {
-        Self { provider, sessions }
+    /// A service calling `provider` with sessions from `sessions`; logging out closes the
+    /// user's upstream in `upstreams`.
+    pub fn new(
+        provider: Arc<dyn ImProvider>,
+        sessions: Arc<SessionService>,
+        upstreams: Arc<UpstreamService>,
+    ) -> Self {
+        Self {
+            provider,
+            sessions,
+            upstreams,
+        }
     }
 
     /// The user's rooms with their unread counts.
@@ -237,8 +247,9 @@ impl ChatService {
             .frontend_session(&session, self.sessions.ttl()))
     }
 
-    /// Logs the user out of the provider and forgets their session.
+    /// Logs the user out of the provider, forgets their session and closes their upstream.
     pub async fn logout(&self, user: &UserId) -> Result<(), SessionError> {
+        self.upstreams.close(user);
         self.sessions.logout(user).await
     }
 }

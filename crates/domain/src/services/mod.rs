@@ -3,9 +3,11 @@
 mod admin;
 mod chat;
 mod session;
+mod upstream;
 mod users;
 
 pub use admin::{AdminAgent, AdminError};
 pub use chat::ChatService;
-pub use session::{PasswordPolicy, SessionError, SessionService};
+pub use session::{PasswordPolicy, SessionError, SessionService, UserSessions};
+pub use upstream::UpstreamService;
 pub use users::{UserError, UserService};

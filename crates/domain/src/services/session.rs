@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ids::{Password, UserId};
 use crate::model::ProviderSession;
-use crate::ports::{CacheError, ImProvider, LoginError, ProviderError, TokenCache};
+use crate::ports::{CacheError, ImProvider, LoginError, ProviderError, SessionSource, TokenCache};
 
 /// Which password the gateway uses to log a mirrored user in to the provider.
 #[derive(Debug, Clone)]
@@ -122,6 +122,17 @@ impl SessionService {
         Ok(())
     }
 
+    /// A fresh session after `rejected` was refused: drops it (unless already replaced) and
+    /// logs in once more, shared with any concurrent caller.
+    pub async fn renew(
+        &self,
+        user: &UserId,
+        rejected: &ProviderSession,
+    ) -> Result<ProviderSession, SessionError> {
+        self.cache.invalidate(user, &rejected.token).await?;
+        self.session(user).await
+    }
+
     /// Forgets the user's cached session without telling the provider.
     pub async fn forget(&self, user: &UserId) -> Result<(), SessionError> {
         Ok(self.cache.remove(user).await?)
@@ -130,5 +141,42 @@ impl SessionService {
     /// The passwords in use.
     pub fn passwords(&self) -> &PasswordPolicy {
         &self.passwords
+    }
+}
+
+/// One user's sessions, for an upstream connection that needs them while it lives.
+pub struct UserSessions {
+    user: UserId,
+    sessions: Arc<SessionService>,
+}
+
+impl UserSessions {
+    /// `user`'s sessions from `sessions`.
+    pub fn new(user: UserId, sessions: Arc<SessionService>) -> Self {
+        Self { user, sessions }
+    }
+}
+
+fn as_provider_error(err: SessionError) -> ProviderError {
+    match err {
+        SessionError::Provider(err) => err,
+        SessionError::Cache(err) => ProviderError::Unavailable(err.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionSource for UserSessions {
+    async fn current(&self) -> Result<ProviderSession, ProviderError> {
+        self.sessions
+            .session(&self.user)
+            .await
+            .map_err(as_provider_error)
+    }
+
+    async fn renew(&self, rejected: &ProviderSession) -> Result<ProviderSession, ProviderError> {
+        self.sessions
+            .renew(&self.user, rejected)
+            .await
+            .map_err(as_provider_error)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::ids::{Password, UserId};
 use crate::model::{Upserted, User, UserProfile};
 use crate::ports::{CacheError, ImProvider, ProviderError};
-use crate::services::{AdminAgent, AdminError, SessionError, SessionService};
+use crate::services::{AdminAgent, AdminError, SessionError, SessionService, UpstreamService};
 
 /// Why a user operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,19 +35,23 @@ pub struct UserService {
     provider: Arc<dyn ImProvider>,
     admin: Arc<AdminAgent>,
     sessions: Arc<SessionService>,
+    upstreams: Arc<UpstreamService>,
 }
 
 impl UserService {
-    /// A service acting through `admin` and dropping sessions from `sessions`.
+    /// A service acting through `admin`, dropping sessions from `sessions` and closing
+    /// upstreams in `upstreams` for deleted users.
     pub fn new(
         provider: Arc<dyn ImProvider>,
         admin: Arc<AdminAgent>,
         sessions: Arc<SessionService>,
+        upstreams: Arc<UpstreamService>,
     ) -> Self {
         Self {
             provider,
             admin,
             sessions,
+            upstreams,
         }
     }
 
@@ -84,7 +88,7 @@ impl UserService {
             .await?)
     }
 
-    /// Deletes the user's provider account and forgets their session.
+    /// Deletes the user's provider account, forgets their session and closes their upstream.
     #[tracing::instrument(skip(self), fields(user = %user))]
     pub async fn delete(&self, user: &UserId) -> Result<(), UserError> {
         self.admin
@@ -93,6 +97,7 @@ impl UserService {
                 async move { provider.delete_user(&admin, user).await }
             })
             .await?;
+        self.upstreams.close(user);
         self.sessions.forget(user).await?;
         Ok(())
     }

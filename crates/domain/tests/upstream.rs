@@ -1,0 +1,209 @@
+//! The upstream lifecycle against a scripted provider: one upstream per online user, closed
+//! after the grace period, and no message lost or doubled across a reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use imgate_domain::event::SubscriptionChange;
+use imgate_domain::model::{Message, Room, RoomKind, Sender};
+use imgate_domain::ports::{EventPublisher, ImProvider, RealtimeSignal};
+use imgate_domain::services::{PasswordPolicy, SessionService, UpstreamService};
+use imgate_domain::{MessageId, Password, RoomId, UserEvent};
+use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
+use imgate_testkit::scripted_provider::ScriptedProvider;
+use imgate_testkit::{user, within};
+
+const GRACE: Duration = Duration::from_secs(30);
+
+fn setup() -> (
+    Arc<ScriptedProvider>,
+    Arc<UpstreamService>,
+    Arc<MemoryEventPublisher>,
+) {
+    let provider = ScriptedProvider::with_password("pw");
+    let sessions = Arc::new(SessionService::new(
+        provider.clone() as Arc<dyn ImProvider>,
+        Arc::new(MemoryTokenCache::default()),
+        PasswordPolicy::new(Password::new("pw")),
+        Duration::from_secs(3600),
+    ));
+    let publisher = Arc::new(MemoryEventPublisher::new(64));
+    let upstreams = UpstreamService::new(provider.clone(), sessions, publisher.clone(), GRACE);
+    (provider, upstreams, publisher)
+}
+
+fn message(id: &str, minute: u32, text: &str) -> Message {
+    Message {
+        id: MessageId::parse(id).unwrap(),
+        room_id: RoomId::parse("room").unwrap(),
+        sender: Sender {
+            id: user("bob"),
+            username: "bob".into(),
+            name: "Bob".into(),
+        },
+        text: text.into(),
+        created_at: Utc.with_ymd_and_hms(2030, 1, 1, 12, minute, 0).unwrap(),
+        edited_at: None,
+        thread_id: None,
+        system: None,
+        file: None,
+    }
+}
+
+fn live(m: &Message) -> RealtimeSignal {
+    RealtimeSignal::Event(UserEvent::RoomMessage {
+        message: Box::new(m.clone()),
+    })
+}
+
+/// Lets spawned tasks run until the condition holds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_upstream_per_online_user_closed_after_the_grace_period() {
+    let (provider, upstreams, _) = setup();
+    let alice = user("alice");
+    upstreams.connected(&alice);
+    upstreams.connected(&alice);
+    upstreams.connected(&user("bob"));
+    until("two upstreams", || provider.upstreams().len() == 2).await;
+    assert_eq!(
+        provider
+            .upstreams()
+            .iter()
+            .filter(|(u, _)| u == &alice)
+            .count(),
+        1
+    );
+
+    upstreams.disconnected(&alice);
+    upstreams.disconnected(&alice);
+    tokio::time::sleep(GRACE / 2).await;
+    // Back within the grace period: the same upstream stays.
+    upstreams.connected(&alice);
+    tokio::time::sleep(GRACE * 2).await;
+    assert_eq!(provider.open_upstreams(), 2);
+    assert_eq!(
+        provider.upstreams().len(),
+        2,
+        "no second upstream was opened"
+    );
+
+    upstreams.disconnected(&alice);
+    tokio::time::sleep(GRACE + Duration::from_secs(1)).await;
+    until("alice's upstream to close", || {
+        provider.open_upstreams() == 1
+    })
+    .await;
+    assert_eq!(upstreams.online_users(), 1);
+
+    upstreams.close(&user("bob"));
+    until("bob's upstream to close at once", || {
+        provider.open_upstreams() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_reach_every_connection_and_a_reconnect_loses_and_doubles_nothing() {
+    let (provider, upstreams, publisher) = setup();
+    let alice = user("alice");
+    let mut tabs = [
+        publisher.subscribe(&alice).await.unwrap(),
+        publisher.subscribe(&alice).await.unwrap(),
+    ];
+    upstreams.connected(&alice);
+    until("the upstream", || provider.upstreams().len() == 1).await;
+    let upstream = provider.upstreams()[0].1.clone();
+
+    let m1 = message("m1", 1, "before the drop");
+    let m2 = message("m2", 2, "while away");
+    let m3 = message("m3", 3, "after the reconnect");
+    upstream.send(RealtimeSignal::Connected).await.unwrap();
+    upstream.send(live(&m1)).await.unwrap();
+    for tab in &mut tabs {
+        assert_eq!(
+            *within("m1", tab.next()).await.unwrap(),
+            UserEvent::RoomMessage {
+                message: Box::new(m1.clone())
+            }
+        );
+    }
+
+    // The connection drops; m2 arrives meanwhile and is only in history.
+    provider.add_history(m1.clone());
+    provider.add_history(m2.clone());
+    provider.set_rooms(vec![Room {
+        id: RoomId::parse("room").unwrap(),
+        kind: RoomKind::Group,
+        name: "room".into(),
+        members: None,
+        unread: 1,
+        last_message: Some(Box::new(m2.clone())),
+        updated_at: m2.created_at,
+    }]);
+    upstream.send(RealtimeSignal::Connected).await.unwrap();
+    // The provider also replays m2 live after the reconnect; it must not arrive twice.
+    upstream.send(live(&m2)).await.unwrap();
+    upstream.send(live(&m3)).await.unwrap();
+    for tab in &mut tabs {
+        let mut texts = Vec::new();
+        loop {
+            match &*within("events after the reconnect", tab.next())
+                .await
+                .unwrap()
+            {
+                UserEvent::RoomMessage { message } => {
+                    texts.push(message.text.clone());
+                    if message.id == m3.id {
+                        break;
+                    }
+                }
+                UserEvent::SubscriptionChanged { method, room } => {
+                    assert_eq!((*method, room.unread), (SubscriptionChange::Updated, 1));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(texts, ["while away", "after the reconnect"]);
+    }
+
+    // An edit of m1 is a new event, not a duplicate.
+    let mut edited = m1.clone();
+    edited.text = "edited".into();
+    edited.edited_at = Some(m3.created_at);
+    upstream.send(live(&edited)).await.unwrap();
+    for tab in &mut tabs {
+        assert_eq!(
+            *within("the edit", tab.next()).await.unwrap(),
+            UserEvent::RoomMessage {
+                message: Box::new(edited.clone())
+            }
+        );
+    }
+    // Another user's feed got none of it.
+    let mut bob = publisher.subscribe(&user("bob")).await.unwrap();
+    publisher
+        .publish(
+            &user("bob"),
+            &UserEvent::Typing {
+                room_id: RoomId::parse("r").unwrap(),
+                username: "x".into(),
+                typing: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &*within("bob's marker", bob.next()).await.unwrap(),
+        UserEvent::Typing { .. }
+    ));
+}
