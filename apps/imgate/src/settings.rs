@@ -29,6 +29,9 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Realtime mode.
     pub realtime: RealtimeSettings,
+    /// The SignalR hub (backend mode).
+    #[serde(default)]
+    pub hub: imgate_signalr::HubConfig,
     /// Logging.
     pub log: LogSettings,
 }
@@ -214,6 +217,11 @@ impl Settings {
     /// Whether the gateway runs its bundled provider: no `provider.url`.
     pub fn embedded_provider(&self) -> bool {
         self.provider.url.is_none()
+    }
+
+    /// Whether the SignalR hub is served (`realtime.mode` is `backend` or `both`).
+    pub fn backend_mode(&self) -> bool {
+        matches!(self.realtime.mode.as_str(), "backend" | "both")
     }
 
     /// Whether `POST /api/v1/session` hands provider credentials to browsers.

@@ -19,6 +19,7 @@ use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
+use imgate_signalr::{DomainBackend, Hub};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rocketchat_sim::{Sim, SimConfig};
 use secrecy::ExposeSecret;
@@ -37,17 +38,26 @@ pub struct Gateway {
     pub demo: bool,
     server: ServerHandle,
     serving: JoinHandle<std::io::Result<()>>,
+    hub: Option<Arc<Hub>>,
+    upstreams: Arc<UpstreamService>,
     admin: Arc<AdminAgent>,
     admin_retry: JoinHandle<()>,
     embedded: Option<Sim>,
 }
 
 impl Gateway {
-    /// Stops accepting, finishes in-flight requests, logs the admin agent out, stops the
-    /// embedded provider.
+    /// Stops accepting, closes hub connections with `allowReconnect` (their clients go to
+    /// another node), finishes in-flight requests, closes upstreams, logs the admin agent
+    /// out, stops the embedded provider.
     pub async fn stop(self) {
-        self.server.stop(true).await;
+        // Open hub connections would hold up a graceful stop: close them while it runs.
+        let stopping = self.server.stop(true);
+        if let Some(hub) = &self.hub {
+            hub.shutdown(HUB_SHUTDOWN).await;
+        }
+        stopping.await;
         let _ = self.serving.await;
+        self.upstreams.shutdown();
         self.admin_retry.abort();
         self.admin.shutdown().await;
         if let Some(sim) = self.embedded {
@@ -63,6 +73,9 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// How long shutdown waits for hub clients to take their close message.
+const HUB_SHUTDOWN: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -260,6 +273,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         seed_demo_users(&users).await?;
     }
 
+    let chat = Arc::new(ChatService::new(
+        provider.clone(),
+        sessions.clone(),
+        upstreams.clone(),
+    ));
+    let hub = settings.backend_mode().then(|| {
+        let mut config = settings.hub.clone();
+        config
+            .cors_origins
+            .extend(settings.server.cors_origins.iter().cloned());
+        Hub::new(
+            config,
+            publisher.clone(),
+            Arc::new(DomainBackend::new(chat.clone(), upstreams.clone())),
+        )
+    });
     let state = ApiState {
         auth,
         readiness: Readiness::new(vec![rocketchat as Arc<dyn HealthCheck>, admin.clone()]),
@@ -277,12 +306,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         frontend_mode: settings.frontend_mode(),
     };
     let base_path = settings.server.base_path.clone();
+    let routes_hub = hub.clone();
     let mut server = HttpServer::new(move || {
+        // The hub shares the REST scope: it reads the authenticator registered there.
+        let mut scope =
+            actix_web::web::scope(&base_path).configure(imgate_http::configure(state.clone()));
+        if let Some(hub) = &routes_hub {
+            scope = scope.configure(imgate_signalr::configure(hub.clone()));
+        }
         App::new()
             .wrap(middleware::from_fn(imgate_http::telemetry::observe))
-            .service(
-                actix_web::web::scope(&base_path).configure(imgate_http::configure(state.clone())),
-            )
+            .service(scope)
             .default_service(actix_web::web::to(imgate_http::not_found))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_s)
@@ -306,6 +340,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         demo: settings.demo_auth(),
         server: handle,
         serving,
+        hub,
+        upstreams,
         admin,
         admin_retry,
         embedded: parts.embedded,

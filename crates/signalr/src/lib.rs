@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod config;
+mod domain_backend;
 mod hub;
 pub mod protocol;
 mod routes;
@@ -23,5 +24,6 @@ mod websocket;
 
 pub use backend::{Caller, HubBackend, HubCall, HubError};
 pub use config::HubConfig;
+pub use domain_backend::DomainBackend;
 pub use hub::Hub;
 pub use routes::configure;

@@ -5,6 +5,7 @@
 //! also proves the port is object safe.
 
 pub mod event_publisher;
+pub mod hub_client;
 pub mod scripted_provider;
 pub mod token_cache;
 

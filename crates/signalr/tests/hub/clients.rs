@@ -8,7 +8,7 @@ use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use imgate_signalr::HubConfig;
 use serde_json::{json, Value};
 
-use crate::support::{message, typing, Client, TestHub};
+use crate::support::{message, typing, Client, ClientExt, TestHub};
 
 fn room_id(id: &str) -> RoomId {
     RoomId::parse(id).unwrap()

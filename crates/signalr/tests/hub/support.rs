@@ -2,8 +2,6 @@
 //! official clients as subprocesses speaking JSON lines.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +13,6 @@ use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use imgate_http::auth::{mint_hs256, AuthSettings, Authenticator, JwtKey};
 use imgate_memory::MemoryEventPublisher;
 use imgate_signalr::{Caller, Hub, HubBackend, HubConfig, HubError};
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 
 /// The process-wide metrics recorder, so tests can read the hub's counters.
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
@@ -41,7 +35,7 @@ pub fn metric(series: &str) -> f64 {
 }
 
 pub const SECRET: &[u8] = b"imgate-signalr-test-secret-0123456789";
-pub const WAIT: Duration = Duration::from_secs(20);
+pub use imgate_testkit::hub_client::WAIT;
 
 /// A JWT for `user`, signed with the test secret.
 pub fn token(user: &str) -> String {
@@ -225,164 +219,29 @@ impl TestHub {
     }
 }
 
-fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/hub")
+/// The official clients, pointed at a [`TestHub`] with a user's token.
+pub use imgate_testkit::hub_client::HubClient as Client;
+
+/// Starting official clients against a [`TestHub`].
+pub trait ClientExt: Sized {
+    /// `@microsoft/signalr` in Node as `user`.
+    async fn node(hub: &TestHub, user: &str, transport: &str) -> Self;
+    /// `@microsoft/signalr` in Node with a given token.
+    async fn node_with_token(hub: &TestHub, token: &str, transport: &str) -> Self;
+    /// `signalrcore` or `pysignalr` as `user`.
+    async fn python(hub: &TestHub, user: &str, library: &str) -> Self;
 }
 
-/// Fails (never skips) when the official clients are not installed.
-fn require_clients() -> PathBuf {
-    let dir = clients_dir();
-    let node = dir.join("node_modules/@microsoft/signalr/package.json");
-    let python = dir.join(".venv/bin/python");
-    assert!(
-        node.exists() && python.exists(),
-        "the official SignalR clients are not installed (missing {} or {}): run `bash tests/clients/hub/setup.sh`",
-        node.display(),
-        python.display()
-    );
-    dir
-}
-
-/// An official client in a subprocess: events arrive as JSON lines, commands go to stdin.
-pub struct Client {
-    pub name: String,
-    _child: Child,
-    stdin: ChildStdin,
-    // Unbounded is fine here: a test client prints a bounded number of lines.
-    lines: mpsc::UnboundedReceiver<Value>,
-    /// Every event read so far.
-    pub seen: Vec<Value>,
-}
-
-impl Client {
-    /// `@microsoft/signalr` in Node with the given transport (`websockets`, `sse`,
-    /// `longpolling`, or `websockets+skip` for skipNegotiation).
-    pub async fn node(hub: &TestHub, user: &str, transport: &str) -> Self {
-        Self::node_with_token(hub, &token(user), transport).await
+impl ClientExt for Client {
+    async fn node(hub: &TestHub, user: &str, transport: &str) -> Self {
+        Client::spawn_node(&hub.url(), &token(user), transport)
     }
 
-    pub async fn node_with_token(hub: &TestHub, token: &str, transport: &str) -> Self {
-        let dir = require_clients();
-        let mut command = Command::new("node");
-        command
-            .arg(dir.join("hub-client.js"))
-            .env("HUB_URL", hub.url())
-            .env("HUB_TOKEN", token)
-            .env("HUB_TRANSPORT", transport.trim_end_matches("+skip"));
-        if transport.ends_with("+skip") {
-            command.env("HUB_SKIP_NEGOTIATION", "1");
-        }
-        Self::spawn(format!("node/{transport}"), command)
+    async fn node_with_token(hub: &TestHub, token: &str, transport: &str) -> Self {
+        Client::spawn_node(&hub.url(), token, transport)
     }
 
-    /// `signalrcore` or `pysignalr`, over WebSockets.
-    pub async fn python(hub: &TestHub, user: &str, library: &str) -> Self {
-        let dir = require_clients();
-        let mut command = Command::new(dir.join(".venv/bin/python"));
-        command
-            .arg("-u")
-            .arg(dir.join("hub_client.py"))
-            .arg(library)
-            .env("HUB_URL", hub.url())
-            .env("HUB_TOKEN", token(user));
-        Self::spawn(library.to_owned(), command)
-    }
-
-    fn spawn(name: String, mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let label = name.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(value) => {
-                        let _ = tx.send(value);
-                    }
-                    Err(_) => eprintln!("[{label}] {line}"),
-                }
-            }
-        });
-        Self {
-            name,
-            _child: child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads events until one matches; fails after [`WAIT`].
-    pub async fn wait_for(&mut self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.lines.recv()).await;
-            match next {
-                Ok(Some(value)) => {
-                    self.seen.push(value.clone());
-                    if check(&value) {
-                        return value;
-                    }
-                }
-                Ok(None) => panic!(
-                    "{} exited while waiting for {what}; saw {:?}",
-                    self.name, self.seen
-                ),
-                Err(_) => panic!(
-                    "{} timed out waiting for {what}; saw {:?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-    }
-
-    pub async fn wait_event(&mut self, event: &str) -> Value {
-        let name = event.to_owned();
-        self.wait_for(event, move |v| v["event"] == name.as_str())
-            .await
-    }
-
-    pub async fn connected(&mut self) {
-        let value = self
-            .wait_for("connected", |v| {
-                v["event"] == "connected" || v["event"] == "start_failed"
-            })
-            .await;
-        assert_eq!(
-            value["event"], "connected",
-            "{} failed to start: {value}",
-            self.name
-        );
-    }
-
-    pub async fn command(&mut self, command: Value) {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    /// Invokes a hub method and returns the client's `result` event for it.
-    pub async fn invoke(&mut self, tag: &str, method: &str, args: Value) -> Value {
-        self.command(json!({"cmd": "invoke", "tag": tag, "method": method, "args": args}))
-            .await;
-        let tag = tag.to_owned();
-        self.wait_for("a result", move |v| {
-            v["event"] == "result" && v["tag"] == tag.as_str()
-        })
-        .await
-    }
-
-    /// Received invocations (pushed events) so far.
-    pub fn received(&self) -> Vec<&Value> {
-        self.seen.iter().filter(|v| v["event"] == "recv").collect()
+    async fn python(hub: &TestHub, user: &str, library: &str) -> Self {
+        Client::spawn_python(&hub.url(), &token(user), library)
     }
 }
