@@ -5,4 +5,5 @@ mod faults;
 mod helpers;
 mod identity;
 mod journey;
+mod realtime;
 mod users;

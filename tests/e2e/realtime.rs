@@ -1,0 +1,337 @@
+//! Backend mode end to end: the official SignalR clients connect to the gateway's hub, the
+//! gateway holds one upstream per user to the Rocket.Chat-compatible server, and every event
+//! reaches every connection of the user exactly once.
+
+use std::time::{Duration, Instant};
+
+use imgate_testkit::hub_client::HubClient;
+use rocketchat_sim::{Sim, SimConfig};
+use serde_json::{json, Value};
+
+use crate::helpers::{TestGateway, API_KEY};
+
+const SECRET: &str = "a-host-secret-of-at-least-32-bytes!";
+
+struct Setup {
+    sim: Sim,
+    gw: TestGateway,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let sim = Sim::start(SimConfig::default()).await.unwrap();
+        let url = sim.http_url();
+        let gw = TestGateway::start(&[
+            ("provider.url", url.as_str()),
+            ("provider.admin_password", "admin"),
+            ("provider.default_password", "user-password"),
+            ("auth.jwt_secret", SECRET),
+            ("auth.api_key", API_KEY),
+            ("realtime.grace_s", "1"),
+        ])
+        .await;
+        for user in ["alice", "bob", "carol"] {
+            let (status, body) = gw
+                .send(
+                    gw.put(&format!("/api/v1/users/{user}"))
+                        .header("X-Api-Key", API_KEY)
+                        .json(&json!({"username": user, "name": user})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+        Self { sim, gw }
+    }
+
+    fn token(&self, user: &str) -> String {
+        imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))
+    }
+
+    fn hub(&self) -> String {
+        format!("{}/hub", self.gw.base)
+    }
+
+    async fn node(&self, user: &str, transport: &str) -> HubClient {
+        let mut client = HubClient::spawn_node(&self.hub(), &self.token(user), transport);
+        client.connected().await;
+        client
+    }
+
+    async fn python(&self, user: &str) -> HubClient {
+        let mut client = HubClient::spawn_python(&self.hub(), &self.token(user), "signalrcore");
+        client.connected().await;
+        client
+    }
+
+    async fn post(&self, user: &str, path: &str, body: Value) -> Value {
+        let (status, answer) = self
+            .gw
+            .send(self.gw.post(path).bearer_auth(self.token(user)).json(&body))
+            .await;
+        assert!(
+            status == 200 || status == 201 || status == 204,
+            "{path}: {status} {answer}"
+        );
+        answer
+    }
+
+    async fn say(&self, user: &str, room: &str, text: &str) -> Value {
+        self.post(
+            user,
+            &format!("/api/v1/rooms/{room}/messages"),
+            json!({"text": text}),
+        )
+        .await
+    }
+
+    /// Sends probes until every client has seen one: the upstream is then live.
+    async fn until_live(&self, sender: &str, room: &str, clients: &mut [&mut HubClient]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in 0.. {
+            assert!(Instant::now() < deadline, "the upstream never went live");
+            self.say(sender, room, &format!("probe {n}")).await;
+            let mut all = true;
+            for client in clients.iter_mut() {
+                let seen = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    client.wait_for("a probe", is_probe),
+                )
+                .await;
+                all &= seen.is_ok();
+            }
+            if all {
+                return;
+            }
+        }
+    }
+}
+
+fn is_probe(v: &Value) -> bool {
+    v["event"] == "recv"
+        && v["arg"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("probe"))
+}
+
+/// The texts of user (not system) messages a client received, probes left out.
+fn texts(client: &HubClient, target: &str) -> Vec<String> {
+    client
+        .received()
+        .into_iter()
+        .filter(|v| v["target"] == target && v["arg"]["system"].is_null())
+        .filter_map(|v| v["arg"]["text"].as_str().map(str::to_owned))
+        .filter(|t| !t.starts_with("probe"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_connection_of_a_user_gets_each_event_exactly_once() {
+    let s = Setup::start().await;
+    let dm = s
+        .post("bob", "/api/v1/rooms/direct", json!({"members": ["alice"]}))
+        .await;
+    let dm = dm["id"].as_str().unwrap().to_owned();
+    let mut a1 = s.node("alice", "websockets").await;
+    let mut a2 = s.node("alice", "sse").await;
+    let mut a3 = s.python("alice").await;
+    let mut carol = s.node("carol", "websockets").await;
+    s.until_live("bob", &dm, &mut [&mut a1, &mut a2, &mut a3])
+        .await;
+
+    let hello = s.say("bob", &dm, "hello alice").await;
+    let id = hello["id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        s.gw.send(
+            s.gw.http
+                .patch(format!("{}/api/v1/rooms/{dm}/messages/{id}", s.gw.base))
+                .bearer_auth(s.token("bob"))
+                .json(&json!({"text": "hello, alice"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        s.gw.send(
+            s.gw.delete(&format!("/api/v1/rooms/{dm}/messages/{id}"))
+                .bearer_auth(s.token("bob")),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let group = s
+        .post(
+            "bob",
+            "/api/v1/rooms",
+            json!({"kind": "group", "name": "crew", "members": ["alice"]}),
+        )
+        .await;
+    let group = group["id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        s.gw.send(
+            s.gw.delete(&format!("/api/v1/rooms/{group}/members/alice"))
+                .bearer_auth(s.token("bob")),
+        )
+        .await;
+    assert_eq!(status, 204);
+    s.say("bob", &dm, "last").await;
+
+    for client in [&mut a1, &mut a2, &mut a3] {
+        client
+            .wait_for("the last message", |v| v["arg"]["text"] == "last")
+            .await;
+        let name = client.name.clone();
+        assert_eq!(
+            texts(client, "getRoomMessageNotification"),
+            ["hello alice", "hello, alice", "last"],
+            "{name}"
+        );
+        let deleted: Vec<&Value> = client
+            .received()
+            .into_iter()
+            .filter(|v| v["target"] == "messageDeleted")
+            .collect();
+        assert_eq!(deleted.len(), 1, "{name}");
+        assert_eq!(
+            deleted[0]["arg"],
+            json!({"roomId": dm, "messageId": id}),
+            "{name}"
+        );
+        let changes: Vec<(String, String)> = client
+            .received()
+            .into_iter()
+            .filter(|v| {
+                v["target"] == "getRoomSubscriptionChangedNotification"
+                    && v["arg"]["room"]["id"] == json!(group)
+            })
+            .map(|v| {
+                (
+                    v["arg"]["method"].as_str().unwrap().to_owned(),
+                    v["arg"]["room"]["kind"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes.first(),
+            Some(&("inserted".to_owned(), "group".to_owned())),
+            "{name}: {changes:?}"
+        );
+        assert_eq!(
+            changes.last().map(|c| c.0.as_str()),
+            Some("removed"),
+            "{name}: {changes:?}"
+        );
+        assert!(
+            client.received().iter().any(|v| v["target"]
+                == "getRoomSubscriptionChangedNotification"
+                && v["arg"]["room"]["id"] == json!(dm)
+                && v["arg"]["method"] == "updated"
+                && v["arg"]["room"]["unread"].as_u64() > Some(0)),
+            "{name}: unread changes arrive"
+        );
+    }
+    // Carol is in none of these rooms.
+    let (status, _) =
+        s.gw.send(s.gw.get("/api/v1/rooms").bearer_auth(s.token("carol")))
+            .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    carol.command(json!({"cmd": "stop"})).await;
+    carol.wait_event("stopped").await;
+    assert!(
+        carol.received().is_empty(),
+        "carol saw {:?}",
+        carol.received()
+    );
+    assert_eq!(
+        s.sim.open_ddp_connections("alice"),
+        1,
+        "one upstream for alice's three connections"
+    );
+}
+
+#[tokio::test]
+async fn send_message_over_the_hub_reaches_the_other_members() {
+    let s = Setup::start().await;
+    let dm = s
+        .post("alice", "/api/v1/rooms/direct", json!({"members": ["bob"]}))
+        .await;
+    let dm = dm["id"].as_str().unwrap().to_owned();
+    let mut alice = s.node("alice", "websockets").await;
+    let mut bob = s.node("bob", "longpolling").await;
+    s.until_live("alice", &dm, &mut [&mut bob]).await;
+    let result = alice
+        .invoke("send", "SendMessage", json!([dm, "over the hub"]))
+        .await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["value"]["text"], "over the hub");
+    assert_eq!(result["value"]["sender"]["id"], "alice");
+    bob.wait_for("alice's hub message", |v| {
+        v["arg"]["text"] == "over the hub"
+    })
+    .await;
+    let bad = alice.invoke("bad", "SendMessage", json!([dm, ""])).await;
+    assert_eq!(
+        (
+            bad["ok"].clone(),
+            bad["error"].as_str().map(|e| e.contains("text"))
+        ),
+        (json!(false), Some(true)),
+        "{bad}"
+    );
+    let read = bob.invoke("read", "MarkRead", json!([dm])).await;
+    assert_eq!(read["ok"], true, "{read}");
+    let (_, unread) =
+        s.gw.send(s.gw.get("/api/v1/unread").bearer_auth(s.token("bob")))
+            .await;
+    assert!(unread["rooms"].get(&dm).is_none(), "{unread}");
+}
+
+#[tokio::test]
+async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it() {
+    let s = Setup::start().await;
+    let dm = s
+        .post("bob", "/api/v1/rooms/direct", json!({"members": ["alice"]}))
+        .await;
+    let dm = dm["id"].as_str().unwrap().to_owned();
+    let mut alice = s.node("alice", "websockets").await;
+    s.until_live("bob", &dm, &mut [&mut alice]).await;
+
+    let sender = {
+        let (gw_base, token, dm) = (s.gw.base.clone(), s.token("bob"), dm.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0..30 {
+                let response = http
+                    .post(format!("{gw_base}/api/v1/rooms/{dm}/messages"))
+                    .bearer_auth(&token)
+                    .json(&json!({"text": format!("m{n:02}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(s.sim.drop_ddp("alice").unwrap(), 1);
+    sender.await.unwrap();
+    alice
+        .wait_for("the last message", |v| v["arg"]["text"] == "m29")
+        .await;
+    let expected: Vec<String> = (0..30).map(|n| format!("m{n:02}")).collect();
+    assert_eq!(
+        texts(&alice, "getRoomMessageNotification"),
+        expected,
+        "every message once, in order"
+    );
+
+    alice.command(json!({"cmd": "stop"})).await;
+    alice.wait_event("stopped").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.sim.open_ddp_connections("alice") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream must close after the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
