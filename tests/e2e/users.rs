@@ -96,3 +96,36 @@ async fn end_users_cannot_mirror_users_and_bad_bodies_lose_nothing() {
     assert_eq!(status, 404);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_password_the_host_sets_is_the_one_the_provider_gets_and_the_gateway_uses() {
+    let gw = TestGateway::start(&[]).await;
+    let body = json!({"username": "frank", "name": "Frank", "password": "franks-own-password"});
+    let (status, _) = gw
+        .send(
+            gw.put("/api/v1/users/frank")
+                .header("X-Api-Key", API_KEY)
+                .json(&body),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = gw
+        .send(gw.get("/api/v1/rooms").bearer_auth(gw.token("frank")))
+        .await;
+    assert_eq!(
+        status, 200,
+        "the gateway logs frank in with his own password: {body}"
+    );
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/login", gw.gateway.provider_url))
+        .json(&json!({"user": "frank", "password": "franks-own-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        login.status(),
+        200,
+        "the provider account has the host's password"
+    );
+    gw.stop().await;
+}

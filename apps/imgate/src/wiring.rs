@@ -229,6 +229,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         })
         .context("provider.url")?,
     );
+    // The server version picks the upload endpoints; a provider that is down now is read later.
+    match rocketchat.server_version().await {
+        Ok(version) => tracing::info!(
+            major = version.major,
+            minor = version.minor,
+            "provider version"
+        ),
+        Err(error) => tracing::warn!(error = %error, "cannot read the provider version yet"),
+    }
     let provider: Arc<dyn ImProvider> = rocketchat.clone();
     let cache: Arc<dyn TokenCache> = Arc::new(MemoryTokenCache::default());
     let sessions = Arc::new(SessionService::new(

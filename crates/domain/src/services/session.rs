@@ -8,26 +8,65 @@ use crate::ids::{Password, UserId};
 use crate::model::ProviderSession;
 use crate::ports::{CacheError, ImProvider, LoginError, ProviderError, SessionSource, TokenCache};
 
-/// Which password the gateway uses to log a mirrored user in to the provider.
-#[derive(Debug, Clone)]
+/// Which password the gateway uses to log a mirrored user in to the provider: the one the host
+/// set for that user, or the configured default.
+///
+/// Passwords the host sets are remembered in this process only, so after a restart (or on
+/// another node) the host must upsert such users again; users on the default password need
+/// nothing.
+#[derive(Debug)]
 pub struct PasswordPolicy {
     default_password: Password,
+    chosen: std::sync::RwLock<std::collections::HashMap<UserId, Password>>,
 }
 
 impl PasswordPolicy {
     /// Every mirrored user gets `default_password` unless the host set one of their own.
     pub fn new(default_password: Password) -> Self {
-        Self { default_password }
+        Self {
+            default_password,
+            chosen: std::sync::RwLock::default(),
+        }
     }
 
     /// The password to log `user` in with.
-    pub fn password_for(&self, _user: &UserId) -> Password {
-        self.default_password.clone()
+    pub fn password_for(&self, user: &UserId) -> Password {
+        let chosen = self
+            .chosen
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        chosen
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| self.default_password.clone())
     }
 
-    /// The password to create `user` with, given what the host sent.
-    pub fn password_on_create(&self, user: &UserId, requested: Option<Password>) -> Password {
-        requested.unwrap_or_else(|| self.password_for(user))
+    /// The password to give a user in the provider, given what the host sent.
+    pub fn password_to_set(&self, requested: Option<&Password>) -> Password {
+        requested
+            .cloned()
+            .unwrap_or_else(|| self.default_password.clone())
+    }
+
+    /// Remembers what the host sent once the provider has it: a password of the user's own,
+    /// or none (back to the default).
+    pub fn remember(&self, user: &UserId, requested: Option<Password>) {
+        let mut chosen = self
+            .chosen
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match requested {
+            Some(password) => chosen.insert(user.clone(), password),
+            None => chosen.remove(user),
+        };
+    }
+
+    /// Forgets a deleted user's password.
+    pub fn forget(&self, user: &UserId) {
+        self.chosen
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(user);
     }
 }
 

@@ -63,15 +63,17 @@ impl UserService {
         profile: &UserProfile,
         password: Option<Password>,
     ) -> Result<(User, Upserted), UserError> {
-        let password = self.sessions.passwords().password_on_create(user, password);
+        let passwords = self.sessions.passwords();
+        let to_set = passwords.password_to_set(password.as_ref());
         let result = self
             .admin
             .run(|admin| {
                 let provider = self.provider.clone();
-                let password = password.clone();
-                async move { provider.upsert_user(&admin, user, profile, &password).await }
+                let to_set = to_set.clone();
+                async move { provider.upsert_user(&admin, user, profile, &to_set).await }
             })
             .await?;
+        passwords.remember(user, password);
         // A changed password makes the cached session's origin stale; the next call logs in anew.
         self.sessions.forget(user).await?;
         Ok(result)
@@ -98,6 +100,7 @@ impl UserService {
             })
             .await?;
         self.upstreams.close(user);
+        self.sessions.passwords().forget(user);
         self.sessions.forget(user).await?;
         Ok(())
     }
