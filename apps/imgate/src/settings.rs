@@ -142,6 +142,10 @@ pub struct RealtimeSettings {
     pub mode: String,
     /// How long a user's upstream connection stays open after their last hub connection left.
     pub grace_s: u64,
+    /// Ping the provider's realtime server after this many seconds without a frame.
+    pub upstream_ping_s: u64,
+    /// Reconnect when the provider's realtime server said nothing for this many seconds.
+    pub upstream_timeout_s: u64,
 }
 
 /// `[log]`
@@ -341,6 +345,15 @@ impl Settings {
         }
         if self.push.connection_buffer == 0 {
             problems.push(problem("push.connection_buffer", "must be at least 1"));
+        }
+        if self.realtime.upstream_ping_s == 0 {
+            problems.push(problem("realtime.upstream_ping_s", "must be at least 1"));
+        }
+        if self.realtime.upstream_timeout_s <= self.realtime.upstream_ping_s {
+            problems.push(problem(
+                "realtime.upstream_timeout_s",
+                "must be longer than realtime.upstream_ping_s",
+            ));
         }
         if !matches!(self.realtime.mode.as_str(), "backend" | "frontend" | "both") {
             problems.push(problem(

@@ -18,7 +18,7 @@ use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
-use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
+use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
 use imgate_signalr::{DomainBackend, Hub};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rocketchat_sim::{Sim, SimConfig};
@@ -224,6 +224,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             realtime_url: settings.provider.realtime_url.clone(),
             timeout: Duration::from_millis(settings.provider.timeout_ms),
             rate_limit_wait: Duration::from_millis(settings.provider.rate_limit_wait_ms),
+            upstream: UpstreamTiming {
+                ping_after: Duration::from_secs(settings.realtime.upstream_ping_s),
+                dead_after: Duration::from_secs(settings.realtime.upstream_timeout_s),
+                ..UpstreamTiming::default()
+            },
             email_domain: settings.provider.email_domain.clone(),
             ..RocketChatConfig::new(parts.url.clone())
         })

@@ -207,3 +207,14 @@ async fn events_reach_every_connection_and_a_reconnect_loses_and_doubles_nothing
         UserEvent::Typing { .. }
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_upstream_is_renewed_when_the_cached_session_expires() {
+    let (provider, upstreams, _) = setup();
+    upstreams.connected(&user("alice"));
+    until("the upstream", || provider.upstreams().len() == 1).await;
+    // The sessions in `setup` live an hour.
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    until("a renewed upstream", || provider.upstreams().len() == 2).await;
+    assert_eq!(provider.open_upstreams(), 1, "the old upstream was closed");
+}

@@ -188,25 +188,44 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) {
-        let source = Arc::new(UserSessions::new(self.user.clone(), self.sessions.clone()));
-        let mut stream = match self.provider.connect_realtime(&self.user, source).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!(user = %self.user, error = %error, "cannot open the upstream");
-                return;
+        let source: Arc<dyn crate::ports::SessionSource> =
+            Arc::new(UserSessions::new(self.user.clone(), self.sessions.clone()));
+        loop {
+            let mut stream = match self
+                .provider
+                .connect_realtime(&self.user, source.clone())
+                .await
+            {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(user = %self.user, error = %error, "cannot open the upstream");
+                    return;
+                }
+            };
+            // The upstream lives as long as the cached session: when that expires it is closed
+            // and opened again with a fresh login, the gap in between filled like any reconnect.
+            let expires = tokio::time::sleep(self.sessions.ttl());
+            tokio::pin!(expires);
+            loop {
+                let signal = tokio::select! {
+                    signal = stream.next() => signal,
+                    _ = &mut expires => break,
+                };
+                match signal {
+                    Some(RealtimeSignal::Connected) => match self.last_event {
+                        // The first connection: what came before is history the client reads itself.
+                        None => self.last_event = Some(Utc::now()),
+                        Some(since) => self.fill_gap(since).await,
+                    },
+                    Some(RealtimeSignal::Event(event)) => self.deliver(event).await,
+                    None => {
+                        tracing::info!(user = %self.user, "upstream ended");
+                        return;
+                    }
+                }
             }
-        };
-        while let Some(signal) = stream.next().await {
-            match signal {
-                RealtimeSignal::Connected => match self.last_event {
-                    // The first connection: what came before is history the client reads itself.
-                    None => self.last_event = Some(Utc::now()),
-                    Some(since) => self.fill_gap(since).await,
-                },
-                RealtimeSignal::Event(event) => self.deliver(event).await,
-            }
+            tracing::info!(user = %self.user, "session expired, renewing the upstream");
         }
-        tracing::info!(user = %self.user, "upstream ended");
     }
 
     async fn deliver(&mut self, event: UserEvent) {
