@@ -5,23 +5,13 @@ use std::time::{Duration, Instant};
 use rocketchat_sim::{RateLimit, RestFault, RestFaultKind, Sim, SimConfig};
 use serde_json::json;
 
-use crate::helpers::{TestGateway, API_KEY};
-
-const SECRET: &str = "a-host-secret-of-at-least-32-bytes!";
+use crate::helpers::{TestGateway, API_KEY, SECRET};
 
 /// A gateway in front of a test server the test controls, with alice mirrored.
 async fn gateway(sim: &Sim, extra: &[(&str, &str)]) -> TestGateway {
-    let url = sim.http_url();
-    let mut overrides = vec![
-        ("provider.url", url.as_str()),
-        ("provider.admin_password", "admin"),
-        ("provider.default_password", "user-password"),
-        ("provider.timeout_ms", "800"),
-        ("auth.jwt_secret", SECRET),
-        ("auth.api_key", API_KEY),
-    ];
+    let mut overrides = vec![("provider.timeout_ms", "800")];
     overrides.extend_from_slice(extra);
-    let gw = TestGateway::start(&overrides).await;
+    let gw = TestGateway::against(sim, &overrides).await;
     let (status, body) = gw
         .send(
             gw.put("/api/v1/users/alice")
@@ -184,14 +174,7 @@ async fn revoked_user_and_admin_sessions_are_renewed_transparently() {
 async fn a_gateway_started_while_the_provider_is_down_becomes_ready_when_it_returns() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     sim.refuse_connections().await;
-    let url = sim.http_url();
-    let gw = TestGateway::start(&[
-        ("provider.url", url.as_str()),
-        ("provider.admin_password", "admin"),
-        ("provider.default_password", "user-password"),
-        ("auth.jwt_secret", SECRET),
-    ])
-    .await;
+    let gw = TestGateway::against(&sim, &[]).await;
     let (status, ready) = gw.send(gw.get("/readyz")).await;
     assert_eq!(status, 503, "{ready}");
     sim.accept_connections().await.unwrap();

@@ -36,6 +36,26 @@ impl TestGateway {
         }
     }
 
+    /// One in front of the test server `sim`, with the host secret [`SECRET`] and the
+    /// demo API key, and `extra` overrides.
+    pub async fn against(sim: &rocketchat_sim::Sim, extra: &[(&str, &str)]) -> Self {
+        let url = sim.http_url();
+        let mut overrides = vec![
+            ("provider.url", url.as_str()),
+            ("provider.admin_password", "admin"),
+            ("provider.default_password", "user-password"),
+            ("auth.jwt_secret", SECRET),
+            ("auth.api_key", API_KEY),
+        ];
+        overrides.extend_from_slice(extra);
+        Self::start(&overrides).await
+    }
+
+    /// A token for `user` signed with [`SECRET`].
+    pub fn host_token(&self, user: &str) -> String {
+        imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))
+    }
+
     /// A demo token for `user`.
     pub fn token(&self, user: &str) -> String {
         imgate::demo::token("sub", user, Duration::from_secs(600))
@@ -77,3 +97,6 @@ impl TestGateway {
 
 /// The demo API key.
 pub const API_KEY: &str = imgate::demo::DEMO_API_KEY;
+
+/// The host JWT secret of gateways started with [`TestGateway::against`].
+pub const SECRET: &str = "a-host-secret-of-at-least-32-bytes!";

@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{TestGateway, API_KEY};
 
-const SECRET: &str = "a-host-secret-of-at-least-32-bytes!";
-
 struct Setup {
     sim: Sim,
     gw: TestGateway,
@@ -20,16 +18,7 @@ struct Setup {
 impl Setup {
     async fn start() -> Self {
         let sim = Sim::start(SimConfig::default()).await.unwrap();
-        let url = sim.http_url();
-        let gw = TestGateway::start(&[
-            ("provider.url", url.as_str()),
-            ("provider.admin_password", "admin"),
-            ("provider.default_password", "user-password"),
-            ("auth.jwt_secret", SECRET),
-            ("auth.api_key", API_KEY),
-            ("realtime.grace_s", "1"),
-        ])
-        .await;
+        let gw = TestGateway::against(&sim, &[("realtime.grace_s", "1")]).await;
         for user in ["alice", "bob", "carol"] {
             let (status, body) = gw
                 .send(
@@ -44,7 +33,7 @@ impl Setup {
     }
 
     fn token(&self, user: &str) -> String {
-        imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))
+        self.gw.host_token(user)
     }
 
     fn hub(&self) -> String {

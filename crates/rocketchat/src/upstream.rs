@@ -155,16 +155,7 @@ impl Upstream {
             Ok(answers) => answers,
             Err(err) => return Ended::Lost(err.to_string()),
         };
-        let mut state = State {
-            username: text(&me, "username").unwrap_or_default().to_owned(),
-            rooms: HashSet::new(),
-            room_docs: HashMap::new(),
-            next_sub: 0,
-            pending: HashSet::new(),
-            room_subs: HashMap::new(),
-            buffered: Vec::new(),
-            connected: false,
-        };
+        let mut state = State::new(text(&me, "username").unwrap_or_default());
         let uid = session.user_id.to_string();
         let mut frames = vec![
             state.sub(
@@ -270,6 +261,19 @@ struct State {
 }
 
 impl State {
+    fn new(username: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            rooms: HashSet::new(),
+            room_docs: HashMap::new(),
+            next_sub: 0,
+            pending: HashSet::new(),
+            room_subs: HashMap::new(),
+            buffered: Vec::new(),
+            connected: false,
+        }
+    }
+
     fn sub(&mut self, stream: &str, event: String, initial: bool) -> Value {
         self.next_sub += 1;
         let id = format!("s{}", self.next_sub);
@@ -495,16 +499,7 @@ mod tests {
     use super::*;
 
     fn state() -> State {
-        State {
-            username: "alice".into(),
-            rooms: HashSet::new(),
-            room_docs: HashMap::new(),
-            next_sub: 0,
-            pending: HashSet::new(),
-            room_subs: HashMap::new(),
-            buffered: Vec::new(),
-            connected: false,
-        }
+        State::new("alice")
     }
 
     fn changed(collection: &str, event: &str, args: Value) -> Value {
