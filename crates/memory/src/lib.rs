@@ -1,9 +1,11 @@
-//! In-process adapters for a single node: [`MemoryTokenCache`] (moka, per-entry TTL) and
-//! [`MemoryEventPublisher`] (local fan-out). Nothing here survives a restart or reaches another
+//! In-process adapters for a single node: [`MemoryTokenCache`] (moka, per-entry TTL),
+//! [`MemoryEventPublisher`] (local fan-out) and [`MemoryLease`]. Nothing here survives a restart or reaches another
 //! node; `imgate-redis` is the shared counterpart.
 
 mod event_publisher;
+mod lease;
 mod token_cache;
 
 pub use event_publisher::MemoryEventPublisher;
+pub use lease::MemoryLease;
 pub use token_cache::MemoryTokenCache;

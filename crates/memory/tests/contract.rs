@@ -17,3 +17,8 @@ async fn memory_event_publisher_meets_the_event_publisher_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn memory_lease_meets_the_lease_contract() {
+    imgate_testkit::lease::run_all(|| async { imgate_memory::MemoryLease::default() }).await;
+}

@@ -6,6 +6,7 @@
 
 pub mod event_publisher;
 pub mod hub_client;
+pub mod lease;
 pub mod scripted_provider;
 pub mod token_cache;
 

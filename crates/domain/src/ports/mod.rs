@@ -4,11 +4,13 @@
 
 pub mod event_publisher;
 pub mod health;
+pub mod lease;
 pub mod provider;
 pub mod token_cache;
 
 pub use event_publisher::{EventPublisher, EventSubscription, PublishError};
 pub use health::HealthCheck;
+pub use lease::{Lease, LeaseError, LeaseToken};
 pub use provider::{
     ImProvider, ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
     ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
