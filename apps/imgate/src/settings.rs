@@ -146,6 +146,9 @@ pub struct RealtimeSettings {
     pub upstream_ping_s: u64,
     /// Reconnect when the provider's realtime server said nothing for this many seconds.
     pub upstream_timeout_s: u64,
+    /// How long a node's claim on a user's upstream lives without renewal: after a node dies,
+    /// another takes its users over within this time.
+    pub lease_ttl_s: u64,
 }
 
 /// `[log]`
@@ -354,6 +357,9 @@ impl Settings {
                 "realtime.upstream_timeout_s",
                 "must be longer than realtime.upstream_ping_s",
             ));
+        }
+        if self.realtime.lease_ttl_s < 3 {
+            problems.push(problem("realtime.lease_ttl_s", "must be at least 3"));
         }
         if !matches!(self.realtime.mode.as_str(), "backend" | "frontend" | "both") {
             problems.push(problem(

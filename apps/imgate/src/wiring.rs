@@ -11,13 +11,14 @@ use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{HealthCheck, ImProvider, TokenCache};
 use imgate_domain::services::{
-    AdminAgent, ChatService, PasswordPolicy, SessionService, UpstreamService, UserService,
+    AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
+    UserService,
 };
 use imgate_domain::{Password, UserId};
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
-use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
+use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryTokenCache};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
 use imgate_signalr::{DomainBackend, Hub};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -57,7 +58,7 @@ impl Gateway {
         }
         stopping.await;
         let _ = self.serving.await;
-        self.upstreams.shutdown();
+        self.upstreams.shutdown(UPSTREAM_SHUTDOWN).await;
         self.admin_retry.abort();
         self.admin.shutdown().await;
         if let Some(sim) = self.embedded {
@@ -76,6 +77,15 @@ impl Gateway {
 
 /// How long shutdown waits for hub clients to take their close message.
 const HUB_SHUTDOWN: Duration = Duration::from_secs(10);
+/// How long shutdown waits for upstreams to close and their leases to be released.
+const UPSTREAM_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// This process's id among the nodes sharing leases: host name (when set) and a random part.
+fn node_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "imgate".into());
+    format!("{host}-{}", Alphanumeric.sample_string(&mut rand::rng(), 8))
+}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -257,10 +267,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         parts.admin_password,
     ));
     let publisher = Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer));
+    let ownership = Ownership {
+        lease: Arc::new(MemoryLease::default()),
+        node: node_id(),
+        ttl: Duration::from_secs(settings.realtime.lease_ttl_s),
+    };
     let upstreams = UpstreamService::new(
         provider.clone(),
         sessions.clone(),
         publisher.clone(),
+        ownership,
         Duration::from_secs(settings.realtime.grace_s),
     );
     let users = Arc::new(UserService::new(

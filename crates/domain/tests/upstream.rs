@@ -8,9 +8,9 @@ use chrono::{TimeZone, Utc};
 use imgate_domain::event::SubscriptionChange;
 use imgate_domain::model::{Message, Room, RoomKind, Sender};
 use imgate_domain::ports::{EventPublisher, ImProvider, RealtimeSignal};
-use imgate_domain::services::{PasswordPolicy, SessionService, UpstreamService};
+use imgate_domain::services::{Ownership, PasswordPolicy, SessionService, UpstreamService};
 use imgate_domain::{MessageId, Password, RoomId, UserEvent};
-use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
+use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryTokenCache};
 use imgate_testkit::scripted_provider::ScriptedProvider;
 use imgate_testkit::{user, within};
 
@@ -29,7 +29,18 @@ fn setup() -> (
         Duration::from_secs(3600),
     ));
     let publisher = Arc::new(MemoryEventPublisher::new(64));
-    let upstreams = UpstreamService::new(provider.clone(), sessions, publisher.clone(), GRACE);
+    let ownership = Ownership {
+        lease: Arc::new(MemoryLease::default()),
+        node: "node-a".into(),
+        ttl: Duration::from_secs(15),
+    };
+    let upstreams = UpstreamService::new(
+        provider.clone(),
+        sessions,
+        publisher.clone(),
+        ownership,
+        GRACE,
+    );
     (provider, upstreams, publisher)
 }
 
@@ -217,4 +228,50 @@ async fn the_upstream_is_renewed_when_the_cached_session_expires() {
     tokio::time::sleep(Duration::from_secs(3601)).await;
     until("a renewed upstream", || provider.upstreams().len() == 2).await;
     assert_eq!(provider.open_upstreams(), 1, "the old upstream was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn across_nodes_one_upstream_per_user_and_a_standby_takes_over() {
+    let provider = ScriptedProvider::with_password("pw");
+    let lease: Arc<MemoryLease> = Arc::new(MemoryLease::default());
+    let publisher = Arc::new(MemoryEventPublisher::new(64));
+    let node = |name: &str| {
+        let sessions = Arc::new(SessionService::new(
+            provider.clone() as Arc<dyn ImProvider>,
+            Arc::new(MemoryTokenCache::default()),
+            PasswordPolicy::new(Password::new("pw")),
+            Duration::from_secs(3600),
+        ));
+        let ownership = Ownership {
+            lease: lease.clone(),
+            node: name.into(),
+            ttl: Duration::from_secs(15),
+        };
+        UpstreamService::new(
+            provider.clone(),
+            sessions,
+            publisher.clone(),
+            ownership,
+            GRACE,
+        )
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    a.connected(&user("alice"));
+    until("the first upstream", || provider.upstreams().len() == 1).await;
+    b.connected(&user("alice"));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        provider.upstreams().len(),
+        1,
+        "node b stands by while node a holds the lease"
+    );
+
+    // Node a closes alice's upstream (she was logged out there, say); node b takes over.
+    a.close(&user("alice"));
+    // Node b retries every half lease.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    until("node b's upstream", || provider.upstreams().len() == 2).await;
+    assert_eq!(provider.open_upstreams(), 1, "never two at once");
+    b.shutdown(Duration::from_secs(1)).await;
+    until("all closed", || provider.open_upstreams() == 0).await;
 }

@@ -73,10 +73,16 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
         Password::new("pw"),
     ));
     let publisher = Arc::new(imgate_memory::MemoryEventPublisher::new(16));
+    let ownership = imgate_domain::services::Ownership {
+        lease: Arc::new(imgate_memory::MemoryLease::default()),
+        node: "test".into(),
+        ttl: Duration::from_secs(15),
+    };
     let upstreams = UpstreamService::new(
         provider.clone(),
         sessions.clone(),
         publisher,
+        ownership,
         Duration::from_secs(1),
     );
     ApiState {

@@ -9,5 +9,5 @@ mod users;
 pub use admin::{AdminAgent, AdminError};
 pub use chat::ChatService;
 pub use session::{PasswordPolicy, SessionError, SessionService, UserSessions};
-pub use upstream::UpstreamService;
+pub use upstream::{Ownership, UpstreamService};
 pub use users::{UserError, UserService};

@@ -1,6 +1,8 @@
 //! Upstream lifecycle: one provider realtime connection per online user. The first live
 //! connection of a user opens it, the last one leaving starts a grace period after which it
-//! closes; deleting or logging out the user closes it at once. Events go to the publisher, and
+//! closes; deleting or logging out the user closes it at once. Across nodes, a lease decides
+//! which node holds it; the others stand by and take over when the holder dies. Events go to
+//! the publisher, and
 //! after a reconnect what arrived meanwhile is fetched from history and delivered first, each
 //! message once.
 
@@ -11,11 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::event::{SubscriptionChange, UserEvent};
 use crate::ids::{MessageId, UserId};
 use crate::model::{HistoryQuery, Message};
-use crate::ports::{EventPublisher, ImProvider, RealtimeSignal};
+use crate::ports::{EventPublisher, ImProvider, Lease, LeaseToken, RealtimeSignal};
 use crate::services::{SessionService, UserSessions};
 
 /// How far before the last event seen the gap fill starts, for clock differences between the
@@ -28,8 +31,21 @@ const GAP_PAGE: u16 = 100;
 
 struct Online {
     connections: usize,
-    upstream: JoinHandle<()>,
+    // Cancelling ends the user's task, which closes the upstream and releases the lease.
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
     closing: Option<JoinHandle<()>>,
+}
+
+/// How a node takes part in "one upstream per user across all nodes".
+#[derive(Clone)]
+pub struct Ownership {
+    /// Where leases live (in-process for one node, Redis for many).
+    pub lease: Arc<dyn Lease>,
+    /// This node's id, unique among the nodes sharing `lease`.
+    pub node: String,
+    /// How long a lease lives without renewal; a crashed node's users move on after this.
+    pub ttl: Duration,
 }
 
 /// Opens and closes users' upstream connections as their live connections come and go.
@@ -37,22 +53,26 @@ pub struct UpstreamService {
     provider: Arc<dyn ImProvider>,
     sessions: Arc<SessionService>,
     publisher: Arc<dyn EventPublisher>,
+    ownership: Ownership,
     grace: Duration,
     online: Mutex<HashMap<UserId, Online>>,
 }
 
 impl UpstreamService {
-    /// A service closing idle upstreams `grace` after their last connection left.
+    /// A service closing idle upstreams `grace` after their last connection left, and holding
+    /// a user's upstream only while this node owns the user's lease.
     pub fn new(
         provider: Arc<dyn ImProvider>,
         sessions: Arc<SessionService>,
         publisher: Arc<dyn EventPublisher>,
+        ownership: Ownership,
         grace: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
             sessions,
             publisher,
+            ownership,
             grace,
             online: Mutex::new(HashMap::new()),
         })
@@ -63,21 +83,26 @@ impl UpstreamService {
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One more live connection of `user`; the first opens the upstream.
+    /// One more live connection of `user`; the first starts competing for the user's upstream.
     pub fn connected(self: &Arc<Self>, user: &UserId) {
         let mut online = self.lock();
-        let entry = online.entry(user.clone()).or_insert_with(|| Online {
-            connections: 0,
-            upstream: self.spawn_upstream(user),
-            closing: None,
+        let entry = online.entry(user.clone()).or_insert_with(|| {
+            let cancel = CancellationToken::new();
+            Online {
+                connections: 0,
+                task: self.spawn_owner(user, cancel.clone()),
+                cancel,
+                closing: None,
+            }
         });
         entry.connections += 1;
         if let Some(closing) = entry.closing.take() {
             closing.abort();
         }
-        // An upstream that ended (the user could not log in) gets another chance.
-        if entry.upstream.is_finished() {
-            entry.upstream = self.spawn_upstream(user);
+        // A task that ended (the user could not log in) gets another chance.
+        if entry.task.is_finished() {
+            entry.cancel = CancellationToken::new();
+            entry.task = self.spawn_owner(user, entry.cancel.clone());
         }
         metrics::gauge!("imgate_upstream_users").set(online.len() as f64);
     }
@@ -104,7 +129,7 @@ impl UpstreamService {
         let mut online = self.lock();
         if online.get(user).is_some_and(|e| e.connections == 0) {
             if let Some(entry) = online.remove(user) {
-                entry.upstream.abort();
+                entry.cancel.cancel();
                 tracing::info!(user = %user, "upstream closed after the grace period");
             }
         }
@@ -115,7 +140,7 @@ impl UpstreamService {
     pub fn close(&self, user: &UserId) {
         let mut online = self.lock();
         if let Some(entry) = online.remove(user) {
-            entry.upstream.abort();
+            entry.cancel.cancel();
             if let Some(closing) = entry.closing {
                 closing.abort();
             }
@@ -123,32 +148,127 @@ impl UpstreamService {
         metrics::gauge!("imgate_upstream_users").set(online.len() as f64);
     }
 
-    /// How many users have an upstream open.
+    /// How many users have live connections on this node.
     pub fn online_users(&self) -> usize {
         self.lock().len()
     }
 
-    /// Closes every upstream, for shutdown.
-    pub fn shutdown(&self) {
-        let mut online = self.lock();
-        for (_, entry) in online.drain() {
-            entry.upstream.abort();
-            if let Some(closing) = entry.closing {
-                closing.abort();
+    /// Closes every upstream and releases every lease, waiting at most `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut online = self.lock();
+            online
+                .drain()
+                .map(|(_, entry)| {
+                    entry.cancel.cancel();
+                    if let Some(closing) = entry.closing {
+                        closing.abort();
+                    }
+                    entry.task
+                })
+                .collect()
+        };
+        let _ = tokio::time::timeout(deadline, futures::future::join_all(tasks)).await;
+    }
+
+    fn spawn_owner(&self, user: &UserId, cancel: CancellationToken) -> JoinHandle<()> {
+        let owner = Owner {
+            ownership: self.ownership.clone(),
+            user: user.clone(),
+            pump: Pump {
+                provider: self.provider.clone(),
+                sessions: self.sessions.clone(),
+                publisher: self.publisher.clone(),
+                user: user.clone(),
+                seen: Seen::default(),
+                last_event: None,
+            },
+        };
+        tokio::spawn(owner.run(cancel))
+    }
+}
+
+/// Competes for a user's lease and holds the upstream while it owns it.
+struct Owner {
+    ownership: Ownership,
+    user: UserId,
+    pump: Pump,
+}
+
+/// Why holding the upstream stopped.
+enum Held {
+    /// The node no longer wants it (no connections, shutdown, user deleted).
+    Cancelled,
+    /// Another node has the lease now, or the lease store failed.
+    Lost,
+    /// The upstream ended by itself: the user cannot be logged in.
+    Ended,
+}
+
+impl Owner {
+    async fn run(mut self, cancel: CancellationToken) {
+        let Ownership { lease, node, ttl } = self.ownership.clone();
+        loop {
+            let acquired = tokio::select! {
+                _ = cancel.cancelled() => return,
+                acquired = lease.acquire(&self.user, &node, ttl) => acquired,
+            };
+            match acquired {
+                Ok(Some(token)) => {
+                    tracing::debug!(user = %self.user, fence = token.fence, "holding the upstream");
+                    let held = self.hold(&*lease, &token, ttl, &cancel).await;
+                    if !matches!(held, Held::Lost) {
+                        if let Err(error) = lease.release(&self.user, &token).await {
+                            tracing::warn!(user = %self.user, error = %error, "could not release the lease");
+                        }
+                    }
+                    match held {
+                        Held::Cancelled | Held::Ended => return,
+                        Held::Lost => {
+                            tracing::info!(user = %self.user, "upstream lease lost, standing by")
+                        }
+                    }
+                }
+                // Another node holds it; its events reach this node's connections through the
+                // publisher. Try again in case that node dies.
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(user = %self.user, error = %error, "lease store failed")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(ttl / 2) => {}
             }
         }
     }
 
-    fn spawn_upstream(&self, user: &UserId) -> JoinHandle<()> {
-        let pump = Pump {
-            provider: self.provider.clone(),
-            sessions: self.sessions.clone(),
-            publisher: self.publisher.clone(),
-            user: user.clone(),
-            seen: Seen::default(),
-            last_event: None,
+    /// Runs the upstream while renewing the lease; stops at once when the lease is lost.
+    async fn hold(
+        &mut self,
+        lease: &dyn Lease,
+        token: &LeaseToken,
+        ttl: Duration,
+        cancel: &CancellationToken,
+    ) -> Held {
+        let renew = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match lease.renew(&self.user, token, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::warn!(user = %self.user, error = %error, "cannot renew the lease");
+                        return;
+                    }
+                }
+            }
         };
-        tokio::spawn(pump.run())
+        tokio::select! {
+            _ = cancel.cancelled() => Held::Cancelled,
+            _ = renew => Held::Lost,
+            _ = self.pump.run() => Held::Ended,
+        }
     }
 }
 
@@ -187,7 +307,7 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let source: Arc<dyn crate::ports::SessionSource> =
             Arc::new(UserSessions::new(self.user.clone(), self.sessions.clone()));
         loop {
