@@ -47,6 +47,7 @@ impl Fixture {
                 tag,
             };
         }
+        eprintln!("ROCKETCHAT_URL is not set: the real-server run is skipped; using the project's Rocket.Chat-compatible server");
         let sim = Sim::start(SimConfig {
             version,
             ..SimConfig::default()
