@@ -1,0 +1,94 @@
+//! Key and channel names, all in one place so `docs/redis.md` can list them.
+//!
+//! Every name is `{prefix}:{<user>}:<what>`. The braces are a Redis Cluster hash tag: all of a
+//! user's keys land in one slot, so the Lua scripts that touch two of them stay legal there.
+//! Whatever the prefix or user id contain, the first `{…}` of a name lies within the common
+//! start `{prefix}:{<user>}`, so a user's keys always share a slot.
+
+use imgate_domain::UserId;
+
+/// Builds this deployment's names.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn user_key(&self, user: &UserId, what: &str) -> String {
+        format!("{}:{{{}}}:{}", self.prefix, user.as_str(), what)
+    }
+
+    /// The cached provider session (JSON).
+    pub(crate) fn session(&self, user: &UserId) -> String {
+        self.user_key(user, "session")
+    }
+
+    /// The single-flight login lock; holds the login attempt's id.
+    pub(crate) fn login_lock(&self, user: &UserId) -> String {
+        self.user_key(user, "login-lock")
+    }
+
+    /// The outcome of the last failed login attempt, read by waiters on other nodes.
+    pub(crate) fn login_failure(&self, user: &UserId) -> String {
+        self.user_key(user, "login-failed")
+    }
+
+    /// The upstream lease: `holder:fence`.
+    pub(crate) fn lease(&self, user: &UserId) -> String {
+        self.user_key(user, "lease")
+    }
+
+    /// The lease's fencing counter; never expires, so fences never go back.
+    pub(crate) fn lease_fence(&self, user: &UserId) -> String {
+        self.user_key(user, "lease-fence")
+    }
+
+    /// The pub/sub channel of the user's events.
+    pub(crate) fn events(&self, user: &UserId) -> String {
+        self.user_key(user, "events")
+    }
+
+    /// The user a channel name belongs to, if it is one of this deployment's event channels.
+    pub(crate) fn user_of_channel(&self, channel: &str) -> Option<UserId> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let user = rest.strip_suffix("}:events")?;
+        UserId::parse(user).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn names_carry_the_prefix_and_a_hash_tag_per_user() {
+        let keys = Keys::new("imgate");
+        assert_eq!(keys.session(&user("alice")), "imgate:{alice}:session");
+        assert_eq!(
+            keys.lease_fence(&user("alice")),
+            "imgate:{alice}:lease-fence"
+        );
+        assert_eq!(keys.events(&user("bob")), "imgate:{bob}:events");
+    }
+
+    #[test]
+    fn channel_names_map_back_to_their_user() {
+        let keys = Keys::new("a:b");
+        for id in ["alice", "x}:events", "with{brace"] {
+            let Ok(id) = UserId::parse(id) else { continue };
+            assert_eq!(keys.user_of_channel(&keys.events(&id)), Some(id));
+        }
+        assert_eq!(keys.user_of_channel("other:{alice}:events"), None);
+        assert_eq!(keys.user_of_channel("a:b:{alice}:session"), None);
+    }
+}
