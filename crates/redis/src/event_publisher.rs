@@ -158,28 +158,31 @@ impl Shared {
     }
 
     /// Unsubscribes `user` if this node has no local subscriber of theirs.
+    ///
+    /// Runs under the user's channel lock, which it creates if need be: a message for a user
+    /// this node no longer tracks (say, subscribed again by a reconnect racing a sweep) also
+    /// ends here and gets unsubscribed.
     async fn sweep_user(&self, user: &UserId) {
-        let Some(entry) = self.channels().get(user).cloned() else {
-            return;
-        };
+        let entry = self.channels().entry(user.clone()).or_default().clone();
         let mut channel = entry.lock().await;
         if channel.removed || self.fanout.subscriber_count(user) > 0 {
             return;
         }
-        if channel.subscribed {
-            if let Some(mut sink) = self.sink() {
-                let unsubscribed = tokio::time::timeout(
-                    self.redis.timeout(),
-                    sink.unsubscribe(self.keys.events(user)),
-                )
-                .await;
-                // A failed UNSUBSCRIBE only costs unwanted messages, which find no subscriber
-                // and bring the user back here; a lost connection drops every channel anyway.
-                if !matches!(unsubscribed, Ok(Ok(()))) {
-                    tracing::debug!(user = %user, "unsubscribe failed; will retry when a message comes");
-                }
+        // Without a connection there is nothing to unsubscribe: the next one subscribes only
+        // the users still in the map.
+        if let Some(mut sink) = self.sink() {
+            let unsubscribed = tokio::time::timeout(
+                self.redis.timeout(),
+                sink.unsubscribe(self.keys.events(user)),
+            )
+            .await;
+            if !matches!(unsubscribed, Ok(Ok(()))) {
+                // Keep the entry, so the next periodic sweep tries again.
+                tracing::debug!(user = %user, "unsubscribe failed; retrying at the next sweep");
+                return;
             }
         }
+        channel.subscribed = false;
         channel.removed = true;
         let mut channels = self.channels();
         if channels

@@ -370,3 +370,100 @@ async fn a_user_without_local_subscribers_is_unsubscribed() {
     .await;
     let _ = &mut admin;
 }
+
+/// A raw connection to the tests' Redis, for planting values and inspecting state.
+async fn raw(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(config.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unreadable_session_is_corrupt_to_get_and_replaced_by_get_or_login() {
+    let config = fresh_config().await;
+    let cache = RedisTokenCache::connect(&config).await.expect("connect");
+    let mut conn = raw(&config).await;
+    let key = format!("{}:{{alice}}:session", config.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        cache.get(&user("alice")).await,
+        Err(imgate_domain::ports::CacheError::Corrupt(_))
+    ));
+    let fresh = cache
+        .get_or_login(
+            &user("alice"),
+            Duration::from_secs(60),
+            Box::pin(async { Ok(session("fresh")) }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.token.expose(), "fresh");
+    assert_eq!(cache.get(&user("alice")).await.unwrap(), Some(fresh));
+    // An unreadable entry is also dropped by `invalidate`, whatever token it names.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("[1,2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache
+        .invalidate(&user("alice"), &imgate_domain::AuthToken::new("x"))
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&user("alice")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_holder_id_with_colons_keeps_its_lease() {
+    use imgate_domain::ports::Lease;
+    let lease = RedisLease::connect(&fresh_config().await)
+        .await
+        .expect("connect");
+    let ttl = Duration::from_secs(60);
+    let first = lease
+        .acquire(&user("alice"), "node:10.0.0.1:8080", ttl)
+        .await
+        .unwrap()
+        .expect("free lease");
+    let again = lease
+        .acquire(&user("alice"), "node:10.0.0.1:8080", ttl)
+        .await
+        .unwrap();
+    assert_eq!(again, Some(first.clone()));
+    assert_eq!(
+        lease
+            .acquire(&user("alice"), "node:10.0.0.1", ttl)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(lease.renew(&user("alice"), &first, ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_unreadable_event_on_the_wire_is_skipped() {
+    let config = fresh_config().await;
+    let publisher = RedisEventPublisher::connect(&config, 16)
+        .await
+        .expect("connect");
+    let mut alice = publisher.subscribe(&user("alice")).await.unwrap();
+    let mut conn = raw(&config).await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:{{alice}}:events", config.prefix))
+        .arg("{\"type\":\"nonsense\"}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    publisher.publish(&user("alice"), &typing(7)).await.unwrap();
+    assert_eq!(
+        *within("the good event", alice.next()).await.unwrap(),
+        typing(7)
+    );
+}
