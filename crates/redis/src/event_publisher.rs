@@ -342,7 +342,7 @@ fn jittered(base: Duration) -> Duration {
 
 #[async_trait]
 impl EventPublisher for RedisEventPublisher {
-    #[tracing::instrument(skip(self, event), fields(user = %user), err)]
+    #[tracing::instrument(skip(self, event), fields(user = %user))]
     async fn publish(&self, user: &UserId, event: &UserEvent) -> Result<(), PublishError> {
         let json = serde_json::to_string(event).map_err(unavailable)?;
         self.shared
@@ -357,7 +357,7 @@ impl EventPublisher for RedisEventPublisher {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self), fields(user = %user), err)]
+    #[tracing::instrument(skip(self), fields(user = %user))]
     async fn subscribe(&self, user: &UserId) -> Result<EventSubscription, PublishError> {
         loop {
             let entry = self

@@ -88,7 +88,7 @@ fn unavailable(err: CallError) -> LeaseError {
 
 #[async_trait]
 impl Lease for RedisLease {
-    #[tracing::instrument(skip(self, ttl), fields(user = %user), err)]
+    #[tracing::instrument(skip(self, ttl), fields(user = %user))]
     async fn acquire(
         &self,
         user: &UserId,
@@ -112,7 +112,7 @@ impl Lease for RedisLease {
         }))
     }
 
-    #[tracing::instrument(skip(self, token, ttl), fields(user = %user, fence = token.fence), err)]
+    #[tracing::instrument(skip(self, token, ttl), fields(user = %user, fence = token.fence))]
     async fn renew(
         &self,
         user: &UserId,
@@ -132,7 +132,7 @@ impl Lease for RedisLease {
         Ok(renewed == 1)
     }
 
-    #[tracing::instrument(skip(self, token), fields(user = %user, fence = token.fence), err)]
+    #[tracing::instrument(skip(self, token), fields(user = %user, fence = token.fence))]
     async fn release(&self, user: &UserId, token: &LeaseToken) -> Result<(), LeaseError> {
         let _: i64 = self
             .redis

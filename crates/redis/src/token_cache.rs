@@ -8,6 +8,7 @@
 //! over.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -110,6 +111,25 @@ const LONGEST_POLL: Duration = Duration::from_millis(100);
 
 type Flight = Shared<BoxFuture<'static, Result<ProviderSession, LoginError>>>;
 
+/// Removes flight `id` of `user` from the map when its task ends.
+struct LeaveFlights {
+    inner: Arc<Inner>,
+    user: UserId,
+    id: u64,
+}
+
+impl Drop for LeaveFlights {
+    fn drop(&mut self) {
+        let mut flights = self.inner.flights();
+        if flights
+            .get(&self.user)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            flights.remove(&self.user);
+        }
+    }
+}
+
 /// Provider sessions in Redis, shared by every node.
 #[derive(Clone)]
 pub struct RedisTokenCache {
@@ -120,8 +140,10 @@ struct Inner {
     redis: Redis,
     keys: Keys,
     timing: SingleFlight,
-    /// The login flight per user on this node; callers arriving while one runs join it.
-    flights: Mutex<HashMap<UserId, Flight>>,
+    /// The login flight per user on this node, with its id; callers arriving while one runs
+    /// join it.
+    flights: Mutex<HashMap<UserId, (u64, Flight)>>,
+    next_flight: AtomicU64,
 }
 
 impl RedisTokenCache {
@@ -141,6 +163,7 @@ impl RedisTokenCache {
                 keys: Keys::new(&config.prefix),
                 timing,
                 flights: Mutex::default(),
+                next_flight: AtomicU64::new(0),
             }),
         })
     }
@@ -160,7 +183,7 @@ fn decode(raw: &str) -> Result<ProviderSession, CacheError> {
 }
 
 impl Inner {
-    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Flight>> {
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (u64, Flight)>> {
         // Every edit of the map is one call, so a poisoned lock still holds a consistent map.
         self.flights.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -267,7 +290,9 @@ impl Inner {
         mut login: LoginFuture,
     ) -> Result<ProviderSession, LoginError> {
         let lock_key = self.keys.login_lock(user);
-        let mut extend = tokio::time::interval(self.timing.lock_ttl / 3);
+        // At least 1 ms: a zero period would make `interval` panic.
+        let mut extend =
+            tokio::time::interval((self.timing.lock_ttl / 3).max(Duration::from_millis(1)));
         extend.tick().await; // The first tick is immediate; the lock is fresh.
         let result = loop {
             tokio::select! {
@@ -338,7 +363,7 @@ impl Inner {
 
 #[async_trait]
 impl TokenCache for RedisTokenCache {
-    #[tracing::instrument(skip(self), fields(user = %user), err)]
+    #[tracing::instrument(skip(self), fields(user = %user))]
     async fn get(&self, user: &UserId) -> Result<Option<ProviderSession>, CacheError> {
         let raw: Option<String> = self
             .inner
@@ -349,7 +374,7 @@ impl TokenCache for RedisTokenCache {
         raw.as_deref().map(decode).transpose()
     }
 
-    #[tracing::instrument(skip(self, session, ttl), fields(user = %user), err)]
+    #[tracing::instrument(skip(self, session, ttl), fields(user = %user))]
     async fn put(
         &self,
         user: &UserId,
@@ -371,7 +396,7 @@ impl TokenCache for RedisTokenCache {
             .map_err(unavailable)
     }
 
-    #[tracing::instrument(skip(self), fields(user = %user), err)]
+    #[tracing::instrument(skip(self), fields(user = %user))]
     async fn remove(&self, user: &UserId) -> Result<(), CacheError> {
         self.inner
             .redis
@@ -381,7 +406,7 @@ impl TokenCache for RedisTokenCache {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self, stale), fields(user = %user), err)]
+    #[tracing::instrument(skip(self, stale), fields(user = %user))]
     async fn invalidate(&self, user: &UserId, stale: &AuthToken) -> Result<(), CacheError> {
         let outcome: i64 = self
             .inner
@@ -399,7 +424,7 @@ impl TokenCache for RedisTokenCache {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self, ttl, login), fields(user = %user), err)]
+    #[tracing::instrument(skip(self, ttl, login), fields(user = %user))]
     async fn get_or_login(
         &self,
         user: &UserId,
@@ -409,31 +434,33 @@ impl TokenCache for RedisTokenCache {
         let flight = {
             let mut flights = self.inner.flights();
             match flights.get(user) {
-                Some(flight) => flight.clone(),
+                Some((_, flight)) => flight.clone(),
                 None => {
+                    let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
                     let inner = self.inner.clone();
                     let owner = user.clone();
                     // A task, so the login runs to its end (and is stored, and the lock
-                    // dropped) even if every caller that waits for it goes away.
-                    let task =
-                        tokio::spawn(
-                            async move { inner.session_or_login(&owner, ttl, login).await },
-                        );
-                    let inner = self.inner.clone();
-                    let owner = user.clone();
+                    // dropped) even if every caller that waits for it goes away. The task
+                    // takes its flight out of the map when it ends, even by panic, so a
+                    // later caller starts afresh instead of joining an old result.
+                    let task = tokio::spawn(async move {
+                        let _leave = LeaveFlights {
+                            inner: inner.clone(),
+                            user: owner.clone(),
+                            id,
+                        };
+                        inner.session_or_login(&owner, ttl, login).await
+                    });
                     let flight = async move {
-                        let result = task.await.unwrap_or_else(|err| {
+                        task.await.unwrap_or_else(|err| {
                             Err(LoginError::Cache(CacheError::Unavailable(format!(
                                 "the login task failed: {err}"
                             ))))
-                        });
-                        // Later callers start a new flight, which reads the fresh session.
-                        inner.flights().remove(&owner);
-                        result
+                        })
                     }
                     .boxed()
                     .shared();
-                    flights.insert(user.clone(), flight.clone());
+                    flights.insert(user.clone(), (id, flight.clone()));
                     flight
                 }
             }

@@ -467,3 +467,35 @@ async fn an_unreadable_event_on_the_wire_is_skipped() {
         typing(7)
     );
 }
+
+#[tokio::test]
+async fn a_login_whose_callers_gave_up_is_not_joined_later() {
+    let cache = RedisTokenCache::connect(&fresh_config().await)
+        .await
+        .expect("connect");
+    let alice = user("alice");
+    let abandoned = cache.get_or_login(
+        &alice,
+        Duration::from_secs(60),
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(ProviderError::Unavailable("down".into()))
+        }),
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(50), abandoned)
+        .await
+        .is_err());
+    // The abandoned login finishes (and fails) on its own; a later caller starts afresh.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = within(
+        "a later login",
+        cache.get_or_login(
+            &alice,
+            Duration::from_secs(60),
+            Box::pin(async { Ok(session("later")) }),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.token.expose(), "later");
+}
