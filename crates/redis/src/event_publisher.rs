@@ -270,6 +270,11 @@ async fn read_loop(
                     Err(err) => {
                         tracing::warn!(error = %err, "resubscribing failed; reconnecting");
                         shared.set_sink(None);
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(jittered(retry)) => {}
+                        }
+                        retry = (retry * 2).min(LONGEST_RETRY);
                         continue;
                     }
                 }
