@@ -5,7 +5,9 @@
 // `bash tests/browser/run.sh` provides all of that.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const BASE = (process.env.IMGATE_URL || 'http://127.0.0.1:8080/').replace(/\/?$/, '/');
@@ -121,8 +123,14 @@ before(async () => {
   bob = await openAs('bob', { width: 390, height: 800 }); // phone width
 });
 
+let restarted = null;
+
 after(async () => {
   if (browser) await browser.close();
+  if (restarted) {
+    restarted.kill('SIGTERM');
+    await new Promise((r) => restarted.once('exit', r));
+  }
 });
 
 test('the page and its assets are served by the gateway', async () => {
@@ -131,6 +139,37 @@ test('the page and its assets are served by the gateway', async () => {
     assert.equal(res.status, 200, path);
   }
   assert.equal(await alice.evaluate(() => typeof window.signalR.HubConnectionBuilder), 'function');
+});
+
+test('sign in with a user id alone when the gateway hands out demo tokens', async (t) => {
+  const res = await fetch(new URL('demo/token?user=carol', BASE));
+  if (!res.ok) {
+    t.skip(`GET demo/token answers ${res.status}: the page asks for a pasted token instead`);
+    return;
+  }
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(BASE);
+  await page.fill('#signin-user', 'carol');
+  await page.click('#signin-form button[type=submit]');
+  await waitText(page, '#me', 'carol');
+  await waitText(page, '#status', 'live (gateway hub)');
+  await context.close();
+});
+
+test('without a token or a demo endpoint the page says what to do', async (t) => {
+  const res = await fetch(new URL('demo/token?user=carol', BASE));
+  if (res.ok) {
+    t.skip('the gateway hands out demo tokens');
+    return;
+  }
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(BASE);
+  await page.fill('#signin-user', 'carol');
+  await page.click('#signin-form button[type=submit]');
+  await waitText(page, '#banner-text', 'paste a token');
+  await context.close();
 });
 
 test('backend mode: unread badge, history, live reply, typing, edit, delete, file', async () => {
@@ -247,6 +286,8 @@ test('frontend mode: the provider realtime API directly, REST through the gatewa
   await bob.click(`.room-item[data-id="${room}"]`);
   await waitMessage(bob, hello);
 
+  await bob.fill('#text', 'typing over the provider…');
+  await waitText(alice, '#typing', 'bob is typing');
   const reply = `frontend reply ${stamp}`;
   await send(bob, reply);
   await waitMessage(alice, reply);
@@ -280,4 +321,37 @@ test('back to backend mode', async () => {
 
 test('no script errors in either page', () => {
   assert.deepEqual(errors, []);
+});
+
+// Last: stops the gateway run.sh started and starts another on the same port.
+const restart = process.env.IMGATE_GATEWAY_BIN && process.env.IMGATE_GATEWAY_PID;
+test('gateway down: reconnecting state, a clear message, then live again', {
+  skip: restart ? false : 'needs IMGATE_GATEWAY_BIN and IMGATE_GATEWAY_PID (run.sh sets them)',
+}, async () => {
+  process.kill(Number(process.env.IMGATE_GATEWAY_PID), 'SIGTERM');
+  await waitText(alice, '#status', 'reconnecting');
+  await alice.fill('#text', 'sent while the gateway is down');
+  await alice.press('#text', 'Enter');
+  await waitText(alice, '#banner-text', 'not reachable');
+  assert.equal(await alice.inputValue('#text'), 'sent while the gateway is down', 'the text is kept');
+
+  // Wait for the port to be free, then start a fresh gateway (its embedded provider is new).
+  await new Promise((r) => setTimeout(r, 1000));
+  restarted = spawn(process.env.IMGATE_GATEWAY_BIN, [], {
+    cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    env: process.env,
+    stdio: 'ignore',
+  });
+  const back = { timeout: 60000 };
+  await alice.waitForFunction(() => document.querySelector('#status').textContent === 'live (gateway hub)', null, back);
+  await bob.waitForFunction(() => document.querySelector('#status').textContent === 'live (gateway hub)', null, back);
+  assert.equal(await alice.locator('#banner').isVisible(), false, 'the network message goes away');
+
+  // Everything works again: a new direct room, live to bob.
+  await alice.fill('#dm-user', 'bob');
+  await alice.press('#dm-user', 'Enter');
+  const room = await currentRoom(alice);
+  await send(alice, `after the restart ${stamp}`);
+  await showRooms(bob);
+  await waitText(bob, badge(room), '1');
 });

@@ -57,6 +57,8 @@ export IMGATE_URL=$url
 IMGATE_TOKEN_ALICE=$("$bin" token --user alice)
 IMGATE_TOKEN_BOB=$("$bin" token --user bob)
 export IMGATE_TOKEN_ALICE IMGATE_TOKEN_BOB IMGATE_CHROMIUM="$chromium"
+# The last test stops this gateway and starts another on the same port (it stops that one).
+export IMGATE_GATEWAY_BIN=$bin IMGATE_GATEWAY_PID=$pid
 status=0
 (cd "$here" && node --test --test-reporter=spec demo.test.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
