@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgate_domain::ports::{EventPublisher, HealthCheck, LoginError, ProviderError, TokenCache};
+use imgate_domain::ports::{
+    EventPublisher, HealthCheck, Lease, LoginError, ProviderError, TokenCache,
+};
 use imgate_redis::{
     RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease, RedisTokenCache, SingleFlight,
 };
@@ -46,12 +48,38 @@ async fn fresh_config() -> RedisConfig {
 
 #[tokio::test]
 async fn redis_lease_meets_the_lease_contract() {
-    imgate_testkit::lease::run_all(|| async {
-        RedisLease::connect(&fresh_config().await)
-            .await
-            .expect("connect")
+    let prefixes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    imgate_testkit::lease::run_all(|| {
+        let prefixes = prefixes.clone();
+        async move {
+            let config = fresh_config().await;
+            prefixes.lock().unwrap().push(config.prefix.clone());
+            RedisLease::connect(&config).await.expect("connect")
+        }
     })
     .await;
+    // Fence counters never expire, by design; do not leave the tests' ones behind.
+    let prefixes = prefixes.lock().unwrap().clone();
+    delete_keys(&fresh_config().await, &prefixes).await;
+}
+
+/// Deletes every key under the given prefixes.
+async fn delete_keys(config: &RedisConfig, prefixes: &[String]) {
+    let mut conn = raw(config).await;
+    for prefix in prefixes {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 #[tokio::test]
@@ -59,7 +87,6 @@ async fn leases_of_two_nodes_exclude_each_other() {
     let config = fresh_config().await;
     let a = RedisLease::connect(&config).await.expect("connect");
     let b = RedisLease::connect(&config).await.expect("connect");
-    use imgate_domain::ports::Lease;
     let ttl = Duration::from_secs(60);
     let token = a.acquire(&user("alice"), "node-a", ttl).await.unwrap();
     assert!(token.is_some());
@@ -67,6 +94,7 @@ async fn leases_of_two_nodes_exclude_each_other() {
         b.acquire(&user("alice"), "node-b", ttl).await.unwrap(),
         None
     );
+    delete_keys(&config, std::slice::from_ref(&config.prefix)).await;
 }
 
 #[tokio::test]
@@ -422,10 +450,8 @@ async fn an_unreadable_session_is_corrupt_to_get_and_replaced_by_get_or_login() 
 
 #[tokio::test]
 async fn a_holder_id_with_colons_keeps_its_lease() {
-    use imgate_domain::ports::Lease;
-    let lease = RedisLease::connect(&fresh_config().await)
-        .await
-        .expect("connect");
+    let config = fresh_config().await;
+    let lease = RedisLease::connect(&config).await.expect("connect");
     let ttl = Duration::from_secs(60);
     let first = lease
         .acquire(&user("alice"), "node:10.0.0.1:8080", ttl)
@@ -445,6 +471,7 @@ async fn a_holder_id_with_colons_keeps_its_lease() {
         None
     );
     assert!(lease.renew(&user("alice"), &first, ttl).await.unwrap());
+    delete_keys(&config, std::slice::from_ref(&config.prefix)).await;
 }
 
 #[tokio::test]
