@@ -526,3 +526,38 @@ async fn a_login_whose_callers_gave_up_is_not_joined_later() {
     .unwrap();
     assert_eq!(later.token.expose(), "later");
 }
+
+#[tokio::test]
+async fn many_users_subscribing_at_once_each_get_their_own_events() {
+    let config = fresh_config().await;
+    let a = Arc::new(
+        RedisEventPublisher::connect(&config, 16)
+            .await
+            .expect("connect"),
+    );
+    let b = RedisEventPublisher::connect(&config, 16)
+        .await
+        .expect("connect");
+    let subscribing = (0..100).map(|n| {
+        let a = a.clone();
+        tokio::spawn(async move { a.subscribe(&user(&format!("user-{n}"))).await })
+    });
+    let mut subscriptions: Vec<_> =
+        within("100 subscriptions", futures::future::join_all(subscribing))
+            .await
+            .into_iter()
+            .map(|result| result.expect("task").expect("subscribe"))
+            .collect();
+    for n in 0..100 {
+        b.publish(&user(&format!("user-{n}")), &typing(n))
+            .await
+            .unwrap();
+    }
+    for (n, subscription) in subscriptions.iter_mut().enumerate() {
+        assert_eq!(
+            *within("a user's event", subscription.next()).await.unwrap(),
+            typing(n)
+        );
+    }
+    assert_eq!(a.fanout().user_count(), 100);
+}
