@@ -371,7 +371,7 @@ async fn a_user_without_local_subscribers_is_unsubscribed() {
         .expect("connect");
     let channel = format!("{}:{{alice}}:events", config.prefix);
     let client = redis::Client::open(config.url.as_str()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let admin = client.get_multiplexed_async_connection().await.unwrap();
     let subscribers = |mut conn: redis::aio::MultiplexedConnection, channel: String| async move {
         let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -396,7 +396,16 @@ async fn a_user_without_local_subscribers_is_unsubscribed() {
         }
     })
     .await;
-    let _ = &mut admin;
+    // Coming back after the sweep subscribes the channel again.
+    let mut again = publisher.subscribe(&user("alice")).await.unwrap();
+    assert_eq!(subscribers(admin.clone(), channel.clone()).await, 1);
+    publisher.publish(&user("alice"), &typing(5)).await.unwrap();
+    assert_eq!(
+        *within("an event after resubscribing", again.next())
+            .await
+            .unwrap(),
+        typing(5)
+    );
 }
 
 /// A raw connection to the tests' Redis, for planting values and inspecting state.
