@@ -5,5 +5,6 @@ mod faults;
 mod helpers;
 mod identity;
 mod journey;
+mod nodes;
 mod realtime;
 mod users;

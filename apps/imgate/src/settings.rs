@@ -26,7 +26,7 @@ pub struct Settings {
     /// How events reach connections.
     pub push: PushSettings,
     /// Redis, when `cache.kind` or `push.kind` is `redis`.
-    pub redis: RedisSettings,
+    pub redis: imgate_redis::RedisConfig,
     /// Realtime mode.
     pub realtime: RealtimeSettings,
     /// The SignalR hub (backend mode).
@@ -124,16 +124,6 @@ pub struct PushSettings {
     pub connection_buffer: usize,
 }
 
-/// `[redis]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Key and channel prefix, so deployments can share one Redis.
-    pub prefix: String,
-}
-
 /// `[realtime]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +214,11 @@ impl Settings {
     /// Whether the gateway runs its bundled provider: no `provider.url`.
     pub fn embedded_provider(&self) -> bool {
         self.provider.url.is_none()
+    }
+
+    /// Whether any port is served by Redis.
+    pub fn uses_redis(&self) -> bool {
+        self.cache.kind == "redis" || self.push.kind == "redis"
     }
 
     /// Whether the SignalR hub is served (`realtime.mode` is `backend` or `both`).
@@ -334,16 +329,23 @@ impl Settings {
             ("cache.kind", &self.cache.kind),
             ("push.kind", &self.push.kind),
         ] {
-            match kind.as_str() {
-                "memory" => {}
-                "redis" => problems.push(problem(
+            if !matches!(kind.as_str(), "memory" | "redis") {
+                problems.push(problem(
                     key,
-                    "redis is not available in this build yet; use memory",
-                )),
-                other => problems.push(problem(
-                    key,
-                    format_args!("unknown kind {other:?}; known: memory, redis"),
-                )),
+                    format_args!("unknown kind {kind:?}; known: memory, redis"),
+                ));
+            }
+        }
+        if self.uses_redis() {
+            if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"))
+            {
+                problems.push(problem("redis.url", "not a redis:// or rediss:// URL"));
+            }
+            if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}', ' ']) {
+                problems.push(problem(
+                    "redis.prefix",
+                    "must be non-empty, without braces or spaces",
+                ));
             }
         }
         if self.push.connection_buffer == 0 {

@@ -9,7 +9,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
-use imgate_domain::ports::{HealthCheck, ImProvider, TokenCache};
+use imgate_domain::ports::{EventPublisher, HealthCheck, ImProvider, Lease, TokenCache};
 use imgate_domain::services::{
     AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
     UserService,
@@ -19,6 +19,7 @@ use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryTokenCache};
+use imgate_redis::{RedisEventPublisher, RedisHealthCheck, RedisLease, RedisTokenCache};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
 use imgate_signalr::{DomainBackend, Hub};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -254,7 +255,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         Err(error) => tracing::warn!(error = %error, "cannot read the provider version yet"),
     }
     let provider: Arc<dyn ImProvider> = rocketchat.clone();
-    let cache: Arc<dyn TokenCache> = Arc::new(MemoryTokenCache::default());
+    let redis = redis_parts(&settings).await?;
+    let cache: Arc<dyn TokenCache> = match &redis.cache {
+        Some(cache) => cache.clone(),
+        None => Arc::new(MemoryTokenCache::default()),
+    };
     let sessions = Arc::new(SessionService::new(
         provider.clone(),
         cache,
@@ -266,9 +271,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         parts.admin_user,
         parts.admin_password,
     ));
-    let publisher = Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer));
+    let publisher: Arc<dyn EventPublisher> = match &redis.publisher {
+        Some(publisher) => publisher.clone(),
+        None => Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer)),
+    };
     let ownership = Ownership {
-        lease: Arc::new(MemoryLease::default()),
+        lease: match &redis.lease {
+            Some(lease) => lease.clone(),
+            None => Arc::new(MemoryLease::default()),
+        },
         node: node_id(),
         ttl: Duration::from_secs(settings.realtime.lease_ttl_s),
     };
@@ -321,7 +332,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
     });
     let state = ApiState {
         auth,
-        readiness: Readiness::new(vec![rocketchat as Arc<dyn HealthCheck>, admin.clone()]),
+        readiness: Readiness::new(
+            [rocketchat as Arc<dyn HealthCheck>, admin.clone()]
+                .into_iter()
+                .chain(redis.health)
+                .collect(),
+        ),
         metrics,
         max_body_bytes: settings.server.max_body_bytes,
         users,
@@ -376,6 +392,49 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         admin_retry,
         embedded: parts.embedded,
     })
+}
+
+/// The Redis adapters the settings ask for; `None` where memory serves.
+struct RedisParts {
+    cache: Option<Arc<dyn TokenCache>>,
+    publisher: Option<Arc<dyn EventPublisher>>,
+    // Several nodes share Redis for push; then they must share leases too.
+    lease: Option<Arc<dyn Lease>>,
+    health: Option<Arc<dyn HealthCheck>>,
+}
+
+async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
+    let config = &settings.redis;
+    let mut parts = RedisParts {
+        cache: None,
+        publisher: None,
+        lease: None,
+        health: None,
+    };
+    if !settings.uses_redis() {
+        return Ok(parts);
+    }
+    if settings.cache.kind == "redis" {
+        let cache = RedisTokenCache::connect(config)
+            .await
+            .context("redis.url: connecting the token cache")?;
+        parts.cache = Some(Arc::new(cache));
+    }
+    if settings.push.kind == "redis" {
+        let publisher = RedisEventPublisher::connect(config, settings.push.connection_buffer)
+            .await
+            .context("redis.url: connecting the event backplane")?;
+        parts.publisher = Some(Arc::new(publisher));
+        let lease = RedisLease::connect(config)
+            .await
+            .context("redis.url: connecting the lease store")?;
+        parts.lease = Some(Arc::new(lease));
+    }
+    let health = RedisHealthCheck::connect(config)
+        .await
+        .context("redis.url: connecting the health check")?;
+    parts.health = Some(Arc::new(health));
+    Ok(parts)
 }
 
 async fn retry_admin_login(admin: Arc<AdminAgent>) {

@@ -1,0 +1,144 @@
+//! Two gateway nodes sharing Redis in front of one provider: one upstream per user across
+//! both, and each event on every connection of the user, whichever node it is on.
+
+use std::time::{Duration, Instant};
+
+use imgate_testkit::hub_client::HubClient;
+use rocketchat_sim::{Sim, SimConfig};
+use serde_json::json;
+
+use crate::helpers::{TestGateway, API_KEY};
+
+fn redis_url() -> String {
+    std::env::var("IMGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_has_one_upstream_and_gets_every_message_on_both() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let prefix = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ u128::from(rand_part())
+    );
+    let redis = redis_url();
+    let shared = [
+        ("cache.kind", "redis"),
+        ("push.kind", "redis"),
+        ("redis.url", redis.as_str()),
+        ("redis.prefix", prefix.as_str()),
+        ("realtime.lease_ttl_s", "3"),
+    ];
+    let a = TestGateway::against(&sim, &shared).await;
+    let b = TestGateway::against(&sim, &shared).await;
+    for user in ["alice", "bob"] {
+        let (status, body) = a
+            .send(
+                a.put(&format!("/api/v1/users/{user}"))
+                    .header("X-Api-Key", API_KEY)
+                    .json(&json!({"username": user, "name": user})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, ready) = a.send(a.get("/readyz")).await;
+    assert_eq!(ready["checks"]["redis"], "ok", "{ready}");
+    let (_, dm) = a
+        .send(
+            a.post("/api/v1/rooms/direct")
+                .bearer_auth(a.host_token("bob"))
+                .json(&json!({"members": ["alice"]})),
+        )
+        .await;
+    let dm = dm["id"].as_str().unwrap().to_owned();
+
+    let mut on_a = HubClient::spawn_node(
+        &format!("{}/hub", a.base),
+        &a.host_token("alice"),
+        "websockets",
+    );
+    let mut on_b = HubClient::spawn_node(
+        &format!("{}/hub", b.base),
+        &b.host_token("alice"),
+        "websockets",
+    );
+    on_a.connected().await;
+    on_b.connected().await;
+
+    // Probe until both connections see messages: the single upstream is live.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        assert!(Instant::now() < deadline, "the upstream never went live");
+        a.send(
+            a.post(&format!("/api/v1/rooms/{dm}/messages"))
+                .bearer_auth(a.host_token("bob"))
+                .json(&json!({"text": format!("probe {n}")})),
+        )
+        .await;
+        let probe = |v: &serde_json::Value| {
+            v["arg"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("probe"))
+        };
+        let seen_a =
+            tokio::time::timeout(Duration::from_millis(300), on_a.wait_for("a probe", probe))
+                .await
+                .is_ok();
+        let seen_b =
+            tokio::time::timeout(Duration::from_millis(300), on_b.wait_for("a probe", probe))
+                .await
+                .is_ok();
+        if seen_a && seen_b {
+            break;
+        }
+    }
+    for n in 0..10 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let (status, _) = node
+            .send(
+                node.post(&format!("/api/v1/rooms/{dm}/messages"))
+                    .bearer_auth(node.host_token("bob"))
+                    .json(&json!({"text": format!("m{n}")})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    for client in [&mut on_a, &mut on_b] {
+        client
+            .wait_for("the last message", |v| v["arg"]["text"] == "m9")
+            .await;
+        let texts: Vec<String> = client
+            .received()
+            .into_iter()
+            .filter(|v| v["target"] == "getRoomMessageNotification")
+            .filter_map(|v| v["arg"]["text"].as_str().map(str::to_owned))
+            .filter(|t| !t.starts_with("probe"))
+            .collect();
+        assert_eq!(
+            texts,
+            (0..10).map(|n| format!("m{n}")).collect::<Vec<_>>(),
+            "{}",
+            client.name
+        );
+    }
+    assert_eq!(
+        sim.open_ddp_connections("alice"),
+        1,
+        "one upstream for alice across both nodes"
+    );
+    for client in [&mut on_a, &mut on_b] {
+        client.command(json!({"cmd": "stop"})).await;
+        client.wait_event("stopped").await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+fn rand_part() -> u64 {
+    u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    )
+}
