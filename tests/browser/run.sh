@@ -42,8 +42,9 @@ stop() {
 trap stop EXIT
 
 url="http://127.0.0.1:$port$base_path/"
+ready() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "${url}readyz"; }
 for _ in $(seq 1 300); do
-  if curl -fsS -o /dev/null "${url}readyz" 2>/dev/null; then break; fi
+  if ready; then break; fi
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "run.sh: the gateway exited; its log:" >&2
     cat "$log" >&2
@@ -51,7 +52,7 @@ for _ in $(seq 1 300); do
   fi
   sleep 0.1
 done
-curl -fsS -o /dev/null "${url}readyz" || { echo "run.sh: the gateway is not ready; its log:" >&2; cat "$log" >&2; exit 1; }
+ready || { echo "run.sh: the gateway is not ready; its log:" >&2; cat "$log" >&2; exit 1; }
 
 export IMGATE_URL=$url
 IMGATE_TOKEN_ALICE=$("$bin" token --user alice)

@@ -41,6 +41,10 @@ export class Api {
 
   async request(method, path, { json, body, query, raw } = {}) {
     const target = new URL(url(path));
+    if (target.origin !== location.origin) {
+      // Never send the token elsewhere (a file URL is only ever below the gateway).
+      throw new ApiError(0, 'refused', `not a URL of this gateway: ${path}`);
+    }
     for (const [k, v] of Object.entries(query || {})) {
       if (v !== undefined && v !== null) target.searchParams.set(k, v);
     }

@@ -10,6 +10,8 @@
 //! let app = App::new().service(web::scope("/chat").configure(imgate_web::configure));
 //! ```
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -68,6 +70,74 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("", web::get().to(redirect_to_slash))
         .route("/", web::get().to(index))
         .route("/assets/{file}", web::get().to(asset));
+}
+
+/// Mints a demo token for a user id.
+type Mint = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// `GET /demo/token?user=ID` for demo mode only: mount it only when the gateway runs with
+/// the public demo secret. `mint` returns a token for a valid user id, `None` for an invalid
+/// one. Answers `200 {"token","userId"}` with `Cache-Control: no-store`, or `400` in the API's
+/// error envelope. The page asks it first and falls back to a pasted token when it is absent.
+///
+/// ```no_run
+/// # use actix_web::{web, App};
+/// # fn mint_demo_jwt(user: &str) -> String { user.into() }
+/// let app = App::new().configure(imgate_web::demo_token(|user: &str| Some(mint_demo_jwt(user))));
+/// ```
+pub fn demo_token<F>(mint: F) -> impl Fn(&mut web::ServiceConfig) + Clone
+where
+    F: Fn(&str) -> Option<String> + Send + Sync + 'static,
+{
+    let mint: Arc<Mint> = Arc::new(mint);
+    move |cfg: &mut web::ServiceConfig| {
+        let mint = mint.clone();
+        cfg.route(
+            "/demo/token",
+            web::get().to(move |req: HttpRequest| {
+                let mint = mint.clone();
+                async move { demo_token_answer(&req, mint.as_ref()) }
+            }),
+        );
+    }
+}
+
+fn demo_token_answer(req: &HttpRequest, mint: &Mint) -> HttpResponse {
+    let user =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("user").cloned())
+            .unwrap_or_default();
+    let token = if user.is_empty() { None } else { mint(&user) };
+    match token {
+        Some(token) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .content_type("application/json")
+            .body(format!(
+                "{{\"token\":{},\"userId\":{}}}",
+                json_string(&token),
+                json_string(&user)
+            )),
+        None => HttpResponse::BadRequest()
+            .content_type("application/json")
+            .body(r#"{"error":"invalid_request","message":"user: give a valid user id, e.g. ?user=alice"}"#),
+    }
+}
+
+/// A JSON string literal (the crate has no serde).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 async fn redirect_to_slash(req: HttpRequest) -> HttpResponse {
@@ -202,6 +272,36 @@ mod tests {
         )
         .await;
         assert_eq!(again.status(), 304);
+    }
+
+    #[actix_web::test]
+    async fn demo_token_mints_for_valid_ids_only() {
+        let app = test::init_service(App::new().service(web::scope("/chat").configure(
+            demo_token(|user: &str| (user != "bad").then(|| format!("jwt-for-{user}"))),
+        )))
+        .await;
+        let call = |uri: &'static str| test::TestRequest::get().uri(uri).to_request();
+        let res = test::call_service(&app, call("/chat/demo/token?user=alice")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        let body = test::read_body(res).await;
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"token":"jwt-for-alice","userId":"alice"}"#
+        );
+        for uri in [
+            "/chat/demo/token?user=bad",
+            "/chat/demo/token",
+            "/chat/demo/token?user=",
+        ] {
+            let res = test::call_service(&app, call(uri)).await;
+            assert_eq!(res.status(), 400, "{uri}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
     }
 
     #[actix_web::test]
