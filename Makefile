@@ -9,6 +9,7 @@ test-deps:
 
 test: test-deps
 	cargo test --workspace --no-fail-fast
+	bash tests/browser/run.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything the test suite needs besides cargo: Redis, and the third-party Rocket.Chat and
-# SignalR clients the tests drive (installed into tests/clients/**, never globally).
+# Everything the test suite needs besides cargo: Redis, the third-party Rocket.Chat and
+# SignalR clients the tests drive (installed into tests/clients/**, never globally), and
+# Debian's chromium for the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-redis.sh
@@ -9,3 +10,7 @@ for setup in tests/clients/setup.sh tests/clients/*/setup.sh; do
     bash "$setup"
   fi
 done
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi

@@ -352,11 +352,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         frontend_mode: settings.frontend_mode(),
     };
     let base_path = settings.server.base_path.clone();
+    // Demo mode only: its secret is public, so this endpoint hands out nothing new.
+    let demo_tokens = settings.demo_auth().then(|| {
+        let claim = settings.auth.user_claim.clone();
+        imgate_web::demo_token(move |user: &str| {
+            UserId::parse(user).ok()?;
+            Some(demo::token(&claim, user, Duration::from_secs(86_400)))
+        })
+    });
     let routes_hub = hub.clone();
     let mut server = HttpServer::new(move || {
         // The hub shares the REST scope: it reads the authenticator registered there.
         let mut scope =
             actix_web::web::scope(&base_path).configure(imgate_http::configure(state.clone()));
+        scope = scope.configure(imgate_web::configure);
+        if let Some(demo_tokens) = &demo_tokens {
+            scope = scope.configure(demo_tokens.clone());
+        }
         if let Some(hub) = &routes_hub {
             scope = scope.configure(imgate_signalr::configure(hub.clone()));
         }
