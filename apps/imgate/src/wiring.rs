@@ -306,7 +306,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         }
         Err(error) => {
             tracing::error!(error = %error, "admin agent cannot log in; retrying in the background, /readyz reports it");
-            tokio::spawn(retry_admin_login(admin.clone()))
+            admin.keep_logging_in()
         }
     };
 
@@ -447,21 +447,6 @@ async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
         .context("redis.url: connecting the health check")?;
     parts.health = Some(Arc::new(health));
     Ok(parts)
-}
-
-async fn retry_admin_login(admin: Arc<AdminAgent>) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        tokio::time::sleep(delay).await;
-        match admin.start().await {
-            Ok(()) => {
-                tracing::info!("admin agent logged in");
-                return;
-            }
-            Err(error) => tracing::warn!(error = %error, "admin agent login failed again"),
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
 }
 
 async fn seed_demo_users(users: &UserService) -> anyhow::Result<()> {

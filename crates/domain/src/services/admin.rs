@@ -48,6 +48,26 @@ impl AdminAgent {
         self.login(None).await.map(drop)
     }
 
+    /// Keeps trying to log in, backing off up to 30 s between tries, until it works: for a
+    /// provider that was down or misconfigured at start-up (`/readyz` says so meanwhile).
+    pub fn keep_logging_in(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let agent = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = std::time::Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(delay).await;
+                match agent.start().await {
+                    Ok(()) => {
+                        tracing::info!("admin agent logged in");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(error = %error, "admin agent login failed again"),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        })
+    }
+
     /// Whether the agent currently holds a session.
     pub async fn is_logged_in(&self) -> bool {
         self.session.read().await.is_some()
