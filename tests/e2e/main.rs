@@ -7,4 +7,5 @@ mod identity;
 mod journey;
 mod nodes;
 mod realtime;
+mod redis_outage;
 mod users;
