@@ -161,6 +161,25 @@ pub struct NewRoom {
     pub members: Vec<UserId>,
 }
 
+/// The longest message text accepted (Rocket.Chat's default `Message_MaxAllowedSize`).
+pub const MAX_TEXT_CHARS: usize = 5000;
+
+/// Checks a message text: not blank, at most [`MAX_TEXT_CHARS`] characters; the error text
+/// names the field.
+pub fn check_text(text: &str) -> Result<(), crate::ports::ProviderError> {
+    let problem = if text.trim().is_empty() {
+        "must not be empty".to_owned()
+    } else if text.chars().count() > MAX_TEXT_CHARS {
+        format!("must be at most {MAX_TEXT_CHARS} characters")
+    } else {
+        return Ok(());
+    };
+    Err(crate::ports::ProviderError::Invalid {
+        field: "text".into(),
+        message: problem,
+    })
+}
+
 /// A message as the caller sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {

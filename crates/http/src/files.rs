@@ -9,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
-use imgate_domain::model::{FileUpload, Message};
+use imgate_domain::model::{FileUpload, Message, MAX_TEXT_CHARS};
 use imgate_domain::services::ChatService;
 use imgate_domain::FileId;
 use tokio::sync::mpsc;
@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use crate::auth::EndUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::params;
-use crate::rooms::MAX_TEXT_CHARS;
 
 /// Upload settings.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +62,7 @@ pub async fn upload(
                 let value = String::from_utf8(raw)
                     .map_err(|_| ApiError::Invalid("text: not UTF-8".into()))?;
                 if !value.trim().is_empty() {
-                    text = Some(params::text("text", &value, MAX_TEXT_CHARS)?);
+                    text = Some(value);
                 }
             }
             Some("file") => {

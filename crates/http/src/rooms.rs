@@ -13,8 +13,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::Json;
 use crate::params;
 
-/// The longest message text accepted (Rocket.Chat's default `Message_MaxAllowedSize`).
-pub const MAX_TEXT_CHARS: usize = 5000;
 const MAX_ROOM_NAME_CHARS: usize = 100;
 
 /// The body of `POST /api/v1/rooms`.
@@ -246,7 +244,7 @@ pub async fn send(
     let room = params::room("roomId", &path)?;
     let body = body.into_inner();
     let message = NewMessage {
-        text: params::text("text", &body.text, MAX_TEXT_CHARS)?,
+        text: body.text,
         thread_id: body
             .thread_id
             .as_deref()
@@ -273,8 +271,8 @@ pub async fn edit(
 ) -> Result<HttpResponse, ApiError> {
     let room = params::room("roomId", &path.0)?;
     let message = params::message("messageId", &path.1)?;
-    let text = params::text("text", &body.text, MAX_TEXT_CHARS)?;
-    Ok(HttpResponse::Ok().json(chat.edit(&user.id, &room, &message, &text).await?))
+    let text = &body.text;
+    Ok(HttpResponse::Ok().json(chat.edit(&user.id, &room, &message, text).await?))
 }
 
 /// Deletes a message.

@@ -10,9 +10,6 @@ use imgate_domain::RoomId;
 
 use crate::backend::{Caller, HubBackend, HubError};
 
-/// The longest text `SendMessage` accepts, as on the REST API.
-const MAX_TEXT_CHARS: usize = 5000;
-
 /// The hub's view of the domain.
 pub struct DomainBackend {
     chat: Arc<ChatService>,
@@ -53,14 +50,6 @@ impl HubBackend for DomainBackend {
         room: RoomId,
         text: String,
     ) -> Result<Message, HubError> {
-        if text.trim().is_empty() {
-            return Err(HubError::Invalid("text: must not be empty".into()));
-        }
-        if text.chars().count() > MAX_TEXT_CHARS {
-            return Err(HubError::Invalid(format!(
-                "text: must be at most {MAX_TEXT_CHARS} characters"
-            )));
-        }
         let message = NewMessage {
             text,
             thread_id: None,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::ids::{FileId, MessageId, RoomId, UserId};
 use crate::model::{
-    FileDownload, FileUpload, FrontendSession, HistoryPage, HistoryQuery, Message, NewMessage,
-    NewRoom, Room, UnreadSummary,
+    check_text, FileDownload, FileUpload, FrontendSession, HistoryPage, HistoryQuery, Message,
+    NewMessage, NewRoom, Room, UnreadSummary,
 };
 use crate::ports::{ImProvider, ProviderError};
 use crate::services::{SessionError, SessionService, UpstreamService};
@@ -130,6 +130,7 @@ impl ChatService {
         room: &RoomId,
         message: &NewMessage,
     ) -> Result<Message, SessionError> {
+        check_text(&message.text)?;
         let p = &self.provider;
         self.sessions
             .run(
@@ -147,6 +148,7 @@ impl ChatService {
         message: &MessageId,
         text: &str,
     ) -> Result<Message, SessionError> {
+        check_text(text)?;
         let p = &self.provider;
         self.sessions
             .run(user, |s| async move {
@@ -210,6 +212,9 @@ impl ChatService {
         room: &RoomId,
         file: FileUpload,
     ) -> Result<Message, SessionError> {
+        if let Some(text) = &file.text {
+            check_text(text)?;
+        }
         let session = self.sessions.session(user).await?;
         match self.provider.upload_file(&session, room, file).await {
             Err(ProviderError::SessionExpired) => {
