@@ -129,17 +129,36 @@ pub struct Hub {
     pub(crate) publisher: Arc<dyn EventPublisher>,
     pub(crate) backend: Arc<dyn HubBackend>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Ids of connections that ended here lately: a request naming one gets 404 (the client
+    /// then reconnects at once) rather than being adopted as a new connection.
+    ended: moka::sync::Cache<String, ()>,
     epoch: Instant,
 }
+
+/// How long an ended connection's id is remembered; clients notice an end within seconds.
+const ENDED_MEMORY: Duration = Duration::from_secs(600);
+/// At most this many ended ids are remembered (about 100 bytes each).
+const ENDED_CAPACITY: u64 = 100_000;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is one map or option edit, so a poisoned lock is still consistent.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Length of [`random_id`]'s output: 16 random bytes in unpadded URL-safe base64.
+const ID_LEN: usize = 22;
+
 fn random_id() -> String {
     let bytes: [u8; 16] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `key` has the shape of an id this hub hands out, so only those are adopted.
+fn is_id_shaped(key: &str) -> bool {
+    key.len() == ID_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Hub {
@@ -155,6 +174,10 @@ impl Hub {
             publisher,
             backend,
             connections: Mutex::new(HashMap::new()),
+            ended: moka::sync::Cache::builder()
+                .max_capacity(ENDED_CAPACITY)
+                .time_to_live(ENDED_MEMORY)
+                .build(),
             epoch: Instant::now(),
         })
     }
@@ -205,7 +228,8 @@ impl Hub {
         }
     }
 
-    /// Registers a new connection of `caller`; `key` is the id transports will send.
+    /// Registers a new connection of `caller`; with `separate_token`, transports address it
+    /// by a secret token (negotiate v1), otherwise by its connection id.
     pub(crate) fn create(
         self: &Arc<Self>,
         caller: Caller,
@@ -217,12 +241,54 @@ impl Hub {
         } else {
             connection_id.clone()
         };
+        self.register(caller, connection_id, key)
+    }
+
+    /// Takes over a connection another node negotiated: a transport arrived here with an id
+    /// this hub has never seen. Behind a proxy that routes by the `id` query (so every request
+    /// of one connection reaches one node), negotiate may have gone to a different node; the
+    /// transport request is authenticated on its own, so the caller is known. Returns `None`
+    /// for ids that are not shaped like the ones hubs hand out.
+    pub(crate) fn adopt(self: &Arc<Self>, caller: Caller, key: &str) -> Option<Arc<Connection>> {
+        if !is_id_shaped(key) || self.ended.contains_key(key) {
+            return None;
+        }
+        let mut map = lock(&self.connections);
+        if let Some(existing) = map.get(key) {
+            return Some(existing.clone());
+        }
+        let connection = self.new_connection(caller, random_id(), key.to_owned());
+        map.insert(key.to_owned(), connection.clone());
+        drop(map);
+        // Started by the caller at once; if its upgrade fails, it must not linger.
+        self.expire_unless_started(&connection);
+        tracing::debug!(connection_id = %connection.connection_id, "adopted a connection negotiated elsewhere");
+        Some(connection)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        caller: Caller,
+        connection_id: String,
+        key: String,
+    ) -> Arc<Connection> {
+        let connection = self.new_connection(caller, connection_id, key.clone());
+        lock(&self.connections).insert(key, connection.clone());
+        connection
+    }
+
+    fn new_connection(
+        &self,
+        caller: Caller,
+        connection_id: String,
+        key: String,
+    ) -> Arc<Connection> {
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         let (outbound_tx, outbound_rx) =
             mpsc::channel(self.config.outbound_buffer.max(1) + RESERVED_OUTBOUND);
         let connection = Arc::new(Connection {
             connection_id,
-            key: key.clone(),
+            key,
             caller,
             transport: Mutex::new(None),
             inbound,
@@ -241,7 +307,6 @@ impl Hub {
             epoch: self.epoch,
         });
         connection.touch();
-        lock(&self.connections).insert(key, connection.clone());
         connection
     }
 
@@ -278,6 +343,8 @@ impl Hub {
             .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), connection))
         {
             map.remove(&connection.key);
+            drop(map);
+            self.ended.insert(connection.key.clone(), ());
         }
     }
 

@@ -140,14 +140,27 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
     with_cors(&hub, &req, HttpResponse::Ok().json(body))
 }
 
+/// Whether a request naming an unknown connection id may start it here (see [`Hub::adopt`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// A transport's first request (WebSocket, SSE, poll): adopt the id.
+    Adopt,
+    /// Anything else (send, delete): the connection must exist.
+    Refuse,
+}
+
 /// Finds the connection a transport request names and checks it belongs to the caller.
-fn find(hub: &Hub, req: &HttpRequest) -> Result<Arc<Connection>, ApiError> {
+fn find(hub: &Arc<Hub>, req: &HttpRequest, unknown: Unknown) -> Result<Arc<Connection>, ApiError> {
     let user = authenticate(req)?;
     let id = query(req, "id")
         .ok_or_else(|| ApiError::Invalid("missing the connection id (`id` query)".into()))?;
-    let connection = hub
-        .find(&id)
-        .ok_or_else(|| ApiError::NotFound("no such connection".into()))?;
+    let connection = match hub.find(&id) {
+        Some(connection) => connection,
+        None if unknown == Unknown::Adopt => hub
+            .adopt(caller(user.clone()), &id)
+            .ok_or_else(|| ApiError::NotFound("no such connection".into()))?,
+        None => return Err(ApiError::NotFound("no such connection".into())),
+    };
     if connection.caller.user != user.id {
         return Err(ApiError::Forbidden(
             "the connection belongs to another user".into(),
@@ -196,7 +209,7 @@ fn connect_websocket(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let connection = if query(req, "id").is_some() {
-        find(hub, req)?
+        find(hub, req, Unknown::Adopt)?
     } else {
         // skipNegotiation: the client connects straight away and gets a fresh connection.
         hub.create(caller(authenticate(req)?), false)
@@ -232,7 +245,7 @@ impl Drop for TransportGuard {
 }
 
 fn connect_sse(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
-    let connection = find(hub, req)?;
+    let connection = find(hub, req, Unknown::Adopt)?;
     hub.start(&connection, Transport::ServerSentEvents)
         .map_err(conflict)?;
     let guard = TransportGuard(connection.clone());
@@ -283,7 +296,7 @@ fn sse_event(text: &str) -> Bytes {
 }
 
 async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
-    let connection = find(hub, req)?;
+    let connection = find(hub, req, Unknown::Adopt)?;
     connection.touch();
     match connection.transport() {
         None => {
@@ -366,7 +379,7 @@ impl Drop for PendingPoll {
 async fn send(hub: web::Data<Hub>, req: HttpRequest, body: web::Payload) -> HttpResponse {
     let hub = hub.into_inner();
     let result = async {
-        let connection = find(&hub, &req)?;
+        let connection = find(&hub, &req, Unknown::Refuse)?;
         match connection.transport() {
             Some(Transport::ServerSentEvents | Transport::LongPolling) => {}
             Some(Transport::WebSockets) => {
@@ -438,7 +451,8 @@ async fn deliver(
 
 /// `DELETE /hub?id=…`: the client ends the connection (long polling's stop).
 async fn disconnect(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
-    match find(&hub, &req) {
+    let hub = hub.into_inner();
+    match find(&hub, &req, Unknown::Refuse) {
         Ok(connection) => {
             connection.transport_gone.cancel();
             if connection.transport().is_none() {

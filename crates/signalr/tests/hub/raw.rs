@@ -115,14 +115,13 @@ async fn negotiate_answers_version_zero_or_one_as_asked() {
         .unwrap();
     assert_eq!(v1_more["negotiateVersion"], 1);
 
-    // The token, not the public id, opens a v1 connection; an unknown id is 404.
-    let by_id = format!(
-        "ws://{}/hub?id={}&access_token={}",
+    // An id no hub could have handed out is 404.
+    let made_up = format!(
+        "ws://{}/hub?id=not-an-id&access_token={}",
         hub.addr,
-        v1["connectionId"].as_str().unwrap(),
         token("alice")
     );
-    let refused = tokio_tungstenite::connect_async(by_id).await.unwrap_err();
+    let refused = tokio_tungstenite::connect_async(made_up).await.unwrap_err();
     assert!(refused.to_string().contains("404"), "{refused}");
     // Another user cannot take over a negotiated connection.
     let stolen = format!(
@@ -147,6 +146,76 @@ async fn negotiate_answers_version_zero_or_one_as_asked() {
         .unwrap_err();
     assert!(again.to_string().contains("409"), "{again}");
     hub.stop().await;
+}
+
+/// Behind a proxy that routes each connection's requests by their `id`, negotiate can land on
+/// one node and the transport on another; the second node takes the connection over.
+#[tokio::test]
+async fn a_connection_negotiated_on_another_node_is_taken_over_here() {
+    let negotiated_on = TestHub::start(HubConfig::default()).await;
+    let here = TestHub::start(HubConfig::default()).await;
+    let http = reqwest::Client::new();
+    let v1: Value = http
+        .post(format!(
+            "{}/negotiate?negotiateVersion=1",
+            negotiated_on.url()
+        ))
+        .bearer_auth(token("alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v1["connectionToken"].as_str().unwrap();
+    let url = format!(
+        "ws://{}/hub?id={id}&access_token={}",
+        here.addr,
+        token("alice")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send(
+        &mut socket,
+        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
+    )
+    .await;
+    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    here.eventually("the backend told of the connection", |h| {
+        h.backend.count("opened:alice") == 1
+    })
+    .await;
+    here.publish("alice", &typing("r1", "carol")).await;
+    let records = next_records(&mut socket).await;
+    assert_eq!(
+        records[0]["arguments"][0]["username"], "carol",
+        "{records:?}"
+    );
+
+    // Only a transport's first request takes over: a send to an unknown id is still 404.
+    let other = format!("{}?id={}", here.url(), "A".repeat(22));
+    let posted = http
+        .post(&other)
+        .bearer_auth(token("alice"))
+        .body("{}\u{1e}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 404);
+    // An id that ended here is not taken over again: its client must reconnect.
+    send(&mut socket, &format!(r#"{{"type":7}}{RS}"#)).await;
+    here.eventually("the connection forgotten", |h| {
+        h.hub.open_connections() == 0
+    })
+    .await;
+    let again = format!(
+        "ws://{}/hub?id={id}&access_token={}",
+        here.addr,
+        token("alice")
+    );
+    let refused = tokio_tungstenite::connect_async(again).await.unwrap_err();
+    assert!(refused.to_string().contains("404"), "{refused}");
+    negotiated_on.stop().await;
+    here.stop().await;
 }
 
 #[tokio::test]
