@@ -275,3 +275,89 @@ async fn across_nodes_one_upstream_per_user_and_a_standby_takes_over() {
     b.shutdown(Duration::from_secs(1)).await;
     until("all closed", || provider.open_upstreams() == 0).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_delivers_what_the_old_holder_missed_and_nothing_it_delivered() {
+    let provider = ScriptedProvider::with_password("pw");
+    let lease: Arc<MemoryLease> = Arc::new(MemoryLease::default());
+    let publisher = Arc::new(MemoryEventPublisher::new(64));
+    let node = |name: &str| {
+        let sessions = Arc::new(SessionService::new(
+            provider.clone() as Arc<dyn ImProvider>,
+            Arc::new(MemoryTokenCache::default()),
+            PasswordPolicy::new(Password::new("pw")),
+            Duration::from_secs(3600),
+        ));
+        let ownership = Ownership {
+            lease: lease.clone(),
+            node: name.into(),
+            ttl: Duration::from_secs(15),
+        };
+        UpstreamService::new(
+            provider.clone(),
+            sessions,
+            publisher.clone(),
+            ownership,
+            GRACE,
+        )
+    };
+    let alice = user("alice");
+    let mut tab = publisher.subscribe(&alice).await.unwrap();
+    let (a, b) = (node("node-a"), node("node-b"));
+    a.connected(&alice);
+    until("node a's upstream", || provider.upstreams().len() == 1).await;
+    b.connected(&alice);
+    // Node b finds the lease taken and starts watching.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = provider.upstreams()[0].1.clone();
+    let m1 = message("m1", 1, "delivered by node a");
+    let m2 = message("m2", 2, "sent while nobody held the upstream");
+    first.send(RealtimeSignal::Connected).await.unwrap();
+    first.send(live(&m1)).await.unwrap();
+    assert_eq!(
+        *within("m1", tab.next()).await.unwrap(),
+        UserEvent::RoomMessage {
+            message: Box::new(m1.clone())
+        }
+    );
+    // Let node b's watch see m1 before node a goes.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    a.close(&alice);
+    for m in [&m1, &m2] {
+        provider.add_history(m.clone());
+    }
+    provider.set_rooms(vec![Room {
+        id: RoomId::parse("room").unwrap(),
+        kind: RoomKind::Group,
+        name: "room".into(),
+        members: None,
+        unread: 1,
+        last_message: Some(Box::new(m2.clone())),
+        updated_at: m2.created_at,
+    }]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    until("node b's upstream", || provider.upstreams().len() == 2).await;
+    let second = provider.upstreams()[1].1.clone();
+    second.send(RealtimeSignal::Connected).await.unwrap();
+    let gap = loop {
+        if let UserEvent::RoomMessage { message } = &*within("the gap", tab.next()).await.unwrap() {
+            break message.text.clone();
+        }
+    };
+    assert_eq!(gap, "sent while nobody held the upstream");
+    // Nothing else queued: m1 was not delivered a second time.
+    let m3 = message("m3", 3, "live again");
+    second.send(live(&m3)).await.unwrap();
+    loop {
+        match &*within("m3", tab.next()).await.unwrap() {
+            UserEvent::RoomMessage { message } => {
+                assert_eq!(message.text, "live again");
+                break;
+            }
+            UserEvent::SubscriptionChanged { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    b.shutdown(Duration::from_secs(1)).await;
+}

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{SubscriptionChange, UserEvent};
 use crate::ids::{MessageId, UserId};
 use crate::model::{HistoryQuery, Message};
-use crate::ports::{EventPublisher, ImProvider, Lease, LeaseToken, RealtimeSignal};
+use crate::ports::{
+    EventPublisher, EventSubscription, ImProvider, Lease, LeaseToken, RealtimeSignal,
+};
 use crate::services::{SessionService, UserSessions};
 
 /// How far before the last event seen the gap fill starts, for clock differences between the
@@ -208,6 +210,8 @@ enum Held {
 impl Owner {
     async fn run(mut self, cancel: CancellationToken) {
         let Ownership { lease, node, ttl } = self.ownership.clone();
+        // While another node holds the upstream, its deliveries as this node sees them.
+        let mut watch: Option<EventSubscription> = None;
         loop {
             let acquired = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -215,6 +219,7 @@ impl Owner {
             };
             match acquired {
                 Ok(Some(token)) => {
+                    watch = None;
                     tracing::debug!(user = %self.user, fence = token.fence, "holding the upstream");
                     let held = self.hold(&*lease, &token, ttl, &cancel).await;
                     if !matches!(held, Held::Lost) {
@@ -230,15 +235,29 @@ impl Owner {
                     }
                 }
                 // Another node holds it; its events reach this node's connections through the
-                // publisher. Try again in case that node dies.
-                Ok(None) => {}
+                // publisher. Watch them go by, so that if that node dies, the takeover fills
+                // exactly what it did not deliver; and try again in case it does.
+                Ok(None) => {
+                    if watch.is_none() {
+                        self.pump.watch_from_now();
+                        watch = self.pump.publisher.subscribe(&self.user).await.ok();
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(user = %self.user, error = %error, "lease store failed")
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(ttl / 2) => {}
+            let pause = tokio::time::sleep(ttl / 2);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut pause => break,
+                    event = next_watched(&mut watch) => match event {
+                        Some(event) => self.pump.observe(&event),
+                        None => watch = None,
+                    },
+                }
             }
         }
     }
@@ -306,7 +325,38 @@ struct Pump {
     last_event: Option<DateTime<Utc>>,
 }
 
+/// The next event of `watch`; pending forever when there is none.
+async fn next_watched(watch: &mut Option<EventSubscription>) -> Option<Arc<UserEvent>> {
+    match watch {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Pump {
+    /// Starts counting from now what another node delivers, unless already counting: a
+    /// takeover fills the gap from here.
+    fn watch_from_now(&mut self) {
+        self.last_event.get_or_insert_with(Utc::now);
+    }
+
+    /// Notes a message another node delivered, as if this one had.
+    fn observe(&mut self, event: &UserEvent) {
+        if let UserEvent::RoomMessage { message } = event {
+            self.note(message);
+        }
+    }
+
+    /// Whether `message` is new to this user's upstream; remembers it and its time.
+    fn note(&mut self, message: &Message) -> bool {
+        if !self.seen.first_time(message) {
+            return false;
+        }
+        let at = message.edited_at.unwrap_or(message.created_at);
+        self.last_event = Some(self.last_event.map_or(at, |last| last.max(at)));
+        true
+    }
+
     async fn run(&mut self) {
         let source: Arc<dyn crate::ports::SessionSource> =
             Arc::new(UserSessions::new(self.user.clone(), self.sessions.clone()));
@@ -350,11 +400,9 @@ impl Pump {
 
     async fn deliver(&mut self, event: UserEvent) {
         if let UserEvent::RoomMessage { message } = &event {
-            if !self.seen.first_time(message) {
+            if !self.note(message) {
                 return;
             }
-            let at = message.edited_at.unwrap_or(message.created_at);
-            self.last_event = Some(self.last_event.map_or(at, |last| last.max(at)));
         }
         if let Err(error) = self.publisher.publish(&self.user, &event).await {
             tracing::warn!(user = %self.user, error = %error, "could not publish an event");
