@@ -1,5 +1,6 @@
-//! Redis goes away and comes back: the gateway says it is not ready, answers 503 where it
-//! needs Redis, and recovers by itself, without a restart.
+//! Redis goes away and comes back, or is not there yet when the gateway starts: the gateway
+//! says it is not ready, answers 503 where it needs Redis, and recovers by itself, without a
+//! restart.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -140,5 +141,52 @@ async fn redis_down_then_back_is_reported_and_recovered_without_a_restart() {
     )
     .await;
     eventually(&gw, "rooms served again", |status, _| status == 200, rooms).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_started_while_redis_is_down_serves_once_redis_answers() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let gw = TestGateway::against(
+        &sim,
+        &[
+            ("cache.kind", "redis"),
+            ("push.kind", "redis"),
+            ("redis.url", url.as_str()),
+            ("redis.command_timeout_ms", "500"),
+        ],
+    )
+    .await;
+    let (status, body) = gw.send(gw.get("/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_ne!(body["checks"]["redis"], "ok", "{body}");
+    // A user's call needs their session from the token cache.
+    let rooms = || gw.get("/api/v1/rooms").bearer_auth(gw.host_token("alice"));
+    let (status, body) = gw.send(rooms()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("service_unavailable")),
+        "{body}"
+    );
+
+    let _redis = PrivateRedis::start(port);
+    eventually(
+        &gw,
+        "ready",
+        |status, body| status == 200 && body["checks"]["redis"] == "ok",
+        || gw.get("/readyz"),
+    )
+    .await;
+    let (status, body) = gw
+        .send(
+            gw.put("/api/v1/users/alice")
+                .header("X-Api-Key", API_KEY)
+                .json(&json!({"username": "alice", "name": "Alice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    eventually(&gw, "rooms served", |status, _| status == 200, rooms).await;
     gw.stop().await;
 }

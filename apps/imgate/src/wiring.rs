@@ -426,25 +426,38 @@ async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
     if !settings.uses_redis() {
         return Ok(parts);
     }
+    // None of these waits for Redis: a Redis that does not answer yet fails calls with 503
+    // and /readyz until it does, and only a bad URL stops the start.
+    let mut health = None;
     if settings.cache.kind == "redis" {
         let cache = RedisTokenCache::connect(config)
             .await
-            .context("redis.url: connecting the token cache")?;
+            .context("redis.url: setting up the token cache")?;
+        // The check pings the cache's own connection, so it reports what requests meet.
+        health = Some(cache.health_check());
         parts.cache = Some(Arc::new(cache));
     }
     if settings.push.kind == "redis" {
         let publisher = RedisEventPublisher::connect(config, settings.push.connection_buffer)
             .await
-            .context("redis.url: connecting the event backplane")?;
+            .context("redis.url: setting up the event backplane")?;
+        health.get_or_insert_with(|| publisher.health_check());
         parts.publisher = Some(Arc::new(publisher));
         let lease = RedisLease::connect(config)
             .await
-            .context("redis.url: connecting the lease store")?;
+            .context("redis.url: setting up the lease store")?;
         parts.lease = Some(Arc::new(lease));
     }
-    let health = RedisHealthCheck::connect(config)
-        .await
-        .context("redis.url: connecting the health check")?;
+    let health = match health {
+        Some(health) => health,
+        None => RedisHealthCheck::connect(config)
+            .await
+            .context("redis.url: setting up the health check")?,
+    };
+    if let Err(error) = health.check().await {
+        // The error names no URL (it may hold a password), only what failed.
+        tracing::warn!(error = %error, "Redis is not reachable yet; calls that need it fail with 503 until it answers");
+    }
     parts.health = Some(Arc::new(health));
     Ok(parts)
 }

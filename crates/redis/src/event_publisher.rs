@@ -71,27 +71,34 @@ struct Channel {
 }
 
 impl RedisEventPublisher {
-    /// Connects to the Redis of `config`; each local subscriber buffers at most `buffer` events.
+    /// A publisher on the Redis of `config`; each local subscriber buffers at most `buffer`
+    /// events. Fails only on an invalid URL.
     ///
-    /// Returns once the subscriber connection is up, so `subscribe` works right away.
+    /// When Redis answers, returns once the subscriber connection is up, so `subscribe` works
+    /// right away. When it does not (within the command timeout), returns anyway: `publish`
+    /// and `subscribe` fail with `Unavailable` until the subscriber connection, retried in the
+    /// background, is up.
     pub async fn connect(config: &RedisConfig, buffer: usize) -> Result<Self, ConnectError> {
-        let redis = Redis::connect(config).await?;
-        let pubsub = open_pubsub(&redis).await.map_err(|err| match err {
-            CallError::Redis(err) => ConnectError::Unreachable(err),
-            CallError::Timeout(limit) => ConnectError::Timeout(limit),
-        })?;
-        let (sink, stream) = pubsub.split();
+        let redis = Redis::connect(config)?;
+        let first = match open_pubsub(&redis).await {
+            Ok(pubsub) => Some(pubsub.split()),
+            Err(error) => {
+                // The caller (the app) reports an unreachable Redis once; the reader retries.
+                tracing::debug!(error = %error, "backplane not reachable yet");
+                None
+            }
+        };
         let (sweep, sweep_rx) = mpsc::channel(SWEEP_QUEUE);
         let shared = Arc::new(Shared {
             redis,
             keys: Keys::new(&config.prefix),
             fanout: LocalFanout::new(buffer),
-            sink: Mutex::new(Some(sink.clone())),
+            sink: Mutex::new(first.as_ref().map(|(sink, _)| sink.clone())),
             channels: Mutex::default(),
             sweep,
         });
         let cancel = CancellationToken::new();
-        tokio::spawn(read_loop(shared.clone(), (sink, stream), cancel.clone()));
+        tokio::spawn(read_loop(shared.clone(), first, cancel.clone()));
         tokio::spawn(sweep_loop(shared.clone(), sweep_rx, cancel.clone()));
         Ok(Self {
             shared,
@@ -229,12 +236,14 @@ impl Shared {
 }
 
 /// Owns the subscriber connection: reads it, pings it, and replaces it when it fails.
+///
+/// `first` is the connection `connect` opened, or `None` when Redis did not answer then.
 async fn read_loop(
     shared: Arc<Shared>,
-    first: (PubSubSink, PubSubStream),
+    first: Option<(PubSubSink, PubSubStream)>,
     cancel: CancellationToken,
 ) {
-    let mut next = Some(first);
+    let mut next = first;
     let mut retry = FIRST_RETRY;
     loop {
         let (mut sink, mut stream) = match next.take() {
@@ -248,7 +257,9 @@ async fn read_loop(
                 let (mut sink, stream) = match opened {
                     Ok(pubsub) => pubsub.split(),
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot reach the backplane; retrying");
+                        // The outage was warned about once, when the connection was lost
+                        // (or by the app at start-up); not again at every retry.
+                        tracing::debug!(error = %err, "cannot reach the backplane; retrying");
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(jittered(retry)) => {}

@@ -13,10 +13,11 @@ pub struct RedisHealthCheck {
 }
 
 impl RedisHealthCheck {
-    /// Connects to the Redis of `config`.
+    /// A check of the Redis of `config`; fails only on an invalid URL, and reports Redis not
+    /// usable until it answers.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
         Ok(Self {
-            redis: Redis::connect(config).await?,
+            redis: Redis::connect(config)?,
         })
     }
 

@@ -69,10 +69,11 @@ pub struct RedisLease {
 }
 
 impl RedisLease {
-    /// Connects to the Redis of `config`.
+    /// Leases in the Redis of `config`; fails only on an invalid URL, and while Redis does not
+    /// answer every call fails with `Unavailable`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
         Ok(Self {
-            redis: Redis::connect(config).await?,
+            redis: Redis::connect(config)?,
             keys: Keys::new(&config.prefix),
         })
     }

@@ -78,16 +78,13 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// Connecting to Redis failed; returned by the adapters' `connect`.
+/// An adapter could not be set up; returned by the adapters' `connect`.
+///
+/// Redis not answering is not one of these: the adapters start anyway and their calls fail
+/// with the port's `Unavailable` until Redis answers.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// `url` is not a Redis URL.
     #[error("redis.url is not a valid Redis URL")]
     InvalidUrl(#[source] redis::RedisError),
-    /// Redis refused or failed the connection.
-    #[error("cannot connect to Redis")]
-    Unreachable(#[source] redis::RedisError),
-    /// Redis did not answer within the command timeout.
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
 }

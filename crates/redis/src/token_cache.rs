@@ -147,19 +147,20 @@ struct Inner {
 }
 
 impl RedisTokenCache {
-    /// Connects to the Redis of `config`, with the default [`SingleFlight`] timing.
+    /// Sessions in the Redis of `config`, with the default [`SingleFlight`] timing; fails only
+    /// on an invalid URL, and while Redis does not answer every call fails with `Unavailable`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
         Self::connect_with(config, SingleFlight::default()).await
     }
 
-    /// Connects to the Redis of `config` with the given lock timing.
+    /// Like [`connect`](Self::connect), with the given lock timing.
     pub async fn connect_with(
         config: &RedisConfig,
         timing: SingleFlight,
     ) -> Result<Self, ConnectError> {
         Ok(Self {
             inner: Arc::new(Inner {
-                redis: Redis::connect(config).await?,
+                redis: Redis::connect(config)?,
                 keys: Keys::new(&config.prefix),
                 timing,
                 flights: Mutex::default(),
