@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use imgate_http::client_addr::TrustedProxies;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -46,6 +47,8 @@ pub struct ServerSettings {
     pub base_path: String,
     /// Browser origins allowed to call the API and the hub.
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: usize,
     /// Largest uploaded file, in bytes.
@@ -177,7 +180,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("server.cors_origins"),
+                    .with_list_parse_key("server.cors_origins")
+                    .with_list_parse_key("server.trusted_proxies"),
             );
         Self::build(builder)
             .with_context(|| format!("reading configuration from {}", dir.display()))
@@ -250,6 +254,9 @@ impl Settings {
                 "server.base_path",
                 "must be empty or like /chat (leading slash, no trailing slash)",
             ));
+        }
+        if let Err(err) = TrustedProxies::parse(&self.server.trusted_proxies) {
+            problems.push(problem("server.trusted_proxies", err));
         }
         if self.server.max_upload_bytes == 0 {
             problems.push(problem("server.max_upload_bytes", "must be at least 1"));

@@ -16,6 +16,7 @@ use imgate_domain::services::{
 };
 use imgate_domain::{Password, UserId};
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
+use imgate_http::client_addr::TrustedProxies;
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryTokenCache};
@@ -360,6 +361,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             Some(demo::token(&claim, user, Duration::from_secs(86_400)))
         })
     });
+    let trusted_proxies = actix_web::web::Data::new(
+        TrustedProxies::parse(&settings.server.trusted_proxies)
+            .map_err(|err| anyhow::anyhow!("server.trusted_proxies: {err}"))?,
+    );
     let routes_hub = hub.clone();
     let mut server = HttpServer::new(move || {
         // The hub shares the REST scope: it reads the authenticator registered there.
@@ -373,6 +378,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             scope = scope.configure(imgate_signalr::configure(hub.clone()));
         }
         App::new()
+            .app_data(trusted_proxies.clone())
             .wrap(middleware::from_fn(imgate_http::telemetry::observe))
             .service(scope)
             .default_service(actix_web::web::to(imgate_http::not_found))

@@ -6,6 +6,7 @@
 //! The app mounts everything with [`configure`].
 
 pub mod auth;
+pub mod client_addr;
 pub mod error;
 pub mod files;
 pub mod identity;
