@@ -22,3 +22,13 @@ async fn memory_event_publisher_meets_the_event_publisher_contract() {
 async fn memory_lease_meets_the_lease_contract() {
     imgate_testkit::lease::run_all(|| async { imgate_memory::MemoryLease::default() }).await;
 }
+
+#[tokio::test]
+async fn memory_password_store_meets_the_password_store_contract() {
+    imgate_testkit::password_store::run_all(|| async {
+        // One process is one node: both "nodes" of the suite are the same store.
+        let store = std::sync::Arc::new(imgate_memory::MemoryPasswordStore::default());
+        (store.clone(), store)
+    })
+    .await;
+}

@@ -49,6 +49,11 @@ impl Keys {
         self.user_key(user, "lease-fence")
     }
 
+    /// The provider password the host set for the user, in clear; no TTL.
+    pub(crate) fn password(&self, user: &UserId) -> String {
+        self.user_key(user, "password")
+    }
+
     /// The pub/sub channel of the user's events.
     pub(crate) fn events(&self, user: &UserId) -> String {
         self.user_key(user, "events")
@@ -79,6 +84,7 @@ mod tests {
             "imgate:{alice}:lease-fence"
         );
         assert_eq!(keys.events(&user("bob")), "imgate:{bob}:events");
+        assert_eq!(keys.password(&user("bob")), "imgate:{bob}:password");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`RedisEventPublisher`]: the pub/sub backplane, one channel per user; a dedicated
 //!   subscriber connection feeds the local [`LocalFanout`](imgate_domain::fanout::LocalFanout).
 //! - [`RedisLease`]: which node owns a user's upstream, with fencing numbers.
+//! - [`RedisPasswordStore`]: the provider passwords the host set for its users, in clear
+//!   (the gateway logs in with them), with no TTL.
 //! - [`RedisHealthCheck`]: `PING` for `/readyz`.
 //!
 //! It is not a general Redis client: every key and channel it touches starts with
@@ -17,6 +19,7 @@ mod event_publisher;
 mod health;
 mod keys;
 mod lease;
+mod password_store;
 mod token_cache;
 
 use std::time::Duration;
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use event_publisher::RedisEventPublisher;
 pub use health::RedisHealthCheck;
 pub use lease::RedisLease;
+pub use password_store::RedisPasswordStore;
 pub use token_cache::{RedisTokenCache, SingleFlight};
 
 /// Where Redis is and how this deployment's keys are named.

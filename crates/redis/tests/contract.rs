@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_domain::ports::{
-    EventPublisher, HealthCheck, Lease, LoginError, ProviderError, TokenCache,
+    EventPublisher, HealthCheck, Lease, LoginError, PasswordStore, ProviderError, TokenCache,
 };
 use imgate_redis::{
-    RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease, RedisTokenCache, SingleFlight,
+    RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease, RedisPasswordStore,
+    RedisTokenCache, SingleFlight,
 };
 use imgate_testkit::event_publisher::typing;
 use imgate_testkit::token_cache::session;
@@ -104,6 +105,57 @@ async fn health_check_pings_redis() {
         .expect("connect");
     assert_eq!(check.name(), "redis");
     assert_eq!(check.check().await, Ok(()));
+}
+
+#[tokio::test]
+async fn redis_password_store_meets_the_password_store_contract() {
+    let prefixes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    imgate_testkit::password_store::run_all(|| {
+        let prefixes = prefixes.clone();
+        async move {
+            // Two stores on one prefix are two nodes.
+            let config = fresh_config().await;
+            prefixes.lock().unwrap().push(config.prefix.clone());
+            let a = RedisPasswordStore::connect(&config).await.expect("connect");
+            let b = RedisPasswordStore::connect(&config).await.expect("connect");
+            (Arc::new(a), Arc::new(b))
+        }
+    })
+    .await;
+    // Passwords never expire, by design; do not leave the tests' ones behind.
+    let prefixes = prefixes.lock().unwrap().clone();
+    delete_keys(&fresh_config().await, &prefixes).await;
+}
+
+#[tokio::test]
+async fn a_password_is_one_plain_key_without_ttl() {
+    let config = fresh_config().await;
+    let store = RedisPasswordStore::connect(&config).await.expect("connect");
+    store
+        .set(&user("alice"), &imgate_domain::Password::new("s3cret-pw"))
+        .await
+        .unwrap();
+    let mut conn = raw(&config).await;
+    let key = format!("{}:{{alice}}:password", config.prefix);
+    let stored: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, "s3cret-pw");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "no expiry");
+    store.remove(&user("alice")).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
 }
 
 #[tokio::test]

@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgate_domain::ports::{
-    CacheError, EventPublisher, HealthCheck, Lease, LeaseError, PublishError, TokenCache,
+    CacheError, EventPublisher, HealthCheck, Lease, LeaseError, PasswordStore, PasswordStoreError,
+    PublishError, TokenCache,
 };
+use imgate_domain::Password;
 use imgate_redis::{
-    ConnectError, RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease, RedisTokenCache,
+    ConnectError, RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease,
+    RedisPasswordStore, RedisTokenCache,
 };
 use imgate_testkit::event_publisher::typing;
 use imgate_testkit::token_cache::session;
@@ -189,6 +192,25 @@ async fn a_lease_and_a_health_check_created_while_redis_is_down_work_once_it_ans
     let alice = user("alice");
     let token = eventually("acquire", || lease.acquire(&alice, "node-a", ttl)).await;
     assert!(token.is_some());
+}
+
+#[tokio::test]
+async fn a_password_store_created_while_redis_is_down_works_once_it_answers() {
+    let port = free_port();
+    let config = config(port);
+    let store = RedisPasswordStore::connect(&config).await.expect("created");
+    let alice = user("alice");
+    let password = Password::new("alice-pw");
+    let err = fails_quickly("get", store.get(&alice)).await;
+    assert!(matches!(err, PasswordStoreError::Unavailable(_)), "{err:?}");
+    let err = fails_quickly("set", store.set(&alice, &password)).await;
+    assert!(matches!(err, PasswordStoreError::Unavailable(_)), "{err:?}");
+    let err = fails_quickly("remove", store.remove(&alice)).await;
+    assert!(matches!(err, PasswordStoreError::Unavailable(_)), "{err:?}");
+
+    let _redis = PrivateRedis::start(port);
+    eventually("set", || store.set(&alice, &password)).await;
+    assert_eq!(store.get(&alice).await.unwrap(), Some(password));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod event_publisher;
 pub mod hub_client;
 pub mod lease;
+pub mod password_store;
 pub mod scripted_provider;
 pub mod token_cache;
 

@@ -5,12 +5,14 @@
 pub mod event_publisher;
 pub mod health;
 pub mod lease;
+pub mod password_store;
 pub mod provider;
 pub mod token_cache;
 
 pub use event_publisher::{EventPublisher, EventSubscription, PublishError};
 pub use health::HealthCheck;
 pub use lease::{Lease, LeaseError, LeaseToken};
+pub use password_store::{PasswordStore, PasswordStoreError};
 pub use provider::{
     ImProvider, ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
     ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
