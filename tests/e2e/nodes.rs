@@ -142,3 +142,39 @@ fn rand_part() -> u64 {
             .subsec_nanos(),
     )
 }
+
+#[tokio::test]
+async fn a_password_the_host_set_through_one_node_logs_the_user_in_on_another() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let prefix = format!("e2e-pw-{}-{}", std::process::id(), rand_part());
+    let redis = redis_url();
+    let shared = [
+        ("cache.kind", "redis"),
+        ("push.kind", "redis"),
+        ("redis.url", redis.as_str()),
+        ("redis.prefix", prefix.as_str()),
+    ];
+    let a = TestGateway::against(&sim, &shared).await;
+    let b = TestGateway::against(&sim, &shared).await;
+    let (status, body) = a
+        .send(
+            a.put("/api/v1/users/carol")
+                .header("X-Api-Key", API_KEY)
+                .json(&json!({"username": "carol", "name": "Carol", "password": "carol-own-password"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Node b never saw the upsert; it must log carol in with the password node a stored.
+    let (status, body) = b
+        .send(b.get("/api/v1/rooms").bearer_auth(b.host_token("carol")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Deleting the user removes the password too (it never expires by itself).
+    let (status, body) = a
+        .send(a.delete("/api/v1/users/carol").header("X-Api-Key", API_KEY))
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -9,7 +9,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
-use imgate_domain::ports::{EventPublisher, HealthCheck, ImProvider, Lease, TokenCache};
+use imgate_domain::ports::{
+    EventPublisher, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
+};
 use imgate_domain::services::{
     AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
     UserService,
@@ -19,8 +21,10 @@ use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::client_addr::TrustedProxies;
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
-use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryTokenCache};
-use imgate_redis::{RedisEventPublisher, RedisHealthCheck, RedisLease, RedisTokenCache};
+use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryPasswordStore, MemoryTokenCache};
+use imgate_redis::{
+    RedisEventPublisher, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
+};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
 use imgate_signalr::{DomainBackend, Hub};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -264,7 +268,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
     let sessions = Arc::new(SessionService::new(
         provider.clone(),
         cache,
-        PasswordPolicy::new(parts.default_password),
+        PasswordPolicy::new(
+            parts.default_password,
+            match &redis.passwords {
+                Some(passwords) => passwords.clone(),
+                None => Arc::new(MemoryPasswordStore::default()),
+            },
+        ),
         Duration::from_secs(settings.provider.token_ttl_s),
     ));
     let admin = Arc::new(AdminAgent::new(
@@ -415,6 +425,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
 /// The Redis adapters the settings ask for; `None` where memory serves.
 struct RedisParts {
     cache: Option<Arc<dyn TokenCache>>,
+    // Beside the sessions: a node that shares them must log users in with the same passwords.
+    passwords: Option<Arc<dyn PasswordStore>>,
     publisher: Option<Arc<dyn EventPublisher>>,
     // Several nodes share Redis for push; then they must share leases too.
     lease: Option<Arc<dyn Lease>>,
@@ -425,6 +437,7 @@ async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
     let config = &settings.redis;
     let mut parts = RedisParts {
         cache: None,
+        passwords: None,
         publisher: None,
         lease: None,
         health: None,
@@ -442,6 +455,10 @@ async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
         // The check pings the cache's own connection, so it reports what requests meet.
         health = Some(cache.health_check());
         parts.cache = Some(Arc::new(cache));
+        let passwords = RedisPasswordStore::connect(config)
+            .await
+            .context("redis.url: setting up the password store")?;
+        parts.passwords = Some(Arc::new(passwords));
     }
     if settings.push.kind == "redis" {
         let publisher = RedisEventPublisher::connect(config, settings.push.connection_buffer)

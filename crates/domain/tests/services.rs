@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgate_domain::ports::{ImProvider, ProviderError, ProviderRooms, TokenCache};
+use imgate_domain::ports::{
+    CacheError, ImProvider, PasswordStore, PasswordStoreError, ProviderError, ProviderRooms,
+    TokenCache,
+};
 use imgate_domain::services::{
     AdminAgent, AdminError, PasswordPolicy, SessionError, SessionService,
 };
-use imgate_domain::Password;
-use imgate_memory::MemoryTokenCache;
+use imgate_domain::{Password, UserId};
+use imgate_memory::{MemoryPasswordStore, MemoryTokenCache};
 use imgate_testkit::scripted_provider::ScriptedProvider;
 use imgate_testkit::{user, within};
 
@@ -16,7 +19,10 @@ fn service(provider: &Arc<ScriptedProvider>, cache: Arc<dyn TokenCache>) -> Sess
     SessionService::new(
         provider.clone() as Arc<dyn ImProvider>,
         cache,
-        PasswordPolicy::new(Password::new("pw")),
+        PasswordPolicy::new(
+            Password::new("pw"),
+            Arc::new(MemoryPasswordStore::default()),
+        ),
         Duration::from_secs(3600),
     )
 }
@@ -81,6 +87,86 @@ async fn logout_ends_the_provider_session_and_forgets_it() {
     sessions.logout(&user("alice")).await.unwrap();
     assert_eq!(provider.logouts(), 1);
     assert_eq!(cache.get(&user("alice")).await.unwrap(), None);
+}
+
+/// Two nodes: their own caches, one shared password store.
+fn node(provider: &Arc<ScriptedProvider>, passwords: Arc<dyn PasswordStore>) -> SessionService {
+    SessionService::new(
+        provider.clone() as Arc<dyn ImProvider>,
+        Arc::new(MemoryTokenCache::default()),
+        PasswordPolicy::new(Password::new("default-pw"), passwords),
+        Duration::from_secs(3600),
+    )
+}
+
+#[tokio::test]
+async fn a_password_the_host_set_on_one_node_logs_the_user_in_on_another() {
+    let provider = ScriptedProvider::with_password("alice-own-pw");
+    let store: Arc<dyn PasswordStore> = Arc::new(MemoryPasswordStore::default());
+    let (a, b) = (node(&provider, store.clone()), node(&provider, store));
+    let alice = user("alice");
+    a.passwords()
+        .remember(&alice, Some(&Password::new("alice-own-pw")))
+        .await
+        .unwrap();
+    b.session(&alice).await.expect("node b logs in with it");
+    a.passwords().remember(&alice, None).await.unwrap();
+    assert_eq!(
+        b.passwords().password_for(&alice).await.unwrap(),
+        Password::new("default-pw"),
+        "back to the default everywhere"
+    );
+}
+
+/// A password store that cannot be reached.
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl PasswordStore for Unreachable {
+    async fn get(&self, _: &UserId) -> Result<Option<Password>, PasswordStoreError> {
+        Err(PasswordStoreError::Unavailable("down".into()))
+    }
+    async fn set(&self, _: &UserId, _: &Password) -> Result<(), PasswordStoreError> {
+        Err(PasswordStoreError::Unavailable("down".into()))
+    }
+    async fn remove(&self, _: &UserId) -> Result<(), PasswordStoreError> {
+        Err(PasswordStoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_password_store_outage_fails_a_login_like_a_cache_outage() {
+    let provider = ScriptedProvider::with_password("default-pw");
+    let cache = Arc::new(MemoryTokenCache::default());
+    let sessions = SessionService::new(
+        provider.clone() as Arc<dyn ImProvider>,
+        cache.clone(),
+        PasswordPolicy::new(Password::new("default-pw"), Arc::new(Unreachable)),
+        Duration::from_secs(3600),
+    );
+    let result = sessions.session(&user("alice")).await;
+    assert!(
+        matches!(result, Err(SessionError::Cache(CacheError::Unavailable(_)))),
+        "{result:?}"
+    );
+    assert_eq!(
+        provider.logins(),
+        0,
+        "no login with a password it could not read"
+    );
+    // A cached session needs no password: calls go on while only the store is down.
+    cache
+        .put(
+            &user("bob"),
+            imgate_testkit::token_cache::session("bob-token"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions.session(&user("bob")).await.unwrap().token.expose(),
+        "bob-token"
+    );
 }
 
 #[tokio::test]

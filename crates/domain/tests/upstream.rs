@@ -25,7 +25,10 @@ fn setup() -> (
     let sessions = Arc::new(SessionService::new(
         provider.clone() as Arc<dyn ImProvider>,
         Arc::new(MemoryTokenCache::default()),
-        PasswordPolicy::new(Password::new("pw")),
+        PasswordPolicy::new(
+            Password::new("pw"),
+            Arc::new(imgate_memory::MemoryPasswordStore::default()),
+        ),
         Duration::from_secs(3600),
     ));
     let publisher = Arc::new(MemoryEventPublisher::new(64));
@@ -239,7 +242,10 @@ async fn across_nodes_one_upstream_per_user_and_a_standby_takes_over() {
         let sessions = Arc::new(SessionService::new(
             provider.clone() as Arc<dyn ImProvider>,
             Arc::new(MemoryTokenCache::default()),
-            PasswordPolicy::new(Password::new("pw")),
+            PasswordPolicy::new(
+                Password::new("pw"),
+                Arc::new(imgate_memory::MemoryPasswordStore::default()),
+            ),
             Duration::from_secs(3600),
         ));
         let ownership = Ownership {
@@ -285,7 +291,10 @@ async fn a_takeover_delivers_what_the_old_holder_missed_and_nothing_it_delivered
         let sessions = Arc::new(SessionService::new(
             provider.clone() as Arc<dyn ImProvider>,
             Arc::new(MemoryTokenCache::default()),
-            PasswordPolicy::new(Password::new("pw")),
+            PasswordPolicy::new(
+                Password::new("pw"),
+                Arc::new(imgate_memory::MemoryPasswordStore::default()),
+            ),
             Duration::from_secs(3600),
         ));
         let ownership = Ownership {

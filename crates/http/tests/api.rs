@@ -64,7 +64,10 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
     let sessions = Arc::new(SessionService::new(
         provider.clone(),
         Arc::new(MemoryTokenCache::default()),
-        PasswordPolicy::new(Password::new("pw")),
+        PasswordPolicy::new(
+            Password::new("pw"),
+            Arc::new(imgate_memory::MemoryPasswordStore::default()),
+        ),
         Duration::from_secs(3600),
     ));
     let admin = Arc::new(AdminAgent::new(

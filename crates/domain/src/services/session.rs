@@ -6,39 +6,35 @@ use std::time::Duration;
 
 use crate::ids::{Password, UserId};
 use crate::model::ProviderSession;
-use crate::ports::{CacheError, ImProvider, LoginError, ProviderError, SessionSource, TokenCache};
+use crate::ports::{
+    CacheError, ImProvider, LoginError, PasswordStore, PasswordStoreError, ProviderError,
+    SessionSource, TokenCache,
+};
 
 /// Which password the gateway uses to log a mirrored user in to the provider: the one the host
-/// set for that user, or the configured default.
-///
-/// Passwords the host sets are remembered in this process only, so after a restart (or on
-/// another node) the host must upsert such users again; users on the default password need
-/// nothing.
-#[derive(Debug)]
+/// set for that user, kept in a [`PasswordStore`] every node shares, or the configured default.
 pub struct PasswordPolicy {
     default_password: Password,
-    chosen: std::sync::RwLock<std::collections::HashMap<UserId, Password>>,
+    store: Arc<dyn PasswordStore>,
 }
 
 impl PasswordPolicy {
-    /// Every mirrored user gets `default_password` unless the host set one of their own.
-    pub fn new(default_password: Password) -> Self {
+    /// Every mirrored user gets `default_password` unless the host set one of their own, which
+    /// `store` keeps.
+    pub fn new(default_password: Password, store: Arc<dyn PasswordStore>) -> Self {
         Self {
             default_password,
-            chosen: std::sync::RwLock::default(),
+            store,
         }
     }
 
     /// The password to log `user` in with.
-    pub fn password_for(&self, user: &UserId) -> Password {
-        let chosen = self
-            .chosen
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chosen
+    pub async fn password_for(&self, user: &UserId) -> Result<Password, PasswordStoreError> {
+        Ok(self
+            .store
             .get(user)
-            .cloned()
-            .unwrap_or_else(|| self.default_password.clone())
+            .await?
+            .unwrap_or_else(|| self.default_password.clone()))
     }
 
     /// The password to give a user in the provider, given what the host sent.
@@ -50,23 +46,20 @@ impl PasswordPolicy {
 
     /// Remembers what the host sent once the provider has it: a password of the user's own,
     /// or none (back to the default).
-    pub fn remember(&self, user: &UserId, requested: Option<Password>) {
-        let mut chosen = self
-            .chosen
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub async fn remember(
+        &self,
+        user: &UserId,
+        requested: Option<&Password>,
+    ) -> Result<(), PasswordStoreError> {
         match requested {
-            Some(password) => chosen.insert(user.clone(), password),
-            None => chosen.remove(user),
-        };
+            Some(password) => self.store.set(user, password).await,
+            None => self.store.remove(user).await,
+        }
     }
 
     /// Forgets a deleted user's password.
-    pub fn forget(&self, user: &UserId) {
-        self.chosen
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(user);
+    pub async fn forget(&self, user: &UserId) -> Result<(), PasswordStoreError> {
+        self.store.remove(user).await
     }
 }
 
@@ -76,9 +69,26 @@ pub enum SessionError {
     /// The provider failed or refused.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The token cache failed.
+    /// The token cache, or the password store beside it, failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+/// A password store outage as the cache error callers already handle: both are the gateway's
+/// own storage (one Redis when nodes share it), and either being down means the same to a
+/// caller, 503 rather than a provider failure.
+pub(crate) fn store_outage(err: PasswordStoreError) -> CacheError {
+    match err {
+        PasswordStoreError::Unavailable(detail) => {
+            CacheError::Unavailable(format!("the password store is unavailable: {detail}"))
+        }
+    }
+}
+
+impl From<PasswordStoreError> for SessionError {
+    fn from(err: PasswordStoreError) -> Self {
+        Self::Cache(store_outage(err))
+    }
 }
 
 impl From<LoginError> for SessionError {
@@ -122,9 +132,17 @@ impl SessionService {
     /// The user's session: cached, or from a login that concurrent callers share.
     #[tracing::instrument(skip(self), fields(user = %user))]
     pub async fn session(&self, user: &UserId) -> Result<ProviderSession, SessionError> {
+        // Nearly every call finds a cached session; reading the password first would cost
+        // every call a second round trip to the store for a login that rarely happens.
+        match self.cache.get(user).await {
+            Ok(Some(session)) => return Ok(session),
+            // An unreadable entry is `get_or_login`'s to replace.
+            Ok(None) | Err(CacheError::Corrupt(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let password = self.passwords.password_for(user).await?;
         let provider = self.provider.clone();
         let login_user = user.clone();
-        let password = self.passwords.password_for(user);
         let login = Box::pin(async move { provider.login_user(&login_user, &password).await });
         Ok(self.cache.get_or_login(user, self.ttl, login).await?)
     }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::ids::{Password, UserId};
 use crate::model::{Upserted, User, UserProfile};
-use crate::ports::{CacheError, ImProvider, ProviderError};
+use crate::ports::{CacheError, ImProvider, PasswordStoreError, ProviderError};
+use crate::services::session::store_outage;
 use crate::services::{AdminAgent, AdminError, SessionError, SessionService, UpstreamService};
 
 /// Why a user operation failed.
@@ -16,9 +17,15 @@ pub enum UserError {
     /// The provider failed or refused.
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The token cache failed.
+    /// The token cache, or the password store beside it, failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+impl From<PasswordStoreError> for UserError {
+    fn from(err: PasswordStoreError) -> Self {
+        Self::Cache(store_outage(err))
+    }
 }
 
 impl From<SessionError> for UserError {
@@ -73,7 +80,9 @@ impl UserService {
                 async move { provider.upsert_user(&admin, user, profile, &to_set).await }
             })
             .await?;
-        passwords.remember(user, password);
+        // After the provider took it, so a password the provider refused is never stored. If
+        // storing fails, the host gets 503 and retries the idempotent upsert.
+        passwords.remember(user, password.as_ref()).await?;
         // A changed password makes the cached session's origin stale; the next call logs in anew.
         self.sessions.forget(user).await?;
         Ok(result)
@@ -100,7 +109,7 @@ impl UserService {
             })
             .await?;
         self.upstreams.close(user);
-        self.sessions.passwords().forget(user);
+        self.sessions.passwords().forget(user).await?;
         self.sessions.forget(user).await?;
         Ok(())
     }
