@@ -221,7 +221,9 @@ impl Owner {
                 Ok(Some(token)) => {
                     watch = None;
                     tracing::debug!(user = %self.user, fence = token.fence, "holding the upstream");
+                    metrics::gauge!("imgate_upstreams_held").increment(1.0);
                     let held = self.hold(&*lease, &token, ttl, &cancel).await;
+                    metrics::gauge!("imgate_upstreams_held").decrement(1.0);
                     if !matches!(held, Held::Lost) {
                         if let Err(error) = lease.release(&self.user, &token).await {
                             tracing::warn!(user = %self.user, error = %error, "could not release the lease");
@@ -439,7 +441,9 @@ impl Pump {
                 })
                 .await
             {
-                Ok(page) => missed.extend(page.messages),
+                // Pages come newest first; oldest first keeps messages of the same
+                // millisecond in order through the stable sort below.
+                Ok(page) => missed.extend(page.messages.into_iter().rev()),
                 Err(error) => {
                     tracing::warn!(user = %self.user, room = %room.id, error = %error, "gap fill: cannot read history")
                 }
