@@ -54,17 +54,19 @@ pub struct Gateway {
 
 impl Gateway {
     /// Stops accepting, closes hub connections with `allowReconnect` (their clients go to
-    /// another node), finishes in-flight requests, closes upstreams, logs the admin agent
-    /// out, stops the embedded provider.
+    /// another node), closes upstreams and releases their leases, finishes in-flight
+    /// requests, logs the admin agent out, stops the embedded provider.
     pub async fn stop(self) {
         // Open hub connections would hold up a graceful stop: close them while it runs.
         let stopping = self.server.stop(true);
         if let Some(hub) = &self.hub {
             hub.shutdown(HUB_SHUTDOWN).await;
         }
+        // No connection here needs its upstream any more: release the leases now, so another
+        // node takes the users over while in-flight requests finish.
+        self.upstreams.shutdown(UPSTREAM_SHUTDOWN).await;
         stopping.await;
         let _ = self.serving.await;
-        self.upstreams.shutdown(UPSTREAM_SHUTDOWN).await;
         self.admin_retry.abort();
         self.admin.shutdown().await;
         if let Some(sim) = self.embedded {
