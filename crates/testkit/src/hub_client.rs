@@ -170,6 +170,13 @@ impl HubClient {
         .await
     }
 
+    /// Reads what has arrived without waiting, e.g. to catch late duplicates after a pause.
+    pub fn drain(&mut self) {
+        while let Ok(value) = self.lines.try_recv() {
+            self.seen.push(value);
+        }
+    }
+
     /// Received invocations (pushed events) so far.
     pub fn received(&self) -> Vec<&Value> {
         self.seen.iter().filter(|v| v["event"] == "recv").collect()
