@@ -59,8 +59,13 @@ pub enum ApiError {
     #[error("the chat provider answered something unexpected")]
     ProviderError(String),
     /// A dependency of the gateway itself (Redis) is down; the detail goes to the log only.
-    #[error("{0}")]
-    ServiceUnavailable(String),
+    #[error("{what} is unavailable, retry later")]
+    ServiceUnavailable {
+        /// Which part of the gateway, for the person.
+        what: &'static str,
+        /// The cause, for the log.
+        detail: String,
+    },
     /// A bug; the detail goes to the log only.
     #[error("internal error")]
     Internal(String),
@@ -79,7 +84,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::ProviderUnavailable(_) => "provider_unavailable",
             Self::ProviderError(_) => "provider_error",
-            Self::ServiceUnavailable(_) => "service_unavailable",
+            Self::ServiceUnavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -96,7 +101,7 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ProviderUnavailable(_) | Self::ServiceUnavailable(_) => {
+            Self::ProviderUnavailable(_) | Self::ServiceUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::ProviderError(_) => StatusCode::BAD_GATEWAY,
@@ -108,7 +113,7 @@ impl ResponseError for ApiError {
         match self {
             Self::ProviderUnavailable(detail)
             | Self::ProviderError(detail)
-            | Self::ServiceUnavailable(detail)
+            | Self::ServiceUnavailable { detail, .. }
             | Self::Internal(detail) => {
                 tracing::warn!(code = self.code(), error = %detail, "request failed");
             }
@@ -156,15 +161,19 @@ impl From<ProviderError> for ApiError {
 
 impl From<CacheError> for ApiError {
     fn from(err: CacheError) -> Self {
-        Self::ServiceUnavailable(format!("the gateway's token cache is unavailable ({err})"))
+        Self::ServiceUnavailable {
+            what: "the gateway's token cache",
+            detail: err.to_string(),
+        }
     }
 }
 
 impl From<PublishError> for ApiError {
     fn from(err: PublishError) -> Self {
-        Self::ServiceUnavailable(format!(
-            "the gateway's event backplane is unavailable ({err})"
-        ))
+        Self::ServiceUnavailable {
+            what: "the gateway's event backplane",
+            detail: err.to_string(),
+        }
     }
 }
 
