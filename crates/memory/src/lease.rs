@@ -93,4 +93,13 @@ impl Lease for MemoryLease {
         }
         Ok(())
     }
+
+    async fn expires_in(&self, user: &UserId) -> Result<Option<Duration>, LeaseError> {
+        let state = self.lock();
+        Ok(state
+            .held
+            .get(user)
+            .map(|(_, expires)| expires.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero()))
+    }
 }

@@ -142,4 +142,18 @@ impl Lease for RedisLease {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    #[tracing::instrument(skip(self), fields(user = %user))]
+    async fn expires_in(&self, user: &UserId) -> Result<Option<Duration>, LeaseError> {
+        // -2: no key, -1: no TTL (never written so by this adapter; treat as free).
+        let left: i64 = self
+            .redis
+            .query(redis::cmd("PTTL").arg(self.keys.lease(user)))
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(left)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis))
+    }
 }

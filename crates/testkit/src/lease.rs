@@ -24,6 +24,21 @@ where
     renew_keeps_it_and_a_stale_token_cannot(&make().await).await;
     release_frees_it_and_a_stale_release_does_nothing(&make().await).await;
     of_many_concurrent_acquirers_exactly_one_wins(Arc::new(make().await)).await;
+    expires_in_tells_a_standby_when_to_try_again(&make().await).await;
+}
+
+async fn expires_in_tells_a_standby_when_to_try_again(lease: &dyn Lease) {
+    let alice = user("alice");
+    assert_eq!(lease.expires_in(&alice).await.unwrap(), None, "free");
+    let token = lease
+        .acquire(&alice, "node-a", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let left = lease.expires_in(&alice).await.unwrap().expect("held");
+    assert!(left <= LONG && left > LONG / 2, "{left:?}");
+    lease.release(&alice, &token).await.unwrap();
+    assert_eq!(lease.expires_in(&alice).await.unwrap(), None, "released");
 }
 
 async fn a_held_lease_excludes_others(lease: &dyn Lease) {

@@ -36,6 +36,8 @@ pub struct LeaseToken {
 /// - `renew` with the current token extends it and returns `true`; with a stale token (expired
 ///   and taken by another, or released) it returns `false` and changes nothing.
 /// - `release` with the current token frees it; with a stale token it changes nothing.
+/// - `expires_in` of a held lease is how long it has left (at most its `ttl`); of a free one,
+///   `None`.
 #[async_trait]
 pub trait Lease: Send + Sync {
     /// Takes the lease on `user` for `ttl` unless someone else holds it.
@@ -54,4 +56,7 @@ pub trait Lease: Send + Sync {
     ) -> Result<bool, LeaseError>;
     /// Gives a held lease up.
     async fn release(&self, user: &UserId, token: &LeaseToken) -> Result<(), LeaseError>;
+    /// How long the lease on `user` has left, whoever holds it; `None` when it is free. A
+    /// standby uses it to try again the moment a dead holder's lease runs out.
+    async fn expires_in(&self, user: &UserId) -> Result<Option<Duration>, LeaseError>;
 }

@@ -26,6 +26,8 @@ use crate::services::{SessionService, UserSessions};
 /// How far before the last event seen the gap fill starts, for clock differences between the
 /// provider's nodes; duplicates this brings are dropped.
 const GAP_MARGIN: Duration = Duration::from_secs(2);
+/// Added to a lease's remaining time before a standby tries for it, so it finds it expired.
+const STANDBY_SLACK: Duration = Duration::from_millis(20);
 /// Messages remembered per user to drop duplicates between history and live events.
 const REMEMBERED: usize = 2048;
 /// Messages fetched per room when filling a gap.
@@ -249,7 +251,7 @@ impl Owner {
                     tracing::warn!(user = %self.user, error = %error, "lease store failed")
                 }
             }
-            let pause = tokio::time::sleep(ttl / 2);
+            let pause = tokio::time::sleep(self.standby_pause(&*lease, ttl).await);
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -261,6 +263,15 @@ impl Owner {
                     },
                 }
             }
+        }
+    }
+
+    /// How long to wait before trying for the lease again: until the holder's lease runs out
+    /// (a dead holder's users move on at once), at most half a lease.
+    async fn standby_pause(&self, lease: &dyn Lease, ttl: Duration) -> Duration {
+        match lease.expires_in(&self.user).await {
+            Ok(Some(left)) => (left + STANDBY_SLACK).min(ttl / 2),
+            Ok(None) | Err(_) => ttl / 2,
         }
     }
 
