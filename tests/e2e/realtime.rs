@@ -324,3 +324,46 @@ async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn deleting_a_connected_user_closes_their_connections_for_good() {
+    let setup = Setup::start().await;
+    let mut alice = setup.node("alice", "websockets").await;
+    let mut bob = setup.node("bob", "websockets").await;
+    let (status, _) = setup
+        .gw
+        .send(
+            setup
+                .gw
+                .delete("/api/v1/users/alice")
+                .header("X-Api-Key", API_KEY),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let closed = alice.wait_event("closed").await;
+    assert!(
+        closed["error"].as_str().unwrap_or_default().contains("deleted"),
+        "{closed}"
+    );
+    assert!(
+        !alice.seen.iter().any(|v| v["event"] == "reconnecting"),
+        "a deleted user's client must not reconnect: {:?}",
+        alice.seen
+    );
+    // Bob's connection carries on.
+    let dm = setup
+        .post("carol", "/api/v1/rooms/direct", json!({"members": ["bob"]}))
+        .await;
+    let room = dm["id"].as_str().unwrap().to_owned();
+    setup
+        .post(
+            "carol",
+            &format!("/api/v1/rooms/{room}/messages"),
+            json!({"text": "still here"}),
+        )
+        .await;
+    bob.wait_for("carol's message", |v| v["arg"]["text"] == "still here")
+        .await;
+    setup.gw.stop().await;
+    drop(setup.sim);
+}

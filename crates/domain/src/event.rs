@@ -40,6 +40,8 @@ pub enum UserEvent {
         /// The deleted message.
         message_id: MessageId,
     },
+    /// The user's account was deleted: their live connections end, without reconnecting.
+    AccountDeleted,
     /// Someone started or stopped typing.
     Typing {
         /// The room.

@@ -76,6 +76,8 @@ pub struct EndUser {
     pub email: Option<String>,
     /// Whether the token also carries the admin claim.
     pub admin: bool,
+    /// The token's `exp`.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// The host back end, authenticated.
@@ -172,6 +174,10 @@ impl Authenticator {
                 claims.get(&self.settings.admin_claim),
                 &self.settings.admin_value,
             ),
+            expires_at: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map(|exp| std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp)),
         })
     }
 

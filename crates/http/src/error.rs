@@ -52,6 +52,9 @@ pub enum ApiError {
         /// For the `Retry-After` header.
         retry_after: Duration,
     },
+    /// The caller already holds as many hub connections as allowed.
+    #[error("{0}")]
+    TooManyConnections(String),
     /// The provider is down or too slow; the detail goes to the log only.
     #[error("the chat provider is unavailable")]
     ProviderUnavailable(String),
@@ -85,6 +88,7 @@ impl ApiError {
             Self::ProviderUnavailable(_) => "provider_unavailable",
             Self::ProviderError(_) => "provider_error",
             Self::ServiceUnavailable { .. } => "service_unavailable",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::Internal(_) => "internal",
         }
     }
@@ -100,7 +104,7 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ProviderUnavailable(_) | Self::ServiceUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -18,6 +18,8 @@ pub struct Caller {
     pub name: Option<String>,
     /// E-mail from the JWT, when present.
     pub email: Option<String>,
+    /// When the JWT expires; the connection is closed then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Why a backend call failed; the one place where it becomes completion error text is
@@ -202,8 +204,9 @@ impl HubCall {
     }
 }
 
-/// The client invocation for a domain event, with the exact target names of the contract.
-pub fn event_invocation(event: &UserEvent) -> Outgoing {
+/// The client invocation for a domain event, with the exact target names of the contract;
+/// `None` for events that end the connection instead ([`UserEvent::AccountDeleted`]).
+pub fn event_invocation(event: &UserEvent) -> Option<Outgoing> {
     let (target, argument) = match event {
         UserEvent::RoomMessage { message } => ("getRoomMessageNotification", to_value(message)),
         UserEvent::SubscriptionChanged { method, room } => (
@@ -225,11 +228,12 @@ pub fn event_invocation(event: &UserEvent) -> Outgoing {
             "typing",
             json!({ "roomId": room_id, "username": username, "typing": typing }),
         ),
+        UserEvent::AccountDeleted => return None,
     };
-    Outgoing::Invocation {
+    Some(Outgoing::Invocation {
         target,
         arguments: vec![argument],
-    }
+    })
 }
 
 #[cfg(test)]
@@ -286,14 +290,14 @@ mod tests {
         let check = |event: UserEvent, target: &str, argument: Value| {
             assert_eq!(
                 event_invocation(&event),
-                Outgoing::Invocation {
+                Some(Outgoing::Invocation {
                     target: match target {
                         "messageDeleted" => "messageDeleted",
                         "typing" => "typing",
                         _ => unreachable!(),
                     },
                     arguments: vec![argument]
-                }
+                })
             );
         };
         check(
@@ -325,12 +329,13 @@ mod tests {
                 updated_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             }),
         };
-        let Outgoing::Invocation { target, arguments } = event_invocation(&room_event) else {
+        let Some(Outgoing::Invocation { target, arguments }) = event_invocation(&room_event) else {
             panic!("not an invocation");
         };
         assert_eq!(target, "getRoomSubscriptionChangedNotification");
         assert_eq!(arguments[0]["method"], "inserted");
         assert_eq!(arguments[0]["room"]["kind"], "group");
+        assert_eq!(event_invocation(&UserEvent::AccountDeleted), None);
         assert_eq!(arguments[0]["room"]["updatedAt"], "1970-01-01T00:00:00Z");
     }
 

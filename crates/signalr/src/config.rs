@@ -34,6 +34,10 @@ pub struct HubConfig {
     pub cors_origins: Vec<String>,
     /// How long a long-polling request waits for data before it answers empty.
     pub long_poll_timeout_ms: u64,
+    /// Hub connections one user may have open on this node; more are refused.
+    pub max_connections_per_user: usize,
+    /// Hub connections this node holds at most; more are refused.
+    pub max_connections: usize,
 }
 
 impl Default for HubConfig {
@@ -49,6 +53,8 @@ impl Default for HubConfig {
             max_pending_invocations: 32,
             cors_origins: Vec::new(),
             long_poll_timeout_ms: 90_000,
+            max_connections_per_user: 100,
+            max_connections: 100_000,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use imgate_domain::ports::EventPublisher;
+use imgate_domain::UserId;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -122,13 +123,63 @@ pub(crate) enum StartError {
     AlreadyConnected,
 }
 
+/// Connections by the id transports send, and how many each user has.
+#[derive(Default)]
+struct Registry {
+    by_key: HashMap<String, Arc<Connection>>,
+    per_user: HashMap<UserId, usize>,
+}
+
+impl Registry {
+    /// Adds `connection` unless its user or the node is at the limit.
+    fn insert(&mut self, connection: Arc<Connection>, config: &HubConfig) -> Result<(), Refused> {
+        if self.by_key.len() >= config.max_connections {
+            return Err(Refused::NodeFull(config.max_connections));
+        }
+        let count = self
+            .per_user
+            .entry(connection.caller.user.clone())
+            .or_default();
+        if *count >= config.max_connections_per_user {
+            return Err(Refused::UserFull(config.max_connections_per_user));
+        }
+        *count += 1;
+        self.by_key.insert(connection.key.clone(), connection);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) {
+        let Some(connection) = self.by_key.remove(key) else {
+            return;
+        };
+        let user = &connection.caller.user;
+        if let Some(count) = self.per_user.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+}
+
+/// Why a new connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The user has `max_connections_per_user` open here.
+    #[error("this user already has {0} hub connections open on this node; close one first")]
+    UserFull(usize),
+    /// The node holds `max_connections`.
+    #[error("this node holds its maximum of {0} hub connections; try again later")]
+    NodeFull(usize),
+}
+
 /// The SignalR hub: negotiates connections, runs one session task per connection, and
 /// closes them all on [`Hub::shutdown`].
 pub struct Hub {
     pub(crate) config: HubConfig,
     pub(crate) publisher: Arc<dyn EventPublisher>,
     pub(crate) backend: Arc<dyn HubBackend>,
-    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    connections: Mutex<Registry>,
     /// Ids of connections that ended here lately: a request naming one gets 404 (the client
     /// then reconnects at once) rather than being adopted as a new connection.
     ended: moka::sync::Cache<String, ()>,
@@ -173,7 +224,7 @@ impl Hub {
             config,
             publisher,
             backend,
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(Registry::default()),
             ended: moka::sync::Cache::builder()
                 .max_capacity(ENDED_CAPACITY)
                 .time_to_live(ENDED_MEMORY)
@@ -190,6 +241,7 @@ impl Hub {
     /// Connections whose transport has started and that have not ended yet.
     pub fn open_connections(&self) -> usize {
         lock(&self.connections)
+            .by_key
             .values()
             .filter(|c| c.transport().is_some())
             .count()
@@ -203,7 +255,8 @@ impl Hub {
     /// actix, `ServerHandle::stop(true)` stops the listeners at once), then call this, so
     /// the graceful drain is not held up by long-lived hub connections.
     pub async fn shutdown(&self, timeout: Duration) {
-        let connections: Vec<Arc<Connection>> = lock(&self.connections).values().cloned().collect();
+        let connections: Vec<Arc<Connection>> =
+            lock(&self.connections).by_key.values().cloned().collect();
         tracing::info!(
             connections = connections.len(),
             "closing hub connections for shutdown"
@@ -234,7 +287,7 @@ impl Hub {
         self: &Arc<Self>,
         caller: Caller,
         separate_token: bool,
-    ) -> Arc<Connection> {
+    ) -> Result<Arc<Connection>, Refused> {
         let connection_id = random_id();
         let key = if separate_token {
             random_id()
@@ -249,21 +302,25 @@ impl Hub {
     /// of one connection reaches one node), negotiate may have gone to a different node; the
     /// transport request is authenticated on its own, so the caller is known. Returns `None`
     /// for ids that are not shaped like the ones hubs hand out.
-    pub(crate) fn adopt(self: &Arc<Self>, caller: Caller, key: &str) -> Option<Arc<Connection>> {
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        caller: Caller,
+        key: &str,
+    ) -> Result<Option<Arc<Connection>>, Refused> {
         if !is_id_shaped(key) || self.ended.contains_key(key) {
-            return None;
+            return Ok(None);
         }
-        let mut map = lock(&self.connections);
-        if let Some(existing) = map.get(key) {
-            return Some(existing.clone());
+        let mut registry = lock(&self.connections);
+        if let Some(existing) = registry.by_key.get(key) {
+            return Ok(Some(existing.clone()));
         }
         let connection = self.new_connection(caller, random_id(), key.to_owned());
-        map.insert(key.to_owned(), connection.clone());
-        drop(map);
+        registry.insert(connection.clone(), &self.config)?;
+        drop(registry);
         // Started by the caller at once; if its upgrade fails, it must not linger.
         self.expire_unless_started(&connection);
         tracing::debug!(connection_id = %connection.connection_id, "adopted a connection negotiated elsewhere");
-        Some(connection)
+        Ok(Some(connection))
     }
 
     fn register(
@@ -271,10 +328,10 @@ impl Hub {
         caller: Caller,
         connection_id: String,
         key: String,
-    ) -> Arc<Connection> {
-        let connection = self.new_connection(caller, connection_id, key.clone());
-        lock(&self.connections).insert(key, connection.clone());
-        connection
+    ) -> Result<Arc<Connection>, Refused> {
+        let connection = self.new_connection(caller, connection_id, key);
+        lock(&self.connections).insert(connection.clone(), &self.config)?;
+        Ok(connection)
     }
 
     fn new_connection(
@@ -333,17 +390,18 @@ impl Hub {
 
     /// The connection transports address as `key`.
     pub(crate) fn find(&self, key: &str) -> Option<Arc<Connection>> {
-        lock(&self.connections).get(key).cloned()
+        lock(&self.connections).by_key.get(key).cloned()
     }
 
     pub(crate) fn remove(&self, connection: &Connection) {
-        let mut map = lock(&self.connections);
-        if map
+        let mut registry = lock(&self.connections);
+        if registry
+            .by_key
             .get(&connection.key)
             .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), connection))
         {
-            map.remove(&connection.key);
-            drop(map);
+            registry.remove(&connection.key);
+            drop(registry);
             self.ended.insert(connection.key.clone(), ());
         }
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 
 use crate::backend::Caller;
-use crate::hub::{Connection, Hub, Inbound, Outbound, StartError, Transport};
+use crate::hub::{Connection, Hub, Inbound, Outbound, Refused, StartError, Transport};
 use crate::websocket;
 
 /// Mounts `POST /hub/negotiate`, `GET|POST|DELETE /hub` and their CORS preflights.
@@ -100,6 +100,7 @@ fn caller(user: EndUser) -> Caller {
         user: user.id,
         name: user.name,
         email: user.email,
+        expires_at: user.expires_at,
     }
 }
 
@@ -115,7 +116,10 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
         .unwrap_or(0);
     let version = requested.min(1);
     let hub = hub.into_inner();
-    let connection = hub.create(caller(user), version >= 1);
+    let connection = match hub.create(caller(user), version >= 1) {
+        Ok(connection) => connection,
+        Err(refused) => return error(&hub, &req, refused.into()),
+    };
     hub.expire_unless_started(&connection);
     let transports = json!([
         {"transport": "WebSockets", "transferFormats": ["Text"]},
@@ -157,7 +161,7 @@ fn find(hub: &Arc<Hub>, req: &HttpRequest, unknown: Unknown) -> Result<Arc<Conne
     let connection = match hub.find(&id) {
         Some(connection) => connection,
         None if unknown == Unknown::Adopt => hub
-            .adopt(caller(user.clone()), &id)
+            .adopt(caller(user.clone()), &id)?
             .ok_or_else(|| ApiError::NotFound("no such connection".into()))?,
         None => return Err(ApiError::NotFound("no such connection".into())),
     };
@@ -199,6 +203,13 @@ async fn connect(hub: web::Data<Hub>, req: HttpRequest, body: web::Payload) -> H
     }
 }
 
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        crate::telemetry::connection_refused(refused);
+        ApiError::TooManyConnections(refused.to_string())
+    }
+}
+
 fn conflict(_: StartError) -> ApiError {
     ApiError::Conflict("the connection already has a transport".into())
 }
@@ -212,7 +223,7 @@ fn connect_websocket(
         find(hub, req, Unknown::Adopt)?
     } else {
         // skipNegotiation: the client connects straight away and gets a fresh connection.
-        hub.create(caller(authenticate(req)?), false)
+        hub.create(caller(authenticate(req)?), false)?
     };
     if connection.transport().is_some() {
         return Err(conflict(StartError::AlreadyConnected));

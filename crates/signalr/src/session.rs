@@ -327,6 +327,14 @@ impl Session<'_> {
         let client_timeout = self.hub.config.client_timeout();
         let stall_timeout = self.hub.config.slow_client_timeout();
         let max_pending = self.hub.config.max_pending_invocations.max(1);
+        let expires_at = match self.connection.caller.expires_at {
+            Some(at) => {
+                Instant::now()
+                    + at.duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default()
+            }
+            None => Instant::now(),
+        };
         loop {
             let now = Instant::now();
             let idle = self.connection.idle_for();
@@ -365,6 +373,14 @@ impl Session<'_> {
                         close: Some(Outgoing::Close { error: None, allow_reconnect: true }),
                     };
                 }
+                _ = tokio::time::sleep_until(expires_at), if self.connection.caller.expires_at.is_some() => {
+                    // The client's token factory gives it a fresh token when it reconnects.
+                    return Ending::with_error(
+                        CloseReason::TokenExpired,
+                        "the access token expired; reconnect with a new one",
+                        true,
+                    );
+                }
                 _ = tokio::time::sleep_until(wake_at) => {
                     if !blocked && Instant::now() >= ping_at {
                         if let Err(err) = self.outbox.push(&Outgoing::Ping) {
@@ -397,11 +413,20 @@ impl Session<'_> {
                     }
                 },
                 event = subscription.next(), if !blocked => match event {
-                    Some(event) => {
-                        if let Err(err) = self.outbox.push(&event_invocation(&event)) {
-                            return gone(err);
+                    Some(event) => match event_invocation(&event) {
+                        Some(invocation) => {
+                            if let Err(err) = self.outbox.push(&invocation) {
+                                return gone(err);
+                            }
                         }
-                    }
+                        None => {
+                            return Ending::with_error(
+                                CloseReason::AccountDeleted,
+                                "the user's account was deleted",
+                                false,
+                            );
+                        }
+                    },
                     None if subscription.lagged() => {
                         return Ending::with_error(
                             CloseReason::Lagged,

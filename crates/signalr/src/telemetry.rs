@@ -25,6 +25,10 @@ pub enum CloseReason {
     Shutdown,
     /// The backend refused the connection.
     BackendError,
+    /// The JWT the connection was opened with expired.
+    TokenExpired,
+    /// The user's account was deleted.
+    AccountDeleted,
 }
 
 impl CloseReason {
@@ -41,6 +45,8 @@ impl CloseReason {
             Self::ProtocolError => "protocol_error",
             Self::Shutdown => "shutdown",
             Self::BackendError => "backend_error",
+            Self::TokenExpired => "token_expired",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 }
@@ -60,4 +66,14 @@ pub(crate) fn connection_closed(reason: CloseReason) {
 /// An invocation finished.
 pub(crate) fn invocation(method: &'static str, outcome: &'static str) {
     counter!("imgate_hub_invocations_total", "method" => method, "outcome" => outcome).increment(1);
+}
+
+/// A new connection was refused at a limit.
+pub(crate) fn connection_refused(refused: crate::hub::Refused) {
+    let limit = match refused {
+        crate::hub::Refused::UserFull(_) => "per_user",
+        crate::hub::Refused::NodeFull(_) => "per_node",
+    };
+    counter!("imgate_hub_connections_refused_total", "limit" => limit).increment(1);
+    tracing::info!(error = %refused, "hub connection refused");
 }

@@ -152,6 +152,19 @@ impl UpstreamService {
         metrics::gauge!("imgate_upstream_users").set(online.len() as f64);
     }
 
+    /// Closes a deleted user's upstream and ends their live connections on every node.
+    pub async fn account_deleted(&self, user: &UserId) {
+        self.close(user);
+        if let Err(error) = self
+            .publisher
+            .publish(user, &UserEvent::AccountDeleted)
+            .await
+        {
+            // Their connections then end when their token expires or they next call.
+            tracing::warn!(user = %user, error = %error, "could not tell a deleted user's connections");
+        }
+    }
+
     /// How many users have live connections on this node.
     pub fn online_users(&self) -> usize {
         self.lock().len()

@@ -753,3 +753,139 @@ async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
     .await;
     hub.stop().await;
 }
+
+/// A thousand connections of one user against a limit of five: five get in, every other one
+/// is told why; a closed connection makes room again.
+#[tokio::test]
+async fn connections_beyond_the_per_user_limit_are_refused_with_a_clear_code() {
+    let hub = TestHub::start(HubConfig {
+        max_connections_per_user: 5,
+        ..HubConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let negotiate = |user: &'static str| {
+        http.post(format!("{}/negotiate?negotiateVersion=1", hub.url()))
+            .bearer_auth(token(user))
+            .send()
+    };
+    let answers = futures::future::join_all((0..1000).map(|_| negotiate("alice"))).await;
+    let mut accepted = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        match answer.status().as_u16() {
+            200 => accepted.push(answer.json::<Value>().await.unwrap()),
+            429 => {
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["error"], "too_many_connections", "{body}");
+                assert!(
+                    body["message"].as_str().unwrap().contains('5'),
+                    "the message names the limit: {body}"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(accepted.len(), 5);
+    // Another user is not affected.
+    assert_eq!(negotiate("bob").await.unwrap().status(), 200);
+    // A skipNegotiation socket is refused the same way, before the upgrade.
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{}/hub?access_token={}",
+        hub.addr,
+        token("alice")
+    ))
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("429"), "{refused}");
+
+    // Closing one makes room for one.
+    let id = accepted[0]["connectionToken"].as_str().unwrap();
+    let url = format!(
+        "ws://{}/hub?id={id}&access_token={}",
+        hub.addr,
+        token("alice")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send(
+        &mut socket,
+        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
+    )
+    .await;
+    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    send(&mut socket, &format!(r#"{{"type":7}}{RS}"#)).await;
+    hub.eventually("the connection gone", |h| h.hub.open_connections() == 0)
+        .await;
+    assert_eq!(negotiate("alice").await.unwrap().status(), 200);
+    assert_eq!(negotiate("alice").await.unwrap().status(), 429);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_node_wide_limit_refuses_any_user() {
+    let hub = TestHub::start(HubConfig {
+        max_connections: 2,
+        ..HubConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    for (user, status) in [("alice", 200), ("bob", 200), ("carol", 429)] {
+        let answer = http
+            .post(format!("{}/negotiate?negotiateVersion=1", hub.url()))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{user}");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires_and_may_reconnect() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let short = imgate_http::auth::mint_hs256(
+        crate::support::SECRET,
+        "sub",
+        "alice",
+        Duration::from_secs(2),
+    );
+    let url = format!("ws://{}/hub?access_token={short}", hub.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    send(
+        &mut socket,
+        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
+    )
+    .await;
+    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    let close = until_close(&mut socket).await;
+    assert_eq!(close["allowReconnect"], true, "{close}");
+    assert!(
+        close["error"].as_str().unwrap().contains("token expired"),
+        "{close}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_user_is_disconnected_for_good() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut socket = connect(&hub, "alice").await;
+    let mut bob = connect(&hub, "bob").await;
+    hub.publish("alice", &imgate_domain::UserEvent::AccountDeleted)
+        .await;
+    let close = until_close(&mut socket).await;
+    assert!(
+        close.get("allowReconnect").is_none() || close["allowReconnect"] == false,
+        "{close}"
+    );
+    assert!(
+        close["error"].as_str().unwrap().contains("deleted"),
+        "{close}"
+    );
+    // Bob's connection is untouched.
+    hub.publish("bob", &typing("r1", "carol")).await;
+    let records = next_records(&mut bob).await;
+    assert_eq!(records[0]["target"], "typing", "{records:?}");
+    hub.stop().await;
+}
