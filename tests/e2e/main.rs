@@ -5,6 +5,7 @@ mod faults;
 mod helpers;
 mod identity;
 mod journey;
+mod limits;
 mod nodes;
 mod realtime;
 mod redis_outage;

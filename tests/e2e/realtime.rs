@@ -342,7 +342,10 @@ async fn deleting_a_connected_user_closes_their_connections_for_good() {
     assert_eq!(status, 204);
     let closed = alice.wait_event("closed").await;
     assert!(
-        closed["error"].as_str().unwrap_or_default().contains("deleted"),
+        closed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted"),
         "{closed}"
     );
     assert!(

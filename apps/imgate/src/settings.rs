@@ -53,6 +53,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Largest uploaded file, in bytes.
     pub max_upload_bytes: u64,
+    /// End-user REST requests per second allowed per user on this node (0: no limit).
+    pub user_rate_limit_per_s: u32,
+    /// Requests a user may burst above that rate.
+    pub user_rate_limit_burst: u32,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_s: u64,
     /// HTTP worker threads; 0 means one per core.

@@ -377,6 +377,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         TrustedProxies::parse(&settings.server.trusted_proxies)
             .map_err(|err| anyhow::anyhow!("server.trusted_proxies: {err}"))?,
     );
+    let user_rate_limit = imgate_http::rate_limit::UserRateLimit::new(
+        settings.server.user_rate_limit_per_s,
+        settings.server.user_rate_limit_burst,
+    )
+    .map(actix_web::web::Data::new);
     let routes_hub = hub.clone();
     let mut server = HttpServer::new(move || {
         // The hub shares the REST scope: it reads the authenticator registered there.
@@ -389,9 +394,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         if let Some(hub) = &routes_hub {
             scope = scope.configure(imgate_signalr::configure(hub.clone()));
         }
-        App::new()
-            .app_data(trusted_proxies.clone())
-            .wrap(middleware::from_fn(imgate_http::telemetry::observe))
+        let mut app = App::new().app_data(trusted_proxies.clone());
+        if let Some(limit) = &user_rate_limit {
+            app = app.app_data(limit.clone());
+        }
+        app.wrap(middleware::from_fn(imgate_http::telemetry::observe))
             .service(scope)
             .default_service(actix_web::web::to(imgate_http::not_found))
     })

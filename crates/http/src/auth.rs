@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::rate_limit::UserRateLimit;
 
 /// The header the host back end sends its API key in.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -336,7 +337,16 @@ impl FromRequest for EndUser {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticator(req).and_then(|auth| auth.end_user(req)))
+        ready(
+            authenticator(req)
+                .and_then(|auth| auth.end_user(req))
+                .and_then(|user| {
+                    if let Some(limit) = req.app_data::<web::Data<UserRateLimit>>() {
+                        limit.check(&user.id)?;
+                    }
+                    Ok(user)
+                }),
+        )
     }
 }
 

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod json;
 pub mod ops;
 pub mod params;
+pub mod rate_limit;
 pub mod rooms;
 pub mod session;
 pub mod telemetry;
