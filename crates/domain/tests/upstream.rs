@@ -370,3 +370,116 @@ async fn a_takeover_delivers_what_the_old_holder_missed_and_nothing_it_delivered
     }
     b.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A publisher that refuses everything while `down` is set, like Redis during an outage.
+struct Flaky {
+    inner: MemoryEventPublisher,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventPublisher for Flaky {
+    async fn publish(
+        &self,
+        user: &imgate_domain::UserId,
+        event: &UserEvent,
+    ) -> Result<(), imgate_domain::ports::PublishError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(imgate_domain::ports::PublishError::Unavailable(
+                "down".into(),
+            ));
+        }
+        self.inner.publish(user, event).await
+    }
+
+    async fn subscribe(
+        &self,
+        user: &imgate_domain::UserId,
+    ) -> Result<imgate_domain::ports::EventSubscription, imgate_domain::ports::PublishError> {
+        self.inner.subscribe(user).await
+    }
+}
+
+#[tokio::test]
+async fn messages_the_publisher_refused_are_delivered_once_it_is_back_in_order() {
+    let provider = ScriptedProvider::with_password("pw");
+    let sessions = Arc::new(SessionService::new(
+        provider.clone() as Arc<dyn ImProvider>,
+        Arc::new(MemoryTokenCache::default()),
+        PasswordPolicy::new(
+            Password::new("pw"),
+            Arc::new(imgate_memory::MemoryPasswordStore::default()),
+        ),
+        Duration::from_secs(3600),
+    ));
+    let publisher = Arc::new(Flaky {
+        inner: MemoryEventPublisher::new(64),
+        down: false.into(),
+    });
+    let upstreams = UpstreamService::new(
+        provider.clone(),
+        sessions,
+        publisher.clone(),
+        Ownership {
+            lease: Arc::new(MemoryLease::default()),
+            node: "node-a".into(),
+            ttl: Duration::from_secs(15),
+        },
+        GRACE,
+    );
+    let alice = user("alice");
+    let mut tab = publisher.subscribe(&alice).await.unwrap();
+    upstreams.connected(&alice);
+    until("the upstream", || provider.upstreams().len() == 1).await;
+    let upstream = provider.upstreams()[0].1.clone();
+    let m1 = message("m1", 1, "before the outage");
+    let m2 = message("m2", 2, "during the outage");
+    let m3 = message("m3", 3, "during the outage too");
+    let m4 = message("m4", 4, "after the outage");
+    upstream.send(RealtimeSignal::Connected).await.unwrap();
+    upstream.send(live(&m1)).await.unwrap();
+    within("m1", tab.next()).await.unwrap();
+
+    publisher
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for m in [&m1, &m2, &m3] {
+        provider.add_history(m.clone());
+    }
+    provider.set_rooms(vec![Room {
+        id: RoomId::parse("room").unwrap(),
+        kind: RoomKind::Group,
+        name: "room".into(),
+        members: None,
+        unread: 2,
+        last_message: Some(Box::new(m3.clone())),
+        updated_at: m3.created_at,
+    }]);
+    upstream.send(live(&m2)).await.unwrap();
+    upstream.send(live(&m3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    provider.add_history(m4.clone());
+    upstream.send(live(&m4)).await.unwrap();
+
+    let mut texts = Vec::new();
+    while texts.last().map(String::as_str) != Some("after the outage") {
+        if let UserEvent::RoomMessage { message } =
+            &*within("messages after the outage", tab.next())
+                .await
+                .unwrap()
+        {
+            texts.push(message.text.clone());
+        }
+    }
+    assert_eq!(
+        texts,
+        [
+            "during the outage",
+            "during the outage too",
+            "after the outage"
+        ]
+    );
+}

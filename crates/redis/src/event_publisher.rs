@@ -314,9 +314,11 @@ async fn read_loop(
             }
         }
         // Events published until the new connection is subscribed are lost (pub/sub keeps
-        // nothing); local feeds stay open.
+        // nothing), so the local feeds end: their connections close with `allowReconnect`,
+        // and the clients reconnect and read what they missed rather than silently miss it.
         shared.set_sink(None);
-        tracing::warn!("lost the backplane connection; reconnecting");
+        shared.fanout.close_all();
+        tracing::warn!("lost the backplane connection; local feeds ended; reconnecting");
     }
 }
 

@@ -28,6 +28,8 @@ use crate::services::{SessionService, UserSessions};
 const GAP_MARGIN: Duration = Duration::from_secs(2);
 /// Added to a lease's remaining time before a standby tries for it, so it finds it expired.
 const STANDBY_SLACK: Duration = Duration::from_millis(20);
+/// How often undelivered events are tried again while no new event comes.
+const REDELIVER_EVERY: Duration = Duration::from_secs(1);
 /// Messages remembered per user to drop duplicates between history and live events.
 const REMEMBERED: usize = 2048;
 /// Messages fetched per room when filling a gap.
@@ -199,6 +201,7 @@ impl UpstreamService {
                 user: user.clone(),
                 seen: Seen::default(),
                 last_event: None,
+                undelivered_since: None,
             },
         };
         tokio::spawn(owner.run(cancel))
@@ -325,6 +328,14 @@ struct Seen {
 }
 
 impl Seen {
+    /// Forgets `message`, so it counts as new again (it was never delivered after all).
+    fn forget(&mut self, message: &Message) {
+        let key = (message.id.clone(), message.edited_at);
+        if self.keys.remove(&key) {
+            self.order.retain(|k| *k != key);
+        }
+    }
+
     /// Whether `message` is new; remembers it.
     fn first_time(&mut self, message: &Message) -> bool {
         let key = (message.id.clone(), message.edited_at);
@@ -349,6 +360,8 @@ struct Pump {
     user: UserId,
     seen: Seen,
     last_event: Option<DateTime<Utc>>,
+    /// The time of the oldest event the publisher refused, while any wait for redelivery.
+    undelivered_since: Option<DateTime<Utc>>,
 }
 
 /// The next event of `watch`; pending forever when there is none.
@@ -406,7 +419,15 @@ impl Pump {
                 let signal = tokio::select! {
                     signal = stream.next() => signal,
                     _ = &mut expires => break,
+                    _ = tokio::time::sleep(REDELIVER_EVERY), if self.undelivered_since.is_some() => {
+                        self.redeliver().await;
+                        continue;
+                    }
                 };
+                if matches!(signal, Some(RealtimeSignal::Event(_))) {
+                    // What the publisher could not take goes out first, in order.
+                    self.redeliver().await;
+                }
                 match signal {
                     Some(RealtimeSignal::Connected) => match self.last_event {
                         // The first connection: what came before is history the client reads itself.
@@ -431,7 +452,32 @@ impl Pump {
             }
         }
         if let Err(error) = self.publisher.publish(&self.user, &event).await {
-            tracing::warn!(user = %self.user, error = %error, "could not publish an event");
+            // History has every message: deliver from there once the publisher takes events
+            // again. Other events cannot be replayed; the rooms' state is sent afresh instead.
+            let at = match &event {
+                UserEvent::RoomMessage { message } => {
+                    self.seen.forget(message);
+                    message.edited_at.unwrap_or(message.created_at)
+                }
+                _ => self.last_event.unwrap_or_else(Utc::now),
+            };
+            match self.undelivered_since {
+                None => {
+                    tracing::warn!(user = %self.user, error = %error, "could not publish an event; delivering it from history when the publisher is back");
+                    self.undelivered_since = Some(at);
+                }
+                Some(since) => self.undelivered_since = Some(since.min(at)),
+            }
+        }
+    }
+
+    /// Delivers from history what the publisher refused earlier.
+    async fn redeliver(&mut self) {
+        if let Some(since) = self.undelivered_since.take() {
+            self.fill_gap(since).await;
+            if self.undelivered_since.is_none() {
+                tracing::info!(user = %self.user, "the publisher is back; undelivered events sent");
+            }
         }
     }
 
