@@ -4,6 +4,7 @@
 mod faults;
 mod helpers;
 mod identity;
+mod isolation;
 mod journey;
 mod limits;
 mod nodes;
