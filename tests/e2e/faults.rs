@@ -77,6 +77,7 @@ async fn garbage_and_server_errors_are_told_apart() {
     let gw = gateway(&sim, &[]).await;
     for (kind, status, code) in [
         (RestFaultKind::Garbage, 502, "provider_error"),
+        (RestFaultKind::Truncated, 502, "provider_error"),
         (RestFaultKind::InternalError, 503, "provider_unavailable"),
         (RestFaultKind::BadGateway, 503, "provider_unavailable"),
     ] {
@@ -187,6 +188,36 @@ async fn a_gateway_started_while_the_provider_is_down_becomes_ready_when_it_retu
         assert!(Instant::now() < deadline, "never became ready: {ready}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    gw.stop().await;
+    sim.stop().await;
+}
+
+/// Every provider call failing for a while, under concurrent load: every caller gets a quick
+/// 503, the process stays up, and service resumes the moment the provider does.
+#[tokio::test]
+async fn a_storm_of_server_errors_is_answered_503_and_passes_without_trace() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    // One user stands for many here; the per-user request rate is not what is tested.
+    let gw = gateway(&sim, &[("server.user_rate_limit_per_s", "0")]).await;
+    assert_eq!(rooms(&gw).await.0, 200);
+    sim.add_rest_fault(RestFault::always(RestFaultKind::InternalError));
+    let storm = futures::future::join_all((0..50).map(|_| rooms(&gw))).await;
+    for (status, body) in &storm {
+        assert_eq!(
+            (*status, body["error"].clone()),
+            (503, json!("provider_unavailable")),
+            "{body}"
+        );
+    }
+    sim.clear_rest_faults();
+    let after = futures::future::join_all((0..50).map(|_| rooms(&gw))).await;
+    assert!(
+        after.iter().all(|(status, _)| *status == 200),
+        "{:?}",
+        after.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    let (status, _) = gw.send(gw.get("/healthz")).await;
+    assert_eq!(status, 200);
     gw.stop().await;
     sim.stop().await;
 }

@@ -19,6 +19,8 @@ pub enum RestFaultKind {
     BadGateway,
     /// The connection closes without any answer (the request was read), as a crashing server's would.
     Disconnect,
+    /// HTTP 200 `application/json` whose body stops half-way, as when a server dies mid-write.
+    Truncated,
 }
 
 /// One REST fault rule: which requests it hits and how often.

@@ -232,6 +232,9 @@ fn injected(kind: &RestFaultKind, version: Version) -> HttpResponse {
         RestFaultKind::BadGateway => HttpResponse::build(StatusCode::BAD_GATEWAY)
             .content_type("text/html")
             .body("<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>"),
+        RestFaultKind::Truncated => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"success":true,"update":[{"_id":"GENERAL","t":"c","name":"gen"#),
         // A body stream that fails before its first chunk makes actix close the connection
         // without writing even the status line.
         RestFaultKind::Disconnect => HttpResponse::Ok()
