@@ -51,6 +51,20 @@ impl TestGateway {
         Self::start(&overrides).await
     }
 
+    /// Mirrors each of `users` (id = username = name) through the host API; each must be new.
+    pub async fn mirror(&self, users: &[&str]) {
+        for user in users {
+            let (status, body) = self
+                .send(
+                    self.put(&format!("/api/v1/users/{user}"))
+                        .header("X-Api-Key", API_KEY)
+                        .json(&serde_json::json!({"username": user, "name": user})),
+                )
+                .await;
+            assert_eq!(status, 201, "mirroring {user}: {body}");
+        }
+    }
+
     /// A token for `user` signed with [`SECRET`].
     pub fn host_token(&self, user: &str) -> String {
         imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))

@@ -8,7 +8,7 @@ use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::TestGateway;
 
 const USERS: [&str; 6] = ["ann", "ben", "cat", "dan", "eve", "fay"];
 
@@ -25,16 +25,7 @@ async fn call(gw: &TestGateway, user: &str, method: &str, path: &str, body: Valu
 async fn events_reach_members_only_and_tokens_reach_their_own_rooms_only() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let gw = TestGateway::against(&sim, &[]).await;
-    for user in USERS {
-        let (status, _) = gw
-            .send(
-                gw.put(&format!("/api/v1/users/{user}"))
-                    .header("X-Api-Key", API_KEY)
-                    .json(&json!({"username": user, "name": user})),
-            )
-            .await;
-        assert_eq!(status, 201);
-    }
+    gw.mirror(&USERS).await;
     // Overlapping rooms: a channel, two private groups, two direct rooms.
     let mut rooms: Vec<(String, Vec<&str>)> = Vec::new();
     for (owner, kind, name, members) in [
@@ -77,6 +68,40 @@ async fn events_reach_members_only_and_tokens_reach_their_own_rooms_only() {
         );
         client.connected().await;
         clients.insert(user, client);
+    }
+
+    // A hub connection is open before its user's upstream is: each user writes a probe in a
+    // room of theirs until their own connection sees it come back.
+    for user in USERS {
+        let (room, _) = rooms
+            .iter()
+            .find(|(_, members)| members.contains(&user))
+            .unwrap();
+        let client = clients.get_mut(user).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for n in 0.. {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}'s upstream never went live"
+            );
+            let probe = format!("probe {n} by {user}");
+            call(
+                &gw,
+                user,
+                "POST",
+                &format!("/api/v1/rooms/{room}/messages"),
+                json!({"text": probe}),
+            )
+            .await;
+            let seen = tokio::time::timeout(
+                std::time::Duration::from_millis(300),
+                client.wait_for("a probe", |v| v["arg"]["text"] == probe.as_str()),
+            )
+            .await;
+            if seen.is_ok() {
+                break;
+            }
+        }
     }
 
     // Every member writes once in every room they are in; then a last marker per user, in

@@ -31,16 +31,7 @@ async fn a_user_on_two_nodes_has_one_upstream_and_gets_every_message_on_both() {
     ];
     let a = TestGateway::against(&sim, &shared).await;
     let b = TestGateway::against(&sim, &shared).await;
-    for user in ["alice", "bob"] {
-        let (status, body) = a
-            .send(
-                a.put(&format!("/api/v1/users/{user}"))
-                    .header("X-Api-Key", API_KEY)
-                    .json(&json!({"username": user, "name": user})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    a.mirror(&["alice", "bob"]).await;
     let (_, ready) = a.send(a.get("/readyz")).await;
     assert_eq!(ready["checks"]["redis"], "ok", "{ready}");
     let (_, dm) = a

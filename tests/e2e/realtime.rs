@@ -19,16 +19,7 @@ impl Setup {
     async fn start() -> Self {
         let sim = Sim::start(SimConfig::default()).await.unwrap();
         let gw = TestGateway::against(&sim, &[("realtime.grace_s", "1")]).await;
-        for user in ["alice", "bob", "carol"] {
-            let (status, body) = gw
-                .send(
-                    gw.put(&format!("/api/v1/users/{user}"))
-                        .header("X-Api-Key", API_KEY)
-                        .json(&json!({"username": user, "name": user})),
-                )
-                .await;
-            assert_eq!(status, 201, "{body}");
-        }
+        gw.mirror(&["alice", "bob", "carol"]).await;
         Self { sim, gw }
     }
 

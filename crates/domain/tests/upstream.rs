@@ -16,13 +16,9 @@ use imgate_testkit::{user, within};
 
 const GRACE: Duration = Duration::from_secs(30);
 
-fn setup() -> (
-    Arc<ScriptedProvider>,
-    Arc<UpstreamService>,
-    Arc<MemoryEventPublisher>,
-) {
-    let provider = ScriptedProvider::with_password("pw");
-    let sessions = Arc::new(SessionService::new(
+/// A session service logging users in to `provider` with password "pw".
+fn sessions(provider: &Arc<ScriptedProvider>) -> Arc<SessionService> {
+    Arc::new(SessionService::new(
         provider.clone() as Arc<dyn ImProvider>,
         Arc::new(MemoryTokenCache::default()),
         PasswordPolicy::new(
@@ -30,19 +26,41 @@ fn setup() -> (
             Arc::new(imgate_memory::MemoryPasswordStore::default()),
         ),
         Duration::from_secs(3600),
-    ));
-    let publisher = Arc::new(MemoryEventPublisher::new(64));
-    let ownership = Ownership {
-        lease: Arc::new(MemoryLease::default()),
-        node: "node-a".into(),
-        ttl: Duration::from_secs(15),
-    };
-    let upstreams = UpstreamService::new(
+    ))
+}
+
+/// One node's upstream service, sharing `lease` and `publisher` with any other node.
+fn node(
+    provider: &Arc<ScriptedProvider>,
+    publisher: Arc<dyn EventPublisher>,
+    lease: Arc<MemoryLease>,
+    name: &str,
+) -> Arc<UpstreamService> {
+    UpstreamService::new(
         provider.clone(),
-        sessions,
-        publisher.clone(),
-        ownership,
+        sessions(provider),
+        publisher,
+        Ownership {
+            lease,
+            node: name.into(),
+            ttl: Duration::from_secs(15),
+        },
         GRACE,
+    )
+}
+
+fn setup() -> (
+    Arc<ScriptedProvider>,
+    Arc<UpstreamService>,
+    Arc<MemoryEventPublisher>,
+) {
+    let provider = ScriptedProvider::with_password("pw");
+    let publisher = Arc::new(MemoryEventPublisher::new(64));
+    let upstreams = node(
+        &provider,
+        publisher.clone(),
+        Arc::new(MemoryLease::default()),
+        "node-a",
     );
     (provider, upstreams, publisher)
 }
@@ -238,30 +256,10 @@ async fn across_nodes_one_upstream_per_user_and_a_standby_takes_over() {
     let provider = ScriptedProvider::with_password("pw");
     let lease: Arc<MemoryLease> = Arc::new(MemoryLease::default());
     let publisher = Arc::new(MemoryEventPublisher::new(64));
-    let node = |name: &str| {
-        let sessions = Arc::new(SessionService::new(
-            provider.clone() as Arc<dyn ImProvider>,
-            Arc::new(MemoryTokenCache::default()),
-            PasswordPolicy::new(
-                Password::new("pw"),
-                Arc::new(imgate_memory::MemoryPasswordStore::default()),
-            ),
-            Duration::from_secs(3600),
-        ));
-        let ownership = Ownership {
-            lease: lease.clone(),
-            node: name.into(),
-            ttl: Duration::from_secs(15),
-        };
-        UpstreamService::new(
-            provider.clone(),
-            sessions,
-            publisher.clone(),
-            ownership,
-            GRACE,
-        )
-    };
-    let (a, b) = (node("node-a"), node("node-b"));
+    let (a, b) = (
+        node(&provider, publisher.clone(), lease.clone(), "node-a"),
+        node(&provider, publisher.clone(), lease.clone(), "node-b"),
+    );
     a.connected(&user("alice"));
     until("the first upstream", || provider.upstreams().len() == 1).await;
     b.connected(&user("alice"));
@@ -287,32 +285,12 @@ async fn a_takeover_delivers_what_the_old_holder_missed_and_nothing_it_delivered
     let provider = ScriptedProvider::with_password("pw");
     let lease: Arc<MemoryLease> = Arc::new(MemoryLease::default());
     let publisher = Arc::new(MemoryEventPublisher::new(64));
-    let node = |name: &str| {
-        let sessions = Arc::new(SessionService::new(
-            provider.clone() as Arc<dyn ImProvider>,
-            Arc::new(MemoryTokenCache::default()),
-            PasswordPolicy::new(
-                Password::new("pw"),
-                Arc::new(imgate_memory::MemoryPasswordStore::default()),
-            ),
-            Duration::from_secs(3600),
-        ));
-        let ownership = Ownership {
-            lease: lease.clone(),
-            node: name.into(),
-            ttl: Duration::from_secs(15),
-        };
-        UpstreamService::new(
-            provider.clone(),
-            sessions,
-            publisher.clone(),
-            ownership,
-            GRACE,
-        )
-    };
     let alice = user("alice");
     let mut tab = publisher.subscribe(&alice).await.unwrap();
-    let (a, b) = (node("node-a"), node("node-b"));
+    let (a, b) = (
+        node(&provider, publisher.clone(), lease.clone(), "node-a"),
+        node(&provider, publisher.clone(), lease.clone(), "node-b"),
+    );
     a.connected(&alice);
     until("node a's upstream", || provider.upstreams().len() == 1).await;
     b.connected(&alice);
@@ -403,29 +381,15 @@ impl EventPublisher for Flaky {
 #[tokio::test]
 async fn messages_the_publisher_refused_are_delivered_once_it_is_back_in_order() {
     let provider = ScriptedProvider::with_password("pw");
-    let sessions = Arc::new(SessionService::new(
-        provider.clone() as Arc<dyn ImProvider>,
-        Arc::new(MemoryTokenCache::default()),
-        PasswordPolicy::new(
-            Password::new("pw"),
-            Arc::new(imgate_memory::MemoryPasswordStore::default()),
-        ),
-        Duration::from_secs(3600),
-    ));
     let publisher = Arc::new(Flaky {
         inner: MemoryEventPublisher::new(64),
         down: false.into(),
     });
-    let upstreams = UpstreamService::new(
-        provider.clone(),
-        sessions,
+    let upstreams = node(
+        &provider,
         publisher.clone(),
-        Ownership {
-            lease: Arc::new(MemoryLease::default()),
-            node: "node-a".into(),
-            ttl: Duration::from_secs(15),
-        },
-        GRACE,
+        Arc::new(MemoryLease::default()),
+        "node-a",
     );
     let alice = user("alice");
     let mut tab = publisher.subscribe(&alice).await.unwrap();

@@ -24,14 +24,14 @@ async fn open(hub: &TestHub, user: &str) -> Socket {
 /// Opens a skipNegotiation socket and completes the handshake.
 async fn connect(hub: &TestHub, user: &str) -> Socket {
     let mut socket = open(hub, user).await;
-    send(
-        &mut socket,
-        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
-    )
-    .await;
-    let reply = next_records(&mut socket).await;
-    assert_eq!(reply, vec![json!({})]);
+    handshake(&mut socket).await;
     socket
+}
+
+/// Sends the JSON protocol handshake and expects the empty answer.
+async fn handshake(socket: &mut Socket) {
+    send(socket, &format!(r#"{{"protocol":"json","version":1}}{RS}"#)).await;
+    assert_eq!(next_records(socket).await, vec![json!({})]);
 }
 
 async fn send(socket: &mut Socket, text: &str) {
@@ -174,12 +174,7 @@ async fn a_connection_negotiated_on_another_node_is_taken_over_here() {
         token("alice")
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    send(
-        &mut socket,
-        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
-    )
-    .await;
-    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    handshake(&mut socket).await;
     here.eventually("the backend told of the connection", |h| {
         h.backend.count("opened:alice") == 1
     })
@@ -807,12 +802,7 @@ async fn connections_beyond_the_per_user_limit_are_refused_with_a_clear_code() {
         token("alice")
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    send(
-        &mut socket,
-        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
-    )
-    .await;
-    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    handshake(&mut socket).await;
     send(&mut socket, &format!(r#"{{"type":7}}{RS}"#)).await;
     hub.eventually("the connection gone", |h| h.hub.open_connections() == 0)
         .await;
@@ -852,12 +842,7 @@ async fn a_connection_is_closed_when_its_token_expires_and_may_reconnect() {
     );
     let url = format!("ws://{}/hub?access_token={short}", hub.addr);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    send(
-        &mut socket,
-        &format!(r#"{{"protocol":"json","version":1}}{RS}"#),
-    )
-    .await;
-    assert_eq!(next_records(&mut socket).await, vec![json!({})]);
+    handshake(&mut socket).await;
     let close = until_close(&mut socket).await;
     assert_eq!(close["allowReconnect"], true, "{close}");
     assert!(
