@@ -103,7 +103,7 @@ pub struct ProviderSettings {
     pub token_ttl_s: u64,
     /// Budget for one provider call.
     pub timeout_ms: u64,
-    /// A provider rate limit that resets within this long is waited out and retried once.
+    /// How long one provider call may queue behind the provider's rate limiter.
     pub rate_limit_wait_ms: u64,
     /// Domain of made-up e-mail addresses for users the host sent none for.
     pub email_domain: String,

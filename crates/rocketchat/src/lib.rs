@@ -16,6 +16,7 @@ mod realtime;
 mod rest;
 mod rooms;
 mod telemetry;
+mod throttle;
 mod upstream;
 
 pub use upstream::UpstreamTiming;
@@ -49,7 +50,8 @@ pub struct RocketChatConfig {
     /// Heartbeat and reconnect timing of upstream realtime connections.
     #[serde(skip, default)]
     pub upstream: UpstreamTiming,
-    /// A rate limit that resets within this long is waited out and the call retried once.
+    /// How long one call may queue behind Rocket.Chat's rate limiter (for its endpoint's window
+    /// to reset) before it fails with `RateLimited`.
     #[serde(default = "default_rate_limit_wait")]
     pub rate_limit_wait: Duration,
     /// Domain of the e-mail address given to mirrored users the host sent none for.
