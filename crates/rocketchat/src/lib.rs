@@ -8,6 +8,7 @@
 
 mod accounts;
 mod ddp;
+mod deployment;
 mod files;
 mod mapping;
 mod messages;
@@ -57,6 +58,10 @@ pub struct RocketChatConfig {
     /// Domain of the e-mail address given to mirrored users the host sent none for.
     #[serde(default = "default_email_domain")]
     pub email_domain: String,
+    /// The role mirrored users are created with besides `user` (which gives them the ordinary
+    /// permissions); `user` alone by default.
+    #[serde(default = "default_user_role")]
+    pub user_role: String,
 }
 
 fn default_timeout() -> Duration {
@@ -75,6 +80,10 @@ fn default_email_domain() -> String {
     "users.imgate.invalid".into()
 }
 
+fn default_user_role() -> String {
+    "user".into()
+}
+
 impl RocketChatConfig {
     /// A configuration for `url` with default timeouts.
     pub fn new(url: impl Into<String>) -> Self {
@@ -86,6 +95,7 @@ impl RocketChatConfig {
             rate_limit_wait: default_rate_limit_wait(),
             upstream: UpstreamTiming::default(),
             email_domain: default_email_domain(),
+            user_role: default_user_role(),
         }
     }
 
@@ -149,6 +159,7 @@ pub struct RocketChatProvider {
     ddp_timeout: Duration,
     upstream_timing: UpstreamTiming,
     email_domain: String,
+    user_role: String,
     version: RwLock<Option<ServerVersion>>,
     // Room types never change, and history and membership calls are per type; remembering
     // them saves a `rooms.info` round trip per call.
@@ -177,6 +188,7 @@ impl RocketChatProvider {
             ddp_timeout: config.timeout,
             upstream_timing: config.upstream,
             email_domain: config.email_domain.clone(),
+            user_role: config.user_role.clone(),
             version: RwLock::new(None),
             room_kinds: moka::sync::Cache::new(100_000),
             admin_password: RwLock::new(None),

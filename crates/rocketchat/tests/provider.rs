@@ -9,7 +9,8 @@ use imgate_domain::model::{
     FileUpload, HistoryQuery, NewMessage, NewRoom, ProviderSession, RoomKind, Upserted, UserProfile,
 };
 use imgate_domain::ports::{
-    ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRooms,
+    DeploymentCheck, DeploymentReport, Finding, FindingStatus, ProviderAccounts,
+    ProviderDeployment, ProviderError, ProviderFiles, ProviderMessages, ProviderRooms,
 };
 use imgate_domain::{MessageId, Password, UserId};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
@@ -659,4 +660,167 @@ async fn a_dead_or_slow_provider_is_unavailable_quickly() {
     ));
     sim.accept_connections().await.unwrap();
     impatient.list_rooms(&alice).await.unwrap();
+}
+
+fn finding<'a>(report: &'a DeploymentReport, name: &str) -> &'a Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name} finding in {report:?}"))
+}
+
+#[tokio::test]
+async fn the_deployment_check_reads_the_rate_limiter_without_changing_anything() {
+    let fx = Fixture::start(Version::V7).await;
+    let report = fx
+        .provider
+        .check_deployment(
+            &fx.admin,
+            &DeploymentCheck {
+                fix: false,
+                user_role: "user".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.changes.is_empty());
+    let limiter = finding(&report, "rate_limiter");
+    if let Some(sim) = fx.sim() {
+        // The project's server starts with its limiter off.
+        assert_eq!(limiter.status, FindingStatus::Ok, "{}", limiter.message);
+        sim.set_rate_limit(Some(rocketchat_sim::RateLimit::ROCKETCHAT_DEFAULT));
+        let report = fx
+            .provider
+            .check_deployment(
+                &fx.admin,
+                &DeploymentCheck {
+                    fix: false,
+                    user_role: "user".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let limiter = finding(&report, "rate_limiter");
+        assert_eq!(limiter.status, FindingStatus::Warning);
+        assert!(limiter
+            .message
+            .contains("API_Enable_Rate_Limiter_Limit_Calls_Default = 10"));
+        assert_eq!(
+            finding(&report, "login_rate_limit").status,
+            FindingStatus::Warning
+        );
+        assert_eq!(
+            sim.permission_roles("api-bypass-rate-limit").unwrap(),
+            ["admin", "bot", "app"],
+            "a report changes nothing"
+        );
+    } else {
+        eprintln!(
+            "real server: rate_limiter is {:?}: {}",
+            limiter.status, limiter.message
+        );
+    }
+}
+
+/// Changes the server's permissions, so it runs against the project's server only.
+#[tokio::test]
+async fn the_deployment_check_grants_the_bypass_to_the_mirrored_users_role() {
+    let sim = Sim::start(SimConfig::like_default_server()).await.unwrap();
+    sim.add_role("imgate-user");
+    let provider = RocketChatProvider::new(&RocketChatConfig {
+        user_role: "imgate-user".into(),
+        ..RocketChatConfig::new(sim.http_url())
+    })
+    .unwrap();
+    let admin = provider
+        .login_admin("admin", &Password::new("admin"))
+        .await
+        .unwrap();
+    let fix = DeploymentCheck {
+        fix: true,
+        user_role: "imgate-user".into(),
+    };
+    let report = provider.check_deployment(&admin, &fix).await.unwrap();
+    assert_eq!(report.changes.len(), 1, "{report:?}");
+    assert!(report.changes[0].contains("api-bypass-rate-limit"));
+    assert_eq!(
+        finding(&report, "rate_limiter").status,
+        FindingStatus::Ok,
+        "the findings describe the server after the change"
+    );
+    assert_eq!(
+        sim.permission_roles("api-bypass-rate-limit").unwrap(),
+        ["admin", "bot", "app", "imgate-user"]
+    );
+    let again = provider.check_deployment(&admin, &fix).await.unwrap();
+    assert!(again.changes.is_empty(), "nothing left to change");
+
+    // Mirrored users get the role, and with it calls the limiter does not count.
+    let alice = user("alice_bypass");
+    provider
+        .upsert_user(
+            &admin,
+            &alice,
+            &UserProfile {
+                username: "alice".into(),
+                name: "Alice".into(),
+                email: None,
+            },
+            &Password::new(PASSWORD),
+        )
+        .await
+        .unwrap();
+    let session = provider
+        .login_user(&alice, &Password::new(PASSWORD))
+        .await
+        .unwrap();
+    for _ in 0..15 {
+        provider.list_rooms(&session).await.unwrap();
+    }
+    assert_eq!(sim.rate_limit_refusals("rooms.get", "GET"), 0);
+
+    // A role the server does not have, and an admin that may not change permissions.
+    let report = provider
+        .check_deployment(
+            &admin,
+            &DeploymentCheck {
+                fix: true,
+                user_role: "no-such-role".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let limiter = finding(&report, "rate_limiter");
+    assert_eq!(limiter.status, FindingStatus::Warning);
+    assert!(
+        limiter.message.contains("has no role `no-such-role`"),
+        "{}",
+        limiter.message
+    );
+    let weak = sim.create_user("weak-admin", "pw").unwrap();
+    let weak = ProviderSession {
+        user_id: imgate_domain::ProviderUserId::parse(weak.id).unwrap(),
+        token: imgate_domain::AuthToken::new(weak.token),
+        issued_at: chrono::Utc::now(),
+    };
+    let report = provider
+        .check_deployment(
+            &weak,
+            &DeploymentCheck {
+                fix: true,
+                user_role: "user".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.changes.is_empty());
+    let limiter = finding(&report, "rate_limiter");
+    assert_eq!(limiter.status, FindingStatus::Warning);
+    assert!(
+        limiter.message.contains("view-privileged-setting")
+            && limiter.message.contains("access-permissions"),
+        "{}",
+        limiter.message
+    );
 }
