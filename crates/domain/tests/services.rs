@@ -222,6 +222,9 @@ fn rate_limiter_warning() -> Finding {
 
 #[tokio::test]
 async fn the_admin_agent_reports_deployment_warnings_without_failing_readiness() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let provider = ScriptedProvider::with_password("pw");
     provider.set_findings(vec![rate_limiter_warning()]);
     let agent = AdminAgent::new(provider.clone(), "admin".into(), Password::new("pw"));
@@ -239,6 +242,9 @@ async fn the_admin_agent_reports_deployment_warnings_without_failing_readiness()
         Ok(()),
         "a warning leaves the agent ready"
     );
+    assert!(prometheus
+        .render()
+        .contains("imgate_provider_deployment_warning{check=\"rate_limiter\"} 1"));
     assert_eq!(
         agent.warnings().await,
         [(
@@ -255,6 +261,11 @@ async fn the_admin_agent_reports_deployment_warnings_without_failing_readiness()
 
 #[tokio::test]
 async fn the_admin_agent_fixes_the_deployment_when_configured_to() {
+    // The default current-thread runtime keeps every await on this thread, so the agent's
+    // gauge lands in this recorder and not in another test's.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let provider = ScriptedProvider::with_password("pw");
     provider.set_findings(vec![rate_limiter_warning()]);
     let agent = AdminAgent::new(provider.clone(), "admin".into(), Password::new("pw"))
@@ -271,6 +282,13 @@ async fn the_admin_agent_fixes_the_deployment_when_configured_to() {
         }]
     );
     assert!(agent.warnings().await.is_empty());
+    assert!(
+        prometheus
+            .render()
+            .contains("imgate_provider_deployment_warning{check=\"rate_limiter\"} 0"),
+        "{}",
+        prometheus.render()
+    );
     let report = agent
         .check_deployment(&DeploymentCheck {
             fix: false,
