@@ -6,6 +6,7 @@ mod helpers;
 mod identity;
 mod journey;
 mod nodes;
+mod rate_limit;
 mod realtime;
 mod redis_outage;
 mod users;
