@@ -252,7 +252,6 @@ async fn with_the_default_limiter_and_policy_report_users_get_sent_or_a_correct_
         "{ready}"
     );
     assert!(ready["warnings"]["login_rate_limit"].is_string(), "{ready}");
-    let (_, _) = gw.send(gw.get("/healthz")).await;
     let metrics = gw
         .get("/metrics")
         .send()
