@@ -128,7 +128,11 @@ async fn rate_limits_are_waited_out_when_short_and_reported_when_long() {
         response.json::<serde_json::Value>().await.unwrap()["error"],
         "rate_limited"
     );
-    assert_eq!(rooms(&gw).await.0, 200);
+    // The gateway remembers the window rather than asking again: the next call is refused at
+    // once, though the injected fault is spent and the server would have answered.
+    let started = Instant::now();
+    assert_eq!(rooms(&gw).await.0, 429);
+    assert!(started.elapsed() < Duration::from_millis(500));
 
     // A limiter whose window is one second: the gateway sits it out instead of failing.
     sim.set_rate_limit(Some(RateLimit {

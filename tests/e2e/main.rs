@@ -8,6 +8,7 @@ mod isolation;
 mod journey;
 mod limits;
 mod nodes;
+mod rate_limit;
 mod realtime;
 mod redis_outage;
 mod users;

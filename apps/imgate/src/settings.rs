@@ -107,8 +107,14 @@ pub struct ProviderSettings {
     pub token_ttl_s: u64,
     /// Budget for one provider call.
     pub timeout_ms: u64,
-    /// A provider rate limit that resets within this long is waited out and retried once.
+    /// How long one provider call may queue behind the provider's rate limiter.
     pub rate_limit_wait_ms: u64,
+    /// `report` (log and show on `/readyz` what the provider's rate limiter does to users) or
+    /// `configure` (also grant the bypass to `mirrored_user_role` at start-up).
+    pub rate_limit_policy: String,
+    /// The provider role mirrored users are created with (besides `user`), which the rate
+    /// limit policy checks and configures.
+    pub mirrored_user_role: String,
     /// Domain of made-up e-mail addresses for users the host sent none for.
     pub email_domain: String,
 }
@@ -224,6 +230,12 @@ impl Settings {
         self.provider.url.is_none()
     }
 
+    /// Whether the admin agent may change the provider's settings at start-up
+    /// (`provider.rate_limit_policy = "configure"`).
+    pub fn configure_provider(&self) -> bool {
+        self.provider.rate_limit_policy == "configure"
+    }
+
     /// Whether any port is served by Redis.
     pub fn uses_redis(&self) -> bool {
         self.cache.kind == "redis" || self.push.kind == "redis"
@@ -335,6 +347,18 @@ impl Settings {
         }
         if self.provider.timeout_ms < 100 {
             problems.push(problem("provider.timeout_ms", "must be at least 100"));
+        }
+        if !matches!(
+            self.provider.rate_limit_policy.as_str(),
+            "report" | "configure"
+        ) {
+            problems.push(problem(
+                "provider.rate_limit_policy",
+                "must be report or configure",
+            ));
+        }
+        if self.provider.mirrored_user_role.trim().is_empty() {
+            problems.push(problem("provider.mirrored_user_role", "must not be empty"));
         }
         for (key, kind) in [
             ("cache.kind", &self.cache.kind),

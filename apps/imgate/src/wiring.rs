@@ -10,7 +10,7 @@ use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{
-    EventPublisher, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
+    DeploymentCheck, EventPublisher, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
 };
 use imgate_domain::services::{
     AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
@@ -248,6 +248,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
                 ..UpstreamTiming::default()
             },
             email_domain: settings.provider.email_domain.clone(),
+            user_role: settings.provider.mirrored_user_role.clone(),
             ..RocketChatConfig::new(parts.url.clone())
         })
         .context("provider.url")?,
@@ -279,11 +280,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         ),
         Duration::from_secs(settings.provider.token_ttl_s),
     ));
-    let admin = Arc::new(AdminAgent::new(
-        provider.clone(),
-        parts.admin_user,
-        parts.admin_password,
-    ));
+    // The agent checks the provider's settings right after each start-up login, and changes
+    // them only when the operator said so.
+    let admin = Arc::new(
+        AdminAgent::new(provider.clone(), parts.admin_user, parts.admin_password)
+            .with_deployment_check(DeploymentCheck {
+                fix: settings.configure_provider(),
+                user_role: settings.provider.mirrored_user_role.clone(),
+            }),
+    );
     let publisher: Arc<dyn EventPublisher> = match &redis.publisher {
         Some(publisher) => publisher.clone(),
         None => Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer)),

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_domain::ports::{
-    CacheError, ImProvider, PasswordStore, PasswordStoreError, ProviderError, ProviderRooms,
-    TokenCache,
+    CacheError, DeploymentCheck, Finding, FindingStatus, HealthCheck, ImProvider, PasswordStore,
+    PasswordStoreError, ProviderError, ProviderRooms, TokenCache,
 };
 use imgate_domain::services::{
     AdminAgent, AdminError, PasswordPolicy, SessionError, SessionService,
@@ -210,4 +210,111 @@ async fn an_admin_agent_with_wrong_credentials_fails_to_start() {
     let provider = ScriptedProvider::with_password("pw");
     let agent = AdminAgent::new(provider, "admin".into(), Password::new("wrong"));
     assert_eq!(agent.start().await, Err(AdminError::LoginRefused));
+}
+
+fn rate_limiter_warning() -> Finding {
+    Finding {
+        name: "rate_limiter".into(),
+        status: FindingStatus::Warning,
+        message: "users share ten calls a minute".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_admin_agent_reports_deployment_warnings_without_failing_readiness() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let provider = ScriptedProvider::with_password("pw");
+    provider.set_findings(vec![rate_limiter_warning()]);
+    let agent = AdminAgent::new(provider.clone(), "admin".into(), Password::new("pw"));
+    agent.start().await.unwrap();
+    assert_eq!(
+        provider.deployment_checks(),
+        [DeploymentCheck {
+            fix: false,
+            user_role: "user".into()
+        }],
+        "one report-only check right after the start-up login"
+    );
+    assert_eq!(
+        agent.check().await,
+        Ok(()),
+        "a warning leaves the agent ready"
+    );
+    assert!(prometheus
+        .render()
+        .contains("imgate_provider_deployment_warning{check=\"rate_limiter\"} 1"));
+    assert_eq!(
+        agent.warnings().await,
+        [(
+            "rate_limiter".to_string(),
+            "users share ten calls a minute".to_string()
+        )]
+    );
+    assert_eq!(
+        provider.deployment_checks().len(),
+        1,
+        "fresh findings are not asked for again"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_agent_fixes_the_deployment_when_configured_to() {
+    // The default current-thread runtime keeps every await on this thread, so the agent's
+    // gauge lands in this recorder and not in another test's.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let provider = ScriptedProvider::with_password("pw");
+    provider.set_findings(vec![rate_limiter_warning()]);
+    let agent = AdminAgent::new(provider.clone(), "admin".into(), Password::new("pw"))
+        .with_deployment_check(DeploymentCheck {
+            fix: true,
+            user_role: "imgate-user".into(),
+        });
+    agent.start().await.unwrap();
+    assert_eq!(
+        provider.deployment_checks(),
+        [DeploymentCheck {
+            fix: true,
+            user_role: "imgate-user".into()
+        }]
+    );
+    assert!(agent.warnings().await.is_empty());
+    assert!(
+        prometheus
+            .render()
+            .contains("imgate_provider_deployment_warning{check=\"rate_limiter\"} 0"),
+        "{}",
+        prometheus.render()
+    );
+    let report = agent
+        .check_deployment(&DeploymentCheck {
+            fix: false,
+            user_role: "imgate-user".into(),
+        })
+        .await
+        .unwrap();
+    assert!(report.changes.is_empty());
+    assert_eq!(report.warnings().count(), 0, "the fix held");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deployment_findings_are_refreshed_after_thirty_seconds_without_fixing() {
+    let provider = ScriptedProvider::with_password("pw");
+    let agent = AdminAgent::new(provider.clone(), "admin".into(), Password::new("pw"))
+        .with_deployment_check(DeploymentCheck {
+            fix: true,
+            user_role: "user".into(),
+        });
+    agent.start().await.unwrap();
+    // Someone takes the setting back on the provider.
+    provider.set_findings(vec![rate_limiter_warning()]);
+    assert!(agent.warnings().await.is_empty(), "still the fresh answer");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(agent.warnings().await.len(), 1);
+    let checks = provider.deployment_checks();
+    assert_eq!(checks.len(), 2);
+    assert!(!checks[1].fix, "/readyz never changes the provider");
 }

@@ -34,6 +34,10 @@ pub struct HealthBody {
     /// Each dependency: `ok` or why not.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<&'static str, String>,
+    /// What an operator should change though the gateway is ready, e.g. a provider setting
+    /// that throttles users (`rate_limiter`); never makes `/readyz` fail.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, String>,
 }
 
 /// The process is up.
@@ -43,10 +47,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthBody {
         status: "ok",
         checks: BTreeMap::new(),
+        warnings: BTreeMap::new(),
     })
 }
 
-/// The provider (and Redis, when used) answer and the admin agent is logged in.
+/// The provider (and Redis, when used) answer and the admin agent is logged in; provider
+/// settings the gateway would like changed are listed under `warnings`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = HealthBody),
@@ -58,17 +64,24 @@ pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
             Ok(Err(reason)) => Err(reason),
             Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
         };
-        (check.name(), outcome)
+        // A warning that cannot be worked out in time is left out, not a failure.
+        let warnings = tokio::time::timeout(CHECK_TIMEOUT, check.warnings())
+            .await
+            .unwrap_or_default();
+        (check.name(), outcome, warnings)
     }))
     .await;
-    let ready = results.iter().all(|(_, outcome)| outcome.is_ok());
-    let checks = results
-        .into_iter()
-        .map(|(name, outcome)| (name, outcome.err().unwrap_or_else(|| "ok".into())))
-        .collect();
+    let ready = results.iter().all(|(_, outcome, _)| outcome.is_ok());
+    let mut checks = BTreeMap::new();
+    let mut warnings = BTreeMap::new();
+    for (name, outcome, found) in results {
+        checks.insert(name, outcome.err().unwrap_or_else(|| "ok".into()));
+        warnings.extend(found);
+    }
     let body = HealthBody {
         status: if ready { "ready" } else { "not_ready" },
         checks,
+        warnings,
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -59,6 +59,24 @@ impl HealthCheck for Failing {
     }
 }
 
+struct Throttled;
+
+#[async_trait]
+impl HealthCheck for Throttled {
+    fn name(&self) -> &'static str {
+        "admin_agent"
+    }
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn warnings(&self) -> Vec<(String, String)> {
+        vec![(
+            "rate_limiter".into(),
+            "users share ten calls a minute".into(),
+        )]
+    }
+}
+
 fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
     let provider: Arc<dyn ImProvider> = ScriptedProvider::with_password("pw");
     let sessions = Arc::new(SessionService::new(
@@ -512,6 +530,21 @@ async fn operations_routes_answer() {
     let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
     assert!(text.contains("imgate_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");
+}
+
+#[actix_web::test]
+async fn readiness_warnings_show_without_failing_it() {
+    let app = app!(state(
+        settings(JwtKey::Hs256(SECRET.to_vec())),
+        vec![Arc::new(Throttled)]
+    ));
+    let (status, body) = call(&app, test::TestRequest::get().uri("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {"admin_agent": "ok"},
+               "warnings": {"rate_limiter": "users share ten calls a minute"}})
+    );
 }
 
 #[actix_web::test]

@@ -38,6 +38,14 @@ pub enum ApiError {
         /// Extra details.
         details: Option<Value>,
     },
+    /// `failure("text", "code")`: 400 with `errorType`, the code not repeated in `error`.
+    #[error("{error} [{error_type}]")]
+    Typed {
+        /// Human text.
+        error: String,
+        /// Error code, e.g. `error-invalid-role`.
+        error_type: String,
+    },
     /// A plain `failure("text")`: 400 without `errorType`.
     #[error("{0}")]
     Failure(String),
@@ -124,6 +132,10 @@ impl ApiError {
                 }
                 (StatusCode::BAD_REQUEST, body)
             }
+            ApiError::Typed { error, error_type } => (
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": error, "errorType": error_type}),
+            ),
             // `failure()` without a text serialises as just `{"success":false}`.
             ApiError::Failure(text) if text.is_empty() => {
                 (StatusCode::BAD_REQUEST, json!({"success": false}))
@@ -163,6 +175,7 @@ impl ApiError {
             }
             ApiError::Meteor { code, reason, .. } => (json!(code), reason.clone()),
             ApiError::Failure(t) => (json!("error"), t.clone()),
+            ApiError::Typed { error, error_type } => (json!(error_type), error.clone()),
             ApiError::InvalidParams(t) => (json!(400), format!("Match failed: {t}")),
             ApiError::NotFound => (json!(404), "Not found".into()),
             ApiError::TooManyRequests { .. } => (

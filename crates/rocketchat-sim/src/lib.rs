@@ -23,11 +23,11 @@ mod error;
 mod faults;
 mod hub;
 mod ids;
+mod limiter;
 mod model;
 mod rest;
 mod store;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -84,6 +84,14 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
+impl RateLimit {
+    /// A fresh Rocket.Chat's numbers: 10 calls per 60 s.
+    pub const ROCKETCHAT_DEFAULT: RateLimit = RateLimit {
+        calls: 10,
+        window: Duration::from_secs(60),
+    };
+}
+
 /// How to start a sim.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -130,6 +138,25 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The sim's defaults, but with the REST limiter on with a fresh Rocket.Chat's numbers, as
+    /// a real server out of the box has it.
+    pub fn like_default_server() -> Self {
+        SimConfig {
+            rate_limit: Some(RateLimit::ROCKETCHAT_DEFAULT),
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// The limiter numbers the settings hold now.
+pub(crate) fn limiter_numbers(store: &Store) -> limiter::Numbers {
+    limiter::Numbers {
+        calls: store.setting_i64("API_Enable_Rate_Limiter_Limit_Calls_Default", 10),
+        window_ms: store.setting_i64("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000),
+    }
+}
+
 /// Why the sim could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -172,8 +199,8 @@ pub(crate) struct Shared {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub ddp_queue: usize,
-    /// Rate-limit buckets: `ip route method` -> (window start ms, calls).
-    pub buckets: Mutex<HashMap<String, (i64, u32)>>,
+    /// The REST limiter's rules; its settings live in the store.
+    pub limiter: limiter::Limiter,
 }
 
 impl Shared {
@@ -231,7 +258,7 @@ impl Sim {
             ping_interval: config.ddp_ping_interval,
             ping_timeout: config.ddp_ping_timeout,
             ddp_queue: config.ddp_queue.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: limiter::Limiter::new(chrono::Utc::now().timestamp_millis()),
         });
         let handle = rest::serve(shared.clone(), listener, config.workers)
             .map_err(|source| SimError::Bind { addr, source })?;
@@ -418,19 +445,61 @@ impl Sim {
         self.shared.store().settings.get(id).cloned()
     }
 
-    /// Writes a server setting (as `POST /api/v1/settings/<id>` would).
+    /// Writes a server setting (as `POST /api/v1/settings/<id>` would, limiter rules included).
     pub fn set_setting(&self, id: &str, value: Value) {
-        self.shared.store().settings.insert(id.into(), value);
+        let numbers = {
+            let mut st = self.shared.store();
+            st.settings.insert(id.into(), value);
+            limiter_numbers(&st)
+        };
+        self.shared
+            .limiter
+            .sync(numbers, chrono::Utc::now().timestamp_millis());
     }
 
-    /// Turns the REST rate limiter on with these numbers, or off with `None`.
+    /// Turns the REST rate limiter on with these numbers (fresh windows from now), or off with
+    /// `None`.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        apply_rate_limit(&mut self.shared.store(), limit);
+        let numbers = {
+            let mut st = self.shared.store();
+            apply_rate_limit(&mut st, limit);
+            limiter_numbers(&st)
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        self.shared.limiter.sync(numbers, now);
+        self.shared.limiter.rebuild(now);
+    }
+
+    /// When the limiter's current window for `endpoint` (e.g. `chat.sendMessage`) and HTTP
+    /// `method` ends, in epoch milliseconds as `X-RateLimit-Reset` says; `None` when no window
+    /// runs (the next limited call starts one).
+    pub fn rate_limit_reset(&self, endpoint: &str, method: &str) -> Option<i64> {
+        self.shared.limiter.reset_of(
+            &limiter::route_key(endpoint, method),
+            chrono::Utc::now().timestamp_millis(),
+        )
+    }
+
+    /// How many calls of `endpoint` and `method` the limiter refused (429) since its rules
+    /// were last built.
+    pub fn rate_limit_refusals(&self, endpoint: &str, method: &str) -> u64 {
         self.shared
-            .buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .limiter
+            .refused(&limiter::route_key(endpoint, method))
+    }
+
+    /// The roles holding a permission (as `permissions.listAll` shows it), if it exists.
+    pub fn permission_roles(&self, permission: &str) -> Option<Vec<String>> {
+        self.shared
+            .store()
+            .permissions
+            .get(permission)
+            .map(|p| p.roles.clone())
+    }
+
+    /// Adds a role users can be given and permissions granted to (a custom role).
+    pub fn add_role(&self, role: &str) {
+        self.shared.store().roles.insert(role.into());
     }
 
     // ------------------------------------------------------------------------ faults

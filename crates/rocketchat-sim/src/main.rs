@@ -22,7 +22,8 @@ struct Args {
     /// Rocket.Chat release line to emulate: 6, 7 or 8.
     #[arg(long, default_value = "7", env = "ROCKETCHAT_SIM_EMULATE")]
     emulate: String,
-    /// Turn the REST rate limiter on with CALLS per WINDOW_MS (e.g. 10/60000).
+    /// Turn the REST rate limiter on with CALLS per WINDOW_MS (e.g. 10/60000), or with a
+    /// fresh Rocket.Chat's numbers (`default`, 10/60000).
     #[arg(long)]
     rate_limit: Option<String>,
 }
@@ -47,7 +48,7 @@ async fn main() -> ExitCode {
         None => None,
         Some(Some(limit)) => Some(limit),
         Some(None) => {
-            eprintln!("--rate-limit: expected CALLS/WINDOW_MS, e.g. 10/60000");
+            eprintln!("--rate-limit: expected CALLS/WINDOW_MS, e.g. 10/60000, or default");
             return ExitCode::from(2);
         }
     };
@@ -80,6 +81,9 @@ async fn main() -> ExitCode {
 }
 
 fn parse_rate_limit(text: &str) -> Option<rocketchat_sim::RateLimit> {
+    if text == "default" {
+        return Some(rocketchat_sim::RateLimit::ROCKETCHAT_DEFAULT);
+    }
     let (calls, window) = text.split_once('/')?;
     Some(rocketchat_sim::RateLimit {
         calls: calls.parse().ok()?,

@@ -77,6 +77,10 @@ pub struct Store {
     room_msgs: HashMap<String, Vec<String>>,
     pub uploads: HashMap<String, Upload>,
     pub settings: BTreeMap<String, Value>,
+    /// Permission id -> the roles that hold it.
+    pub permissions: BTreeMap<String, Permission>,
+    /// Role ids (`_id` = name for the built-in ones).
+    pub roles: BTreeSet<String>,
     /// Events to deliver once the lock is released.
     pub pending: Vec<Event>,
     /// Limit of DDP `sendMessage` per user (`RateLimiter.limitMethod` in the real server).
@@ -88,32 +92,79 @@ pub struct Store {
     last_ts: DateTime<Utc>,
 }
 
-/// Default roles of the permissions the sim checks.
-fn permission_roles(permission: &str) -> &'static [&'static str] {
-    match permission {
-        "create-c" | "create-p" | "create-d" | "preview-c-room" | "view-d-room" | "view-c-room"
-        | "view-p-room" => &["admin", "user", "bot", "app"],
-        "api-bypass-rate-limit" | "send-many-messages" => &["admin", "bot", "app"],
-        "create-personal-access-tokens" => &["admin", "user"],
-        "delete-c" | "delete-p" => &["admin", "owner"],
-        "add-user-to-joined-room" | "remove-user" | "edit-message" | "delete-message" => {
-            &["admin", "owner", "moderator"]
-        }
-        "add-user-to-any-c-room"
-        | "add-user-to-any-p-room"
-        | "create-user"
-        | "delete-user"
-        | "edit-other-user-info"
-        | "edit-other-user-active-status"
-        | "view-full-other-user-info"
-        | "view-statistics"
-        | "view-privileged-setting"
-        | "edit-privileged-setting"
-        | "view-room-administration"
-        | "edit-other-user-password"
-        | "assign-roles" => &["admin"],
-        _ => &["admin"],
-    }
+/// The permissions the sim checks and the roles Rocket.Chat grants them to on a fresh server
+/// (its permission seed list); `permissions.update` changes them at run time.
+const DEFAULT_PERMISSIONS: &[(&str, &[&str])] = &[
+    ("access-permissions", &["admin"]),
+    ("add-user-to-any-c-room", &["admin"]),
+    ("add-user-to-any-p-room", &[]),
+    ("add-user-to-joined-room", &["admin", "owner", "moderator"]),
+    ("api-bypass-rate-limit", &["admin", "bot", "app"]),
+    ("assign-roles", &["admin"]),
+    ("create-c", &["admin", "user", "bot", "app"]),
+    ("create-d", &["admin", "user", "bot", "app"]),
+    ("create-p", &["admin", "user", "bot", "app"]),
+    ("create-personal-access-tokens", &["admin", "user"]),
+    ("create-user", &["admin"]),
+    ("delete-c", &["admin", "owner"]),
+    ("delete-message", &["admin", "owner", "moderator"]),
+    ("delete-p", &["admin", "owner"]),
+    ("delete-user", &["admin"]),
+    ("edit-message", &["admin", "owner", "moderator"]),
+    ("edit-other-user-active-status", &["admin"]),
+    ("edit-other-user-info", &["admin"]),
+    ("edit-other-user-password", &["admin"]),
+    ("edit-privileged-setting", &["admin"]),
+    ("preview-c-room", &["admin", "user", "bot", "app"]),
+    ("remove-user", &["admin", "owner", "moderator"]),
+    ("send-many-messages", &["admin", "bot", "app"]),
+    ("view-c-room", &["admin", "user", "bot", "app"]),
+    ("view-d-room", &["admin", "user", "bot", "app"]),
+    ("view-full-other-user-info", &["admin"]),
+    ("view-p-room", &["admin", "user", "bot", "app"]),
+    ("view-privileged-setting", &["admin"]),
+    ("view-room-administration", &["admin"]),
+    ("view-statistics", &["admin"]),
+];
+
+/// The roles of a fresh server (Rocket.Chat seeds them with `_id` = name).
+const DEFAULT_ROLES: &[&str] = &[
+    "admin",
+    "moderator",
+    "leader",
+    "owner",
+    "user",
+    "bot",
+    "app",
+    "guest",
+    "anonymous",
+    "livechat-agent",
+    "livechat-manager",
+    "livechat-monitor",
+];
+
+/// One entry of the permissions collection.
+#[derive(Clone, Debug)]
+pub struct Permission {
+    /// Roles holding the permission.
+    pub roles: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn default_permissions(now: DateTime<Utc>) -> BTreeMap<String, Permission> {
+    DEFAULT_PERMISSIONS
+        .iter()
+        .map(|(id, roles)| {
+            let roles = roles.iter().map(|r| r.to_string()).collect();
+            (
+                id.to_string(),
+                Permission {
+                    roles,
+                    updated_at: now,
+                },
+            )
+        })
+        .collect()
 }
 
 /// `[0-9a-zA-Z-_.]+`, Rocket.Chat's default user and channel name rule.
@@ -128,6 +179,8 @@ fn default_settings() -> BTreeMap<String, Value> {
     let mut s = BTreeMap::new();
     // The real default is on; the sim starts with it off so tests are not throttled by accident.
     s.insert("API_Enable_Rate_Limiter".into(), json!(false));
+    // Only read by a server running with NODE_ENV=development, which the sim never is.
+    s.insert("API_Enable_Rate_Limiter_Dev".into(), json!(true));
     s.insert(
         "API_Enable_Rate_Limiter_Limit_Calls_Default".into(),
         json!(10),
@@ -177,6 +230,8 @@ impl Store {
             room_msgs: HashMap::new(),
             uploads: HashMap::new(),
             settings: default_settings(),
+            permissions: default_permissions(now),
+            roles: DEFAULT_ROLES.iter().map(|r| r.to_string()).collect(),
             pending: Vec::new(),
             two_factor_ok: HashMap::new(),
             ddp_send_limit: None,
@@ -281,19 +336,67 @@ impl Store {
 
     /// Whether a user holds a permission, globally or through their roles in `rid`.
     pub fn has_permission(&self, uid: &str, permission: &str, rid: Option<&str>) -> bool {
-        let allowed = permission_roles(permission);
+        // A permission missing from the table is an admin's, as the sim always treated it.
+        let admin_only = ["admin".to_string()];
+        let allowed: &[String] = self
+            .permissions
+            .get(permission)
+            .map_or(&admin_only, |p| &p.roles);
         let Some(user) = self.users.get(uid) else {
             return false;
         };
-        if user.roles.iter().any(|r| allowed.contains(&r.as_str())) {
+        if user.roles.iter().any(|r| allowed.contains(r)) {
             return true;
         }
         if let Some(rid) = rid {
             if let Some(sub) = self.subs.get(&(uid.to_string(), rid.to_string())) {
-                return sub.roles.iter().any(|r| allowed.contains(&r.as_str()));
+                return sub.roles.iter().any(|r| allowed.contains(r));
             }
         }
         false
+    }
+
+    /// The permissions as `permissions.listAll` renders them, changed after `since` if given.
+    pub fn permissions_json(&self, since: Option<DateTime<Utc>>) -> Vec<Value> {
+        self.permissions
+            .iter()
+            .filter(|(_, p)| since.is_none_or(|since| p.updated_at > since))
+            .map(|(id, p)| json!({"_id": id, "roles": p.roles, "_updatedAt": crate::model::iso(p.updated_at)}))
+            .collect()
+    }
+
+    /// `permissions.update`: replaces the roles of each listed permission, all or nothing.
+    pub fn set_permission_roles(
+        &mut self,
+        changes: &[(String, Vec<String>)],
+    ) -> Result<(), ApiError> {
+        if changes
+            .iter()
+            .any(|(id, _)| !self.permissions.contains_key(id))
+        {
+            return Err(ApiError::Typed {
+                error: "Invalid permission".into(),
+                error_type: "error-invalid-permission".into(),
+            });
+        }
+        if changes
+            .iter()
+            .flat_map(|(_, roles)| roles)
+            .any(|role| !self.roles.contains(role))
+        {
+            return Err(ApiError::Typed {
+                error: "Invalid role".into(),
+                error_type: "error-invalid-role".into(),
+            });
+        }
+        let now = self.now();
+        for (id, roles) in changes {
+            if let Some(permission) = self.permissions.get_mut(id) {
+                permission.roles = roles.clone();
+                permission.updated_at = now;
+            }
+        }
+        Ok(())
     }
 
     fn insert_user(&mut self, new: NewUser, id: Option<String>) -> Result<String, ApiError> {
@@ -359,16 +462,7 @@ impl Store {
             return Err(field_unavailable(&new.email));
         }
         if let Some(roles) = &new.roles {
-            let known = [
-                "admin",
-                "user",
-                "bot",
-                "app",
-                "guest",
-                "anonymous",
-                "livechat-agent",
-            ];
-            if roles.iter().any(|r| !known.contains(&r.as_str())) {
+            if roles.iter().any(|r| !self.roles.contains(r)) {
                 return Err(ApiError::meteor(
                     "error-action-not-allowed",
                     "The field Roles consist invalid role id",

@@ -773,6 +773,215 @@ async fn rate_limiter_429_with_headers_and_admin_bypass() {
     }
 }
 
+fn header_i64(resp: &reqwest::Response, name: &str) -> i64 {
+    resp.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+/// A client whose calls come from another loopback address, i.e. another client IP.
+fn from_address(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn limiter_buckets_are_per_ip_route_and_method_in_one_route_window() {
+    let sim = sim_with(SimConfig {
+        rate_limit: Some(RateLimit {
+            calls: 2,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    let first = a.get_raw("me").await;
+    let reset = header_i64(&first, "x-ratelimit-reset");
+    assert_eq!(sim.rate_limit_reset("me", "GET"), Some(reset));
+    assert_eq!(a.get_raw("me").await.status(), 200);
+    let refused = a.get_raw("me").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        header_i64(&refused, "x-ratelimit-reset"),
+        reset,
+        "same window"
+    );
+    let wait_ms = reset - chrono::Utc::now().timestamp_millis();
+    let (_, body) = decode(refused).await;
+    let seconds = (wait_ms as u64).div_ceil(1000);
+    let text = body["error"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("wait {seconds} seconds"))
+            || text.contains(&format!("wait {} seconds", seconds + 1)),
+        "{text} (about {seconds} s left)"
+    );
+    // Refused calls count too: still refused, and counted by the sim.
+    assert_eq!(a.get_raw("me").await.status(), 429);
+    assert_eq!(sim.rate_limit_refusals("me", "GET"), 2);
+
+    // Another client address has its own counter, in the route's window.
+    let other = from_address([127, 0, 0, 2])
+        .get(format!("{}/api/v1/me", sim.http_url()))
+        .header("X-User-Id", &alice.id)
+        .header("X-Auth-Token", &alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(header_i64(&other, "x-ratelimit-remaining"), 1);
+    assert_eq!(header_i64(&other, "x-ratelimit-reset"), reset);
+    // Another method of the same route is another bucket.
+    assert_eq!(a.post_raw("logout", json!({})).await.status(), 200);
+    let again = sim.login("alice").unwrap();
+    let a = Rest::as_user(&sim, &again.id, &again.token);
+    assert_eq!(
+        a.get_raw("logout").await.status(),
+        200,
+        "GET logout has its own bucket"
+    );
+}
+
+#[tokio::test]
+async fn the_bypass_permission_follows_permissions_update() {
+    let sim = sim_with(SimConfig::like_default_server()).await;
+    assert_eq!(sim.setting("API_Enable_Rate_Limiter"), Some(json!(true)));
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    for _ in 0..10 {
+        assert_eq!(a.get_raw("subscriptions.get").await.status(), 200);
+    }
+    assert_eq!(a.get_raw("subscriptions.get").await.status(), 429);
+
+    let admin = Rest::login(&sim, "admin", "admin").await;
+    let (status, body) = a.get("permissions.listAll").await;
+    assert_eq!(status, 200, "any user may list permissions: {body}");
+    let bypass = body["update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["_id"] == "api-bypass-rate-limit")
+        .cloned()
+        .unwrap();
+    assert_eq!(bypass["roles"], json!(["admin", "bot", "app"]));
+    assert_eq!(body["remove"], json!([]));
+
+    let grant = json!({"permissions": [{"_id": "api-bypass-rate-limit", "roles": ["admin", "bot", "app", "user"]}]});
+    let (status, body) = a.post("permissions.update", grant.clone()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (
+            403,
+            json!(
+                "User does not have the permissions required for this action [error-unauthorized]"
+            )
+        )
+    );
+    let before_update = chrono::Utc::now();
+    let (status, body) = admin.post("permissions.update", grant).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["_id"] == "api-bypass-rate-limit"
+            && p["roles"] == json!(["admin", "bot", "app", "user"])));
+    assert_eq!(
+        sim.permission_roles("api-bypass-rate-limit"),
+        Some(vec![
+            "admin".into(),
+            "bot".into(),
+            "app".into(),
+            "user".into()
+        ])
+    );
+    let free = a.get_raw("subscriptions.get").await;
+    assert_eq!(free.status(), 200, "users now bypass the limiter");
+    assert!(free.headers().get("x-ratelimit-limit").is_none());
+
+    let since = before_update - chrono::Duration::milliseconds(1);
+    let (_, changed) = a
+        .get(&format!(
+            "permissions.listAll?updatedSince={}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ))
+        .await;
+    assert_eq!(changed["update"].as_array().unwrap().len(), 1, "{changed}");
+
+    for (body, error_type) in [
+        (
+            json!({"permissions": [{"_id": "no-such-permission", "roles": ["user"]}]}),
+            "error-invalid-permission",
+        ),
+        (
+            json!({"permissions": [{"_id": "api-bypass-rate-limit", "roles": ["no-such-role"]}]}),
+            "error-invalid-role",
+        ),
+        (json!({}), "invalid-params"),
+    ] {
+        let (status, answer) = admin.post("permissions.update", body).await;
+        assert_eq!(
+            (status, answer["errorType"].clone()),
+            (400, json!(error_type)),
+            "{answer}"
+        );
+    }
+    let (_, answer) = admin
+        .post(
+            "permissions.update",
+            json!({"permissions": [{"_id": "x", "roles": []}]}),
+        )
+        .await;
+    assert_eq!(
+        answer,
+        json!({"success": false, "error": "Invalid permission", "errorType": "error-invalid-permission"})
+    );
+}
+
+#[tokio::test]
+async fn changing_the_limiter_numbers_starts_fresh_windows() {
+    let sim = sim_with(SimConfig {
+        rate_limit: Some(RateLimit {
+            calls: 1,
+            window: Duration::from_secs(60),
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let alice = sim.create_user("alice", "pw").unwrap();
+    let a = Rest::as_user(&sim, &alice.id, &alice.token);
+    assert_eq!(a.get_raw("me").await.status(), 200);
+    assert_eq!(a.get_raw("me").await.status(), 429);
+    let admin = Rest::login(&sim, "admin", "admin").await;
+    let (status, _) = admin
+        .post(
+            "settings/API_Enable_Rate_Limiter_Limit_Calls_Default",
+            json!({"value": 3}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let fresh = a.get_raw("me").await;
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(header_i64(&fresh, "x-ratelimit-limit"), 3);
+    assert_eq!(header_i64(&fresh, "x-ratelimit-remaining"), 2);
+    // Turning the limiter off stops counting; on again, the old counters are still there.
+    sim.set_setting("API_Enable_Rate_Limiter", json!(false));
+    for _ in 0..5 {
+        assert!(a
+            .get_raw("me")
+            .await
+            .headers()
+            .get("x-ratelimit-limit")
+            .is_none());
+    }
+    sim.set_setting("API_Enable_Rate_Limiter", json!(true));
+    assert_eq!(
+        header_i64(&a.get_raw("me").await, "x-ratelimit-remaining"),
+        1
+    );
+}
+
 #[tokio::test]
 async fn limiter_settings_through_the_settings_endpoints() {
     let sim = sim().await;

@@ -179,6 +179,10 @@ impl ProviderAccounts for RocketChatProvider {
             updated.email = Some(email);
             return Ok((updated, Upserted::Updated));
         }
+        let mut roles = vec!["user"];
+        if self.user_role != "user" {
+            roles.push(&self.user_role);
+        }
         let body = json!({
             "username": username_for(user),
             "name": profile.name,
@@ -186,7 +190,7 @@ impl ProviderAccounts for RocketChatProvider {
             "password": password.expose(),
             "nickname": profile.username,
             "verified": true,
-            "roles": ["user"],
+            "roles": roles,
             "joinDefaultChannels": false,
             "requirePasswordChange": false,
             "sendWelcomeEmail": false,

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod ddp;
+mod deployment;
 mod files;
 mod mapping;
 mod messages;
@@ -16,6 +17,7 @@ mod realtime;
 mod rest;
 mod rooms;
 mod telemetry;
+mod throttle;
 mod upstream;
 
 pub use upstream::UpstreamTiming;
@@ -49,12 +51,17 @@ pub struct RocketChatConfig {
     /// Heartbeat and reconnect timing of upstream realtime connections.
     #[serde(skip, default)]
     pub upstream: UpstreamTiming,
-    /// A rate limit that resets within this long is waited out and the call retried once.
+    /// How long one call may queue behind Rocket.Chat's rate limiter (for its endpoint's window
+    /// to reset) before it fails with `RateLimited`.
     #[serde(default = "default_rate_limit_wait")]
     pub rate_limit_wait: Duration,
     /// Domain of the e-mail address given to mirrored users the host sent none for.
     #[serde(default = "default_email_domain")]
     pub email_domain: String,
+    /// The role mirrored users are created with besides `user` (which gives them the ordinary
+    /// permissions); `user` alone by default.
+    #[serde(default = "default_user_role")]
+    pub user_role: String,
 }
 
 fn default_timeout() -> Duration {
@@ -73,6 +80,10 @@ fn default_email_domain() -> String {
     "users.imgate.invalid".into()
 }
 
+fn default_user_role() -> String {
+    "user".into()
+}
+
 impl RocketChatConfig {
     /// A configuration for `url` with default timeouts.
     pub fn new(url: impl Into<String>) -> Self {
@@ -84,6 +95,7 @@ impl RocketChatConfig {
             rate_limit_wait: default_rate_limit_wait(),
             upstream: UpstreamTiming::default(),
             email_domain: default_email_domain(),
+            user_role: default_user_role(),
         }
     }
 
@@ -147,6 +159,7 @@ pub struct RocketChatProvider {
     ddp_timeout: Duration,
     upstream_timing: UpstreamTiming,
     email_domain: String,
+    user_role: String,
     version: RwLock<Option<ServerVersion>>,
     // Room types never change, and history and membership calls are per type; remembering
     // them saves a `rooms.info` round trip per call.
@@ -175,6 +188,7 @@ impl RocketChatProvider {
             ddp_timeout: config.timeout,
             upstream_timing: config.upstream,
             email_domain: config.email_domain.clone(),
+            user_role: config.user_role.clone(),
             version: RwLock::new(None),
             room_kinds: moka::sync::Cache::new(100_000),
             admin_password: RwLock::new(None),

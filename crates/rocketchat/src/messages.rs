@@ -136,6 +136,8 @@ impl ProviderMessages for RocketChatProvider {
                     .get("message")
                     .ok_or_else(|| bad("the sent message"))?,
             ),
+            // Refused by the limiter before it did anything: nothing to look for.
+            Err(err @ ProviderError::RateLimited { .. }) => Err(err),
             // Two retries raced: the other one stored it.
             Err(err) => match &id {
                 Some(id) => self.existing_message(session, id).await?.ok_or(err),

@@ -1,6 +1,8 @@
-//! The REST client: one pooled reqwest client, auth headers, and the decision table of the
-//! wire reference §4 that turns Rocket.Chat answers into `ProviderError`s.
+//! The REST client: one pooled reqwest client, auth headers, the decision table of the
+//! wire reference §4 that turns Rocket.Chat answers into `ProviderError`s, and the queue per
+//! endpoint behind Rocket.Chat's rate limiter (`throttle`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_domain::model::ProviderSession;
@@ -10,6 +12,16 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use crate::telemetry;
+use crate::throttle::{Throttle, WindowReport};
+
+/// Rocket.Chat still refuses a call made at the very `X-RateLimit-Reset` instant (its window
+/// restarts only once the interval is *exceeded*), so waits end this much later.
+const RESET_MARGIN: Duration = Duration::from_millis(50);
+/// The wait after a 429 whose reset is already past by our clock: the server's clock runs
+/// ahead of ours, so "now" is not yet its reset.
+const SKEWED_RESET_WAIT: Duration = Duration::from_secs(1);
+/// The wait after a 429 that says nothing about its window.
+const UNKNOWN_RESET_WAIT: Duration = Duration::from_secs(60);
 
 /// Rocket.Chat's text for a missing, expired or revoked session.
 const NOT_LOGGED_IN: &str = "You must be logged in";
@@ -22,9 +34,10 @@ pub(crate) type ExtraHeaders<'a> = &'a [(&'static str, String)];
 pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
-    // A 429 whose window resets sooner than this is waited out and retried once; a longer
-    // wait is the caller's to decide (`rate_limited` with `Retry-After`).
+    // How long one call may queue behind the provider's rate limiter before it fails with
+    // `RateLimited` (and the gateway answers `rate_limited` with `Retry-After`).
     rate_limit_wait: Duration,
+    throttle: Arc<Throttle>,
 }
 
 impl Rest {
@@ -45,6 +58,7 @@ impl Rest {
             http,
             base: base.trim_end_matches('/').to_owned(),
             rate_limit_wait,
+            throttle: Arc::new(Throttle::default()),
         })
     }
 
@@ -95,48 +109,69 @@ impl Rest {
     }
 
     /// Sends a request and reads the answer by the decision table; `endpoint` labels metrics
-    /// and logs. A short rate-limit wait is sat out and the request sent once more.
+    /// and logs and, with the method, names Rocket.Chat's limiter bucket. While that bucket is
+    /// used up the call queues behind the others (one caller tries the new window first, the
+    /// rest follow its answer) for at most `rate_limit_wait` in all, then fails with
+    /// `RateLimited` and how long until the reset. A 429 means the server did nothing, so a
+    /// refused call is sent again once its turn comes; one whose body cannot be replayed (a
+    /// streamed upload) fails instead.
     pub(crate) async fn send(
         &self,
         endpoint: &'static str,
         request: RequestBuilder,
     ) -> Result<Value, ProviderError> {
-        let again = request.try_clone();
-        match self.send_once(endpoint, request).await {
-            Err(ProviderError::RateLimited { retry_after })
-                if retry_after <= self.rate_limit_wait && again.is_some() =>
-            {
-                tracing::info!(
-                    endpoint,
-                    wait_ms = retry_after.as_millis() as u64,
-                    "provider rate limit, waiting"
-                );
-                tokio::time::sleep(retry_after).await;
-                self.send_once(endpoint, again.expect("checked above"))
-                    .await
+        let mut request = request.build().map_err(|err| transport_error(&err))?;
+        let gate = self.throttle.gate(request.method(), endpoint);
+        let deadline = tokio::time::Instant::now() + self.rate_limit_wait;
+        loop {
+            let pass = match gate.admit(deadline).await {
+                Ok(pass) => pass,
+                Err(retry_after) => {
+                    telemetry::rate_limit_gave_up(endpoint, retry_after);
+                    return Err(ProviderError::RateLimited { retry_after });
+                }
+            };
+            if pass.queued {
+                telemetry::rate_limit_queued(endpoint);
             }
-            other => other,
+            let spare = request.try_clone();
+            let (result, window) = self.send_once(endpoint, request).await;
+            match (&result, window) {
+                (Err(ProviderError::RateLimited { retry_after }), window) => {
+                    if gate.refused(*retry_after, window.map(|w| w.reset_ms)) {
+                        telemetry::rate_limit_met(endpoint, *retry_after);
+                    }
+                }
+                (_, Some(window)) => gate.observe(window),
+                (_, None) => {}
+            }
+            drop(pass);
+            match (result, spare) {
+                (Err(ProviderError::RateLimited { .. }), Some(spare)) => request = spare,
+                (other, _) => return other,
+            }
         }
     }
 
     async fn send_once(
         &self,
         endpoint: &'static str,
-        request: RequestBuilder,
-    ) -> Result<Value, ProviderError> {
-        let result = match request.send().await {
+        request: reqwest::Request,
+    ) -> (Result<Value, ProviderError>, Option<WindowReport>) {
+        let (result, window) = match self.http.execute(request).await {
             Ok(response) => {
                 let status = response.status();
                 let headers = response.headers().clone();
+                let window = window_report(&headers);
                 match response.bytes().await {
-                    Ok(body) => classify(endpoint, status, &headers, &body),
-                    Err(err) => Err(transport_error(&err)),
+                    Ok(body) => (classify(endpoint, status, &headers, &body), window),
+                    Err(err) => (Err(transport_error(&err)), window),
                 }
             }
-            Err(err) => Err(transport_error(&err)),
+            Err(err) => (Err(transport_error(&err)), None),
         };
         telemetry::request(endpoint, &result);
-        result
+        (result, window)
     }
 }
 
@@ -204,19 +239,42 @@ pub(crate) fn classify(
     }
 }
 
-/// How long until the limiter's window resets (`X-RateLimit-Reset` is epoch milliseconds).
-fn retry_after(headers: &HeaderMap) -> Duration {
-    let reset = headers
-        .get("x-ratelimit-reset")
+fn header_number(headers: &HeaderMap, name: &str) -> Option<i64> {
+    headers
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    match reset {
-        Some(reset_ms) => {
-            let wait = reset_ms - chrono::Utc::now().timestamp_millis();
-            Duration::from_millis(u64::try_from(wait).unwrap_or(0)).max(Duration::from_secs(1))
-        }
-        None => Duration::from_secs(60),
+        .and_then(|v| v.trim().parse::<i64>().ok())
+}
+
+/// How long from now until `reset_ms` (epoch ms, the server's clock) has surely passed.
+fn until_reset(reset_ms: i64) -> Option<Duration> {
+    let wait = reset_ms - chrono::Utc::now().timestamp_millis();
+    u64::try_from(wait)
+        .ok()
+        .map(|ms| Duration::from_millis(ms) + RESET_MARGIN)
+}
+
+/// How long until a refusing limiter lets calls through again: `X-RateLimit-Reset` (epoch
+/// ms), else a standard `Retry-After` (a proxy's limiter), else a minute.
+fn retry_after(headers: &HeaderMap) -> Duration {
+    match header_number(headers, "x-ratelimit-reset") {
+        Some(reset_ms) => until_reset(reset_ms).unwrap_or(SKEWED_RESET_WAIT),
+        None => header_number(headers, "retry-after")
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(UNKNOWN_RESET_WAIT, Duration::from_secs),
     }
+}
+
+/// What a limited answer's headers say about its window; `None` when the call was not
+/// limited (limiter off, or a caller holding `api-bypass-rate-limit`).
+fn window_report(headers: &HeaderMap) -> Option<WindowReport> {
+    let remaining = header_number(headers, "x-ratelimit-remaining")?;
+    let reset_ms = header_number(headers, "x-ratelimit-reset")?;
+    Some(WindowReport {
+        remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+        reset_ms,
+        reset_in: until_reset(reset_ms).unwrap_or(Duration::ZERO),
+    })
 }
 
 fn error_text(json: &Value) -> String {
@@ -275,7 +333,7 @@ fn business_error(json: &Value) -> ProviderError {
         | "error-forbidden"
         | "error-user-not-in-room" => ProviderError::Forbidden(reason),
         "error-too-many-requests" => ProviderError::RateLimited {
-            retry_after: Duration::from_secs(60),
+            retry_after: UNKNOWN_RESET_WAIT,
         },
         // `rooms.info` answers an unknown or hidden room with a bare `not-allowed`.
         "" if reason == "not-allowed" || reason == "Not Allowed" => {
@@ -404,22 +462,36 @@ mod tests {
         assert!(matches!(got, Err(ProviderError::BadResponse(_))), "{got:?}");
         let got = classify("me", StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>");
         assert!(matches!(got, Err(ProviderError::Unavailable(_))), "{got:?}");
-        let mut headers = HeaderMap::new();
-        let reset = chrono::Utc::now().timestamp_millis() + 5_000;
-        headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
-        match classify(
-            "chat.sendMessage",
-            StatusCode::TOO_MANY_REQUESTS,
-            &headers,
-            b"{}",
-        ) {
-            Err(ProviderError::RateLimited { retry_after }) => {
-                assert!(
-                    retry_after <= Duration::from_secs(5) && retry_after >= Duration::from_secs(3),
-                    "{retry_after:?}"
-                )
+        let limited = |pairs: &[(&'static str, String)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
             }
-            other => panic!("{other:?}"),
-        }
+            match classify(
+                "chat.sendMessage",
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers,
+                b"{}",
+            ) {
+                Err(ProviderError::RateLimited { retry_after }) => retry_after,
+                other => panic!("{other:?}"),
+            }
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let wait = limited(&[("x-ratelimit-reset", (now + 5_000).to_string())]);
+        assert!(
+            wait <= Duration::from_secs(5) + RESET_MARGIN && wait >= Duration::from_secs(3),
+            "until the reset, and a little more: {wait:?}"
+        );
+        assert_eq!(
+            limited(&[("x-ratelimit-reset", (now - 2_000).to_string())]),
+            SKEWED_RESET_WAIT,
+            "a reset already past by our clock"
+        );
+        assert_eq!(
+            limited(&[("retry-after", "7".into())]),
+            Duration::from_secs(7)
+        );
+        assert_eq!(limited(&[]), UNKNOWN_RESET_WAIT);
     }
 }

@@ -21,3 +21,31 @@ pub(crate) fn request(endpoint: &'static str, result: &Result<Value, ProviderErr
         .increment(1);
     tracing::debug!(endpoint, outcome, "rocketchat call");
 }
+
+/// A call met Rocket.Chat's limiter: the first refusal of a window, so logged once per window
+/// and endpoint, not once per waiting caller.
+pub(crate) fn rate_limit_met(endpoint: &'static str, resets_in: std::time::Duration) {
+    tracing::info!(
+        endpoint,
+        resets_in_ms = resets_in.as_millis() as u64,
+        "Rocket.Chat rate limit reached; calls to this endpoint queue until it resets"
+    );
+}
+
+/// A call waited its turn behind the limiter and then went.
+pub(crate) fn rate_limit_queued(endpoint: &'static str) {
+    metrics::counter!("imgate_upstream_rate_limited_total", "provider" => "rocketchat", "outcome" => "queued")
+        .increment(1);
+    tracing::debug!(endpoint, "call queued behind the rate limit");
+}
+
+/// A call gave up: the limiter resets later than it may wait.
+pub(crate) fn rate_limit_gave_up(endpoint: &'static str, retry_after: std::time::Duration) {
+    metrics::counter!("imgate_upstream_rate_limited_total", "provider" => "rocketchat", "outcome" => "gave_up")
+        .increment(1);
+    tracing::debug!(
+        endpoint,
+        retry_after_ms = retry_after.as_millis() as u64,
+        "rate limited past the wait budget"
+    );
+}

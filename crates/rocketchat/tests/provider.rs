@@ -9,7 +9,8 @@ use imgate_domain::model::{
     FileUpload, HistoryQuery, NewMessage, NewRoom, ProviderSession, RoomKind, Upserted, UserProfile,
 };
 use imgate_domain::ports::{
-    ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRooms,
+    DeploymentCheck, DeploymentReport, Finding, FindingStatus, ProviderAccounts,
+    ProviderDeployment, ProviderError, ProviderFiles, ProviderMessages, ProviderRooms,
 };
 use imgate_domain::{MessageId, Password, UserId};
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider};
@@ -462,10 +463,6 @@ async fn faults_become_typed_errors() {
         (RestFaultKind::Garbage, |e| {
             matches!(e, ProviderError::BadResponse(_))
         }),
-        (
-            RestFaultKind::TooManyRequests,
-            |e| matches!(e, ProviderError::RateLimited { retry_after } if *retry_after <= Duration::from_secs(61)),
-        ),
     ] {
         sim.add_rest_fault(RestFault {
             kind: kind.clone(),
@@ -484,6 +481,151 @@ async fn faults_become_typed_errors() {
     assert_eq!(
         fx.provider.list_rooms(&alice).await,
         Err(ProviderError::SessionExpired)
+    );
+}
+
+#[tokio::test]
+async fn a_429_holds_its_endpoint_until_the_reset_without_calling_again() {
+    let fx = Fixture::start(Version::V7).await;
+    let Some(sim) = fx.sim() else {
+        return;
+    };
+    let (_, alice) = fx.mirror("alice").await;
+    let room = fx
+        .provider
+        .create_room(
+            &alice,
+            &NewRoom {
+                kind: RoomKind::Channel,
+                name: format!("held-{}", fx.tag),
+                members: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    // One refusal whose window resets in a minute, far past the two seconds a call may wait.
+    sim.add_rest_fault(RestFault {
+        kind: RestFaultKind::TooManyRequests,
+        path_contains: Some("rooms.get".into()),
+        times: Some(1),
+    });
+    let limited = |r: Result<_, ProviderError>| match r {
+        Err(ProviderError::RateLimited { retry_after }) => retry_after,
+        other => panic!("{other:?}"),
+    };
+    let first = limited(fx.provider.list_rooms(&alice).await);
+    assert!(first > Duration::from_secs(55) && first <= Duration::from_secs(61));
+    let started = std::time::Instant::now();
+    let second = limited(fx.provider.list_rooms(&alice).await);
+    assert!(
+        second <= first && started.elapsed() < Duration::from_millis(500),
+        "answered from what the gateway knows, at once"
+    );
+    // The fault was for one call: the server was not asked again, or it would have answered.
+    // Other endpoints are other buckets.
+    fx.provider
+        .send_message(&alice, &room.id, &text("hi"))
+        .await
+        .expect("another endpoint is not held");
+}
+
+/// Calls of one endpoint from many users at once against a limiter of 3 calls per 2 s, each
+/// allowed to wait 3 s: some go at once, some after the reset, the rest give up with the wait
+/// until the server's next reset; nothing is stored unless reported sent, nothing twice, and
+/// the server sees no storm of refused calls.
+#[tokio::test]
+async fn calls_queue_behind_the_limiter_within_their_budget() {
+    let fx = Fixture::start(Version::V7).await;
+    let Some(sim) = fx.sim() else {
+        return;
+    };
+    let provider = std::sync::Arc::new(
+        RocketChatProvider::new(&RocketChatConfig {
+            rate_limit_wait: Duration::from_secs(3),
+            ..RocketChatConfig::new(sim.http_url())
+        })
+        .unwrap(),
+    );
+    let mut senders = Vec::new();
+    let mut members = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        let (id, session) = fx.mirror(name).await;
+        senders.push(session);
+        members.push(id);
+    }
+    let room = provider
+        .create_room(
+            &senders[0],
+            &NewRoom {
+                kind: RoomKind::Channel,
+                name: format!("burst-{}", fx.tag),
+                members: members[1..].to_vec(),
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    sim.set_rate_limit(Some(rocketchat_sim::RateLimit {
+        calls: 3,
+        window: Duration::from_secs(2),
+    }));
+    let mut calls = Vec::new();
+    for (i, session) in senders.iter().cycle().take(12).enumerate() {
+        let provider = provider.clone();
+        let session = session.clone();
+        let room = room.clone();
+        calls.push(tokio::spawn(async move {
+            let sent = provider
+                .send_message(&session, &room, &text(&format!("burst {i}")))
+                .await;
+            (i, sent, chrono::Utc::now().timestamp_millis())
+        }));
+    }
+    let mut sent = Vec::new();
+    for call in calls {
+        let (i, result, at_ms) = call.await.unwrap();
+        match result {
+            Ok(message) => sent.push((i, message.id)),
+            Err(ProviderError::RateLimited { retry_after }) => {
+                let reset = sim
+                    .rate_limit_reset("chat.sendMessage", "POST")
+                    .expect("a window is running");
+                let told = at_ms + retry_after.as_millis() as i64;
+                assert!(
+                    told >= reset && told <= reset + 200,
+                    "call {i}: retry after {retry_after:?} from {at_ms} vs the server's reset {reset}"
+                );
+            }
+            Err(other) => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert!(
+        sent.len() >= 6,
+        "two windows' worth went through: {}",
+        sent.len()
+    );
+    let stored: Vec<String> = sim
+        .messages(room.as_str())
+        .iter()
+        .filter_map(|m| {
+            m["msg"]
+                .as_str()
+                .filter(|t| t.starts_with("burst "))
+                .map(String::from)
+        })
+        .collect();
+    let mut expected: Vec<String> = sent.iter().map(|(i, _)| format!("burst {i}")).collect();
+    let mut stored_sorted = stored.clone();
+    expected.sort();
+    stored_sorted.sort();
+    assert_eq!(
+        stored_sorted, expected,
+        "stored exactly the calls reported sent"
+    );
+    let refusals = sim.rate_limit_refusals("chat.sendMessage", "POST");
+    assert!(
+        refusals <= 12,
+        "each call was refused at most once or so, not retried in a loop: {refusals}"
     );
 }
 
@@ -518,4 +660,167 @@ async fn a_dead_or_slow_provider_is_unavailable_quickly() {
     ));
     sim.accept_connections().await.unwrap();
     impatient.list_rooms(&alice).await.unwrap();
+}
+
+fn finding<'a>(report: &'a DeploymentReport, name: &str) -> &'a Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name} finding in {report:?}"))
+}
+
+#[tokio::test]
+async fn the_deployment_check_reads_the_rate_limiter_without_changing_anything() {
+    let fx = Fixture::start(Version::V7).await;
+    let report = fx
+        .provider
+        .check_deployment(
+            &fx.admin,
+            &DeploymentCheck {
+                fix: false,
+                user_role: "user".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.changes.is_empty());
+    let limiter = finding(&report, "rate_limiter");
+    if let Some(sim) = fx.sim() {
+        // The project's server starts with its limiter off.
+        assert_eq!(limiter.status, FindingStatus::Ok, "{}", limiter.message);
+        sim.set_rate_limit(Some(rocketchat_sim::RateLimit::ROCKETCHAT_DEFAULT));
+        let report = fx
+            .provider
+            .check_deployment(
+                &fx.admin,
+                &DeploymentCheck {
+                    fix: false,
+                    user_role: "user".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let limiter = finding(&report, "rate_limiter");
+        assert_eq!(limiter.status, FindingStatus::Warning);
+        assert!(limiter
+            .message
+            .contains("API_Enable_Rate_Limiter_Limit_Calls_Default = 10"));
+        assert_eq!(
+            finding(&report, "login_rate_limit").status,
+            FindingStatus::Warning
+        );
+        assert_eq!(
+            sim.permission_roles("api-bypass-rate-limit").unwrap(),
+            ["admin", "bot", "app"],
+            "a report changes nothing"
+        );
+    } else {
+        eprintln!(
+            "real server: rate_limiter is {:?}: {}",
+            limiter.status, limiter.message
+        );
+    }
+}
+
+/// Changes the server's permissions, so it runs against the project's server only.
+#[tokio::test]
+async fn the_deployment_check_grants_the_bypass_to_the_mirrored_users_role() {
+    let sim = Sim::start(SimConfig::like_default_server()).await.unwrap();
+    sim.add_role("imgate-user");
+    let provider = RocketChatProvider::new(&RocketChatConfig {
+        user_role: "imgate-user".into(),
+        ..RocketChatConfig::new(sim.http_url())
+    })
+    .unwrap();
+    let admin = provider
+        .login_admin("admin", &Password::new("admin"))
+        .await
+        .unwrap();
+    let fix = DeploymentCheck {
+        fix: true,
+        user_role: "imgate-user".into(),
+    };
+    let report = provider.check_deployment(&admin, &fix).await.unwrap();
+    assert_eq!(report.changes.len(), 1, "{report:?}");
+    assert!(report.changes[0].contains("api-bypass-rate-limit"));
+    assert_eq!(
+        finding(&report, "rate_limiter").status,
+        FindingStatus::Ok,
+        "the findings describe the server after the change"
+    );
+    assert_eq!(
+        sim.permission_roles("api-bypass-rate-limit").unwrap(),
+        ["admin", "bot", "app", "imgate-user"]
+    );
+    let again = provider.check_deployment(&admin, &fix).await.unwrap();
+    assert!(again.changes.is_empty(), "nothing left to change");
+
+    // Mirrored users get the role, and with it calls the limiter does not count.
+    let alice = user("alice_bypass");
+    provider
+        .upsert_user(
+            &admin,
+            &alice,
+            &UserProfile {
+                username: "alice".into(),
+                name: "Alice".into(),
+                email: None,
+            },
+            &Password::new(PASSWORD),
+        )
+        .await
+        .unwrap();
+    let session = provider
+        .login_user(&alice, &Password::new(PASSWORD))
+        .await
+        .unwrap();
+    for _ in 0..15 {
+        provider.list_rooms(&session).await.unwrap();
+    }
+    assert_eq!(sim.rate_limit_refusals("rooms.get", "GET"), 0);
+
+    // A role the server does not have, and an admin that may not change permissions.
+    let report = provider
+        .check_deployment(
+            &admin,
+            &DeploymentCheck {
+                fix: true,
+                user_role: "no-such-role".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let limiter = finding(&report, "rate_limiter");
+    assert_eq!(limiter.status, FindingStatus::Warning);
+    assert!(
+        limiter.message.contains("has no role `no-such-role`"),
+        "{}",
+        limiter.message
+    );
+    let weak = sim.create_user("weak-admin", "pw").unwrap();
+    let weak = ProviderSession {
+        user_id: imgate_domain::ProviderUserId::parse(weak.id).unwrap(),
+        token: imgate_domain::AuthToken::new(weak.token),
+        issued_at: chrono::Utc::now(),
+    };
+    let report = provider
+        .check_deployment(
+            &weak,
+            &DeploymentCheck {
+                fix: true,
+                user_role: "user".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(report.changes.is_empty());
+    let limiter = finding(&report, "rate_limiter");
+    assert_eq!(limiter.status, FindingStatus::Warning);
+    assert!(
+        limiter.message.contains("view-privileged-setting")
+            && limiter.message.contains("access-permissions"),
+        "{}",
+        limiter.message
+    );
 }

@@ -13,7 +13,8 @@ use imgate_domain::model::{
     NewRoom, ProviderSession, Room, UnreadSummary, Upserted, User, UserProfile,
 };
 use imgate_domain::ports::{
-    ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
+    DeploymentCheck, DeploymentReport, Finding, FindingStatus, ProviderAccounts,
+    ProviderDeployment, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
     ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
 };
 use imgate_domain::{AuthToken, FileId, MessageId, Password, ProviderUserId, RoomId, UserId};
@@ -33,6 +34,8 @@ pub struct ScriptedProvider {
     rooms: Mutex<Vec<Room>>,
     history: Mutex<Vec<Message>>,
     upstreams: Mutex<Vec<(UserId, mpsc::Sender<RealtimeSignal>)>>,
+    findings: Mutex<Vec<Finding>>,
+    deployment_checks: Mutex<Vec<DeploymentCheck>>,
 }
 
 impl ScriptedProvider {
@@ -73,6 +76,16 @@ impl ScriptedProvider {
     /// Adds a message to the history `history` serves.
     pub fn add_history(&self, message: Message) {
         self.history.lock().expect("lock").push(message);
+    }
+
+    /// Sets what deployment checks find; a check with `fix` turns each warning into ok.
+    pub fn set_findings(&self, findings: Vec<Finding>) {
+        *self.findings.lock().expect("lock") = findings;
+    }
+
+    /// The deployment checks asked so far.
+    pub fn deployment_checks(&self) -> Vec<DeploymentCheck> {
+        self.deployment_checks.lock().expect("lock").clone()
     }
 
     /// Upstream connections opened so far, and for whom; a closed one is one the domain dropped.
@@ -346,5 +359,37 @@ impl ProviderRealtime for ScriptedProvider {
         Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|signal| (signal, rx))
         })))
+    }
+}
+
+#[async_trait]
+impl ProviderDeployment for ScriptedProvider {
+    async fn check_deployment(
+        &self,
+        admin: &ProviderSession,
+        check: &DeploymentCheck,
+    ) -> Result<DeploymentReport, ProviderError> {
+        self.check(admin)?;
+        self.deployment_checks
+            .lock()
+            .expect("lock")
+            .push(check.clone());
+        let mut findings = self.findings.lock().expect("lock");
+        let mut changes = Vec::new();
+        if check.fix {
+            for finding in findings.iter_mut() {
+                if finding.status == FindingStatus::Warning {
+                    finding.status = FindingStatus::Ok;
+                    changes.push(format!(
+                        "fixed {} for role {}",
+                        finding.name, check.user_role
+                    ));
+                }
+            }
+        }
+        Ok(DeploymentReport {
+            findings: findings.clone(),
+            changes,
+        })
     }
 }

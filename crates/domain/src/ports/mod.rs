@@ -14,7 +14,8 @@ pub use health::HealthCheck;
 pub use lease::{Lease, LeaseError, LeaseToken};
 pub use password_store::{PasswordStore, PasswordStoreError};
 pub use provider::{
-    ImProvider, ProviderAccounts, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
+    DeploymentCheck, DeploymentReport, Finding, FindingStatus, ImProvider, ProviderAccounts,
+    ProviderDeployment, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,
     ProviderRooms, RealtimeSignal, RealtimeStream, SessionSource,
 };
 pub use token_cache::{CacheError, LoginError, LoginFuture, TokenCache};

@@ -235,6 +235,73 @@ pub trait ProviderFiles: Send + Sync {
     ) -> Result<FileDownload, ProviderError>;
 }
 
+/// What a deployment check is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentCheck {
+    /// Change what the gateway needs on the provider (as its admin) instead of only reporting it.
+    pub fix: bool,
+    /// The provider role mirrored users have: what the gateway needs is checked for, and
+    /// granted to, this role.
+    pub user_role: String,
+}
+
+/// Whether a finding needs an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingStatus {
+    /// As the gateway needs it.
+    Ok,
+    /// Works, but hurts users (throttling, say) until someone changes the provider.
+    Warning,
+}
+
+/// One thing a deployment check looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Stable `snake_case` name, e.g. `rate_limiter`: a metric label and a `/readyz` key.
+    pub name: String,
+    /// Ok or warning.
+    pub status: FindingStatus,
+    /// For an operator: what was found and, for a warning, exactly what to change.
+    pub message: String,
+}
+
+/// What a deployment check found, and what it changed when asked to fix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentReport {
+    /// What was found, after any change.
+    pub findings: Vec<Finding>,
+    /// Each change made, in words an operator can verify on the provider.
+    pub changes: Vec<String>,
+}
+
+impl DeploymentReport {
+    /// The findings that need an operator.
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.status == FindingStatus::Warning)
+    }
+}
+
+/// The provider's own settings, as far as they matter to a gateway in front of it.
+///
+/// Contract:
+/// - With `fix: false` nothing on the provider changes and `changes` is empty.
+/// - Every finding has a stable `snake_case` name; a `Warning` says what to change and where.
+/// - With `fix: true` every change made is listed in `changes`, and the findings describe the
+///   provider after them; a change the admin may not make leaves its finding a `Warning`.
+/// - What the admin may not read is a `Warning` finding, not an error; `Err` means the
+///   provider could not be asked at all.
+#[async_trait]
+pub trait ProviderDeployment: Send + Sync {
+    /// Checks (and with `fix`, changes) the provider's settings, as the admin.
+    async fn check_deployment(
+        &self,
+        admin: &ProviderSession,
+        check: &DeploymentCheck,
+    ) -> Result<DeploymentReport, ProviderError>;
+}
+
 /// What an upstream realtime connection reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RealtimeSignal {
@@ -274,11 +341,21 @@ pub trait ProviderRealtime: Send + Sync {
 
 /// The whole provider port.
 pub trait ImProvider:
-    ProviderAccounts + ProviderRooms + ProviderMessages + ProviderFiles + ProviderRealtime
+    ProviderAccounts
+    + ProviderRooms
+    + ProviderMessages
+    + ProviderFiles
+    + ProviderRealtime
+    + ProviderDeployment
 {
 }
 
 impl<T> ImProvider for T where
-    T: ProviderAccounts + ProviderRooms + ProviderMessages + ProviderFiles + ProviderRealtime
+    T: ProviderAccounts
+        + ProviderRooms
+        + ProviderMessages
+        + ProviderFiles
+        + ProviderRealtime
+        + ProviderDeployment
 {
 }

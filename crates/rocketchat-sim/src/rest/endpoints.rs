@@ -101,6 +101,8 @@ pub fn route(method: &Method, name: &str, version: Version) -> Option<Route> {
         "subscriptions.getOne" if get => authed(subs_get_one),
         "subscriptions.read" if post => authed(subs_read),
         "subscriptions.unread" if post => authed(subs_unread),
+        "permissions.listAll" if get => authed(permissions_list_all),
+        "permissions.update" if post => authed(permissions_update),
         "settings" if get => authed(settings),
         "settings" if post => Route {
             two_factor: true,
@@ -1143,4 +1145,72 @@ fn settings(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
     }
     st.settings.insert(id, value);
     Ok(Reply::Ok(json!({})))
+}
+
+/// `GET permissions.listAll`: every logged-in user may read the permission table.
+fn permissions_list_all(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
+    let since = match call.arg("updatedSince").filter(|s| !s.is_empty()) {
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(&text)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::meteor(
+                        "error-roomId-param-invalid",
+                        "The \"updatedSince\" query parameter must be a valid date.",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    Ok(Reply::Ok(
+        json!({"update": st.permissions_json(since), "remove": []}),
+    ))
+}
+
+/// `POST permissions.update` (`access-permissions`): replaces the roles of the listed permissions.
+fn permissions_update(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
+    let invalid = |text: &str| ApiError::InvalidParams(text.into());
+    let list = match call.body.get("permissions") {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(invalid("must be array")),
+        None => return Err(invalid("must have required property 'permissions'")),
+    };
+    if call.body.len() > 1 {
+        return Err(invalid("must NOT have additional properties"));
+    }
+    let mut changes = Vec::with_capacity(list.len());
+    for item in list {
+        let Some(item) = item.as_object() else {
+            return Err(invalid("must be object"));
+        };
+        let id = item
+            .get("_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("must have required property '_id'"))?;
+        let roles = item
+            .get("roles")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("must have required property 'roles'"))?;
+        let roles: Vec<String> = roles
+            .iter()
+            .map(|r| {
+                r.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid("must be string"))
+            })
+            .collect::<Result<_, _>>()?;
+        let unique: std::collections::BTreeSet<&String> = roles.iter().collect();
+        if unique.len() != roles.len() || item.len() > 2 {
+            return Err(invalid(
+                "must NOT have duplicate items or additional properties",
+            ));
+        }
+        changes.push((id.to_string(), roles));
+    }
+    // permissionsRequired on the route: a 403, checked after the body schema.
+    if !st.has_permission(call.me()?, "access-permissions", None) {
+        return Err(ApiError::Forbidden);
+    }
+    st.set_permission_roles(&changes)?;
+    Ok(Reply::Ok(json!({"permissions": st.permissions_json(None)})))
 }

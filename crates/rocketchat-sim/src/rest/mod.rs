@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::faults::RestFaultKind;
+use crate::limiter::{route_key, Verdict};
 use crate::{Shared, Version};
 
 /// Largest JSON body accepted.
@@ -252,63 +253,33 @@ fn split_endpoint(tail: &str) -> (String, Vec<String>) {
     (name, parts.map(String::from).collect())
 }
 
-/// Outcome of the limiter: headers to add, or a 429.
-struct Limit {
-    limit: u32,
-    remaining: u32,
-    reset_ms: i64,
-}
-
+/// The limiter's verdict on a call, once auth is known: `None` when the call is not limited
+/// (limiter off, rules disabled, or the caller holds `api-bypass-rate-limit`).
 fn rate_limit(
     shared: &Shared,
     ip: &str,
     route: &str,
     method: &Method,
     uid: Option<&str>,
-) -> Result<Option<Limit>, (ApiError, Limit)> {
-    let (enabled, calls, window, bypass) = {
+) -> Option<Verdict> {
+    let (numbers, limited) = {
         let st = shared.store();
-        let enabled = st.setting_bool("API_Enable_Rate_Limiter");
-        let calls = st
-            .setting_i64("API_Enable_Rate_Limiter_Limit_Calls_Default", 10)
-            .max(1) as u32;
-        let window = st
-            .setting_i64("API_Enable_Rate_Limiter_Limit_Time_Default", 60_000)
-            .clamp(1, 365 * 86_400_000);
-        let bypass = uid.is_some_and(|u| st.has_permission(u, "api-bypass-rate-limit", None));
-        (enabled, calls, window, bypass)
+        let limited = st.setting_bool("API_Enable_Rate_Limiter")
+            && !uid.is_some_and(|u| st.has_permission(u, "api-bypass-rate-limit", None));
+        (crate::limiter_numbers(&st), limited)
     };
-    if !enabled || bypass {
-        return Ok(None);
-    }
     let now = chrono::Utc::now().timestamp_millis();
-    let key = format!("{ip} {route} {method}");
-    let mut buckets = shared.buckets.lock().unwrap_or_else(|e| e.into_inner());
-    let bucket = buckets.entry(key).or_insert((now, 0));
-    if now - bucket.0 >= window {
-        *bucket = (now, 0);
+    if !limited {
+        // The rules still follow the settings while the limiter is off.
+        shared.limiter.sync(numbers, now);
+        return None;
     }
-    let reset_ms = bucket.0 + window;
-    if bucket.1 >= calls {
-        let wait_secs = ((reset_ms - now).max(0) as u64).div_ceil(1000);
-        return Err((
-            ApiError::TooManyRequests { wait_secs },
-            Limit {
-                limit: calls,
-                remaining: 0,
-                reset_ms,
-            },
-        ));
-    }
-    bucket.1 += 1;
-    Ok(Some(Limit {
-        limit: calls,
-        remaining: calls - bucket.1,
-        reset_ms,
-    }))
+    shared
+        .limiter
+        .hit(&route_key(route, method.as_str()), ip, numbers, now)
 }
 
-fn with_limit_headers(mut resp: HttpResponse, limit: Option<&Limit>) -> HttpResponse {
+fn with_limit_headers(mut resp: HttpResponse, limit: Option<&Verdict>) -> HttpResponse {
     if let Some(l) = limit {
         let h = resp.headers_mut();
         let pairs = [
@@ -437,10 +408,12 @@ async fn api_v1(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let limit = match rate_limit(&shared, &ip, &name, &method, uid.as_deref()) {
-        Ok(l) => l,
-        Err((err, l)) => return with_limit_headers(render_error(&err, version), Some(&l)),
-    };
+    let limit = rate_limit(&shared, &ip, &name, &method, uid.as_deref());
+    if let Some(refused) = limit.filter(|l| !l.allowed) {
+        let wait_secs = (refused.time_to_reset_ms.max(0) as u64).div_ceil(1000);
+        let err = ApiError::TooManyRequests { wait_secs };
+        return with_limit_headers(render_error(&err, version), Some(&refused));
+    }
 
     if route.two_factor {
         let header = |name: &str| {
@@ -482,6 +455,13 @@ async fn api_v1(
         version,
     };
     let result = shared.with_store(|st| (route.handler)(st, &call));
+    if name == "settings" && call.method == Method::POST && result.is_ok() {
+        // A changed limiter setting rebuilds the rules now, not at the next limited call.
+        let numbers = crate::limiter_numbers(&shared.store());
+        shared
+            .limiter
+            .sync(numbers, chrono::Utc::now().timestamp_millis());
+    }
     let resp = match result {
         Ok(Reply::Ok(mut v)) => {
             if let Value::Object(m) = &mut v {
