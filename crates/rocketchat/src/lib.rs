@@ -9,6 +9,9 @@
 mod accounts;
 mod ddp;
 mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod mapping;
 mod messages;
 pub mod naming;
