@@ -6,7 +6,7 @@
 //! Properties: nothing panics; how the bytes are cut does not change the records or the error;
 //! every answer the hub would write (handshake error, Close, completion) is exactly one record
 //! that carries the text or id it was given; a decoded message written back as JSON decodes
-//! to the same message.
+//! to the same message (floats aside, see `without_floats`).
 
 #![no_main]
 
@@ -76,9 +76,10 @@ fn check_close(err: &ProtocolError) {
 
 fn check_message(incoming: &Incoming) {
     if let Some(written) = written_back(incoming) {
+        let read_again = decode(&written.to_string()).map(without_floats);
         assert_eq!(
-            decode(&written.to_string()).as_ref(),
-            Ok(incoming),
+            read_again,
+            Ok(without_floats(incoming.clone())),
             "{written}"
         );
     }
@@ -148,6 +149,40 @@ fn written_back(incoming: &Incoming) -> Option<Value> {
         Incoming::Ignored(kind) => json!({ "type": kind }),
         Incoming::Invalid { .. } => return None,
     })
+}
+
+/// The message with every non-integer number in its arguments replaced by `null`.
+///
+/// serde_json parses floats to within one unit in the last place unless its
+/// `float_roundtrip` feature is on, so `2.2202e49` written back may read as
+/// `2.2201999999999997e49` (found by this target). No hub method takes a number that is not
+/// an integer, so the gateway does not pay for exact float parsing and this target does not
+/// compare floats.
+fn without_floats(incoming: Incoming) -> Incoming {
+    fn strip(value: Value) -> Value {
+        match value {
+            Value::Number(n) if n.is_f64() => Value::Null,
+            Value::Array(items) => Value::Array(items.into_iter().map(strip).collect()),
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, strip(v))).collect())
+            }
+            other => other,
+        }
+    }
+    match incoming {
+        Incoming::Invocation {
+            invocation_id,
+            target,
+            arguments,
+            has_streams,
+        } => Incoming::Invocation {
+            invocation_id,
+            target,
+            arguments: arguments.into_iter().map(strip).collect(),
+            has_streams,
+        },
+        other => other,
+    }
 }
 
 /// Reads `text` as the client would: exactly one whole JSON record.
