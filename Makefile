@@ -1,5 +1,5 @@
 # imgate developer commands. `make test` is the README's test command and what CI runs.
-.PHONY: run test test-deps lint fmt bench
+.PHONY: run test test-deps lint fmt bench fuzz fuzz-smoke fuzz-deps
 
 run:
 	cargo run -p imgate
@@ -20,3 +20,31 @@ fmt:
 
 bench:
 	@echo "no benchmarks yet"
+
+# Fuzzing (docs/reliability.md). cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
+# stable toolchain accept them. The workspace forbids unsafe code, so the targets hunt panics,
+# overflows (debug assertions are on), hangs and memory blow-ups, and run without a sanitizer
+# unless FUZZ_SANITIZER says otherwise. One process per target: libFuzzer's default.
+FUZZ_TARGETS := signalr_records ddp_frames rest_bodies
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SANITIZER ?= none
+FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+# Each target for FUZZ_SECONDS; new inputs go to fuzz/work/<target> (not committed), the seeds
+# in fuzz/corpus/<target> stay as they are. A crash stops the run with its input in
+# fuzz/artifacts/<target>/.
+fuzz: fuzz-deps
+	$(FUZZ) build -s $(FUZZ_SANITIZER)
+	@set -e; for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$target; \
+		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		$(FUZZ) run -s $(FUZZ_SANITIZER) $$target fuzz/work/$$target fuzz/corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
+	done
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)

@@ -9,6 +9,9 @@ pub mod auth;
 pub mod client_addr;
 pub mod error;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod json;
 pub mod ops;

@@ -6,6 +6,7 @@ use imgate_domain::model::{
     HistoryPage, HistoryQuery, Message, NewMessage, NewRoom, Room, RoomKind, UnreadSummary,
 };
 use imgate_domain::services::ChatService;
+use imgate_domain::UserId;
 use serde::Deserialize;
 
 use crate::auth::EndUser;
@@ -68,6 +69,84 @@ pub struct HistoryParams {
     pub limit: Option<String>,
 }
 
+impl CreateRoom {
+    /// The room to create for `caller`, or what is wrong with the body.
+    pub(crate) fn validate(self, caller: &UserId) -> Result<NewRoom, ApiError> {
+        if self.kind == RoomKind::Direct {
+            return Err(ApiError::Invalid(
+                "kind: must be channel or group; open direct rooms with POST /api/v1/rooms/direct"
+                    .into(),
+            ));
+        }
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > MAX_ROOM_NAME_CHARS {
+            return Err(ApiError::Invalid(format!(
+                "name: must be 1 to {MAX_ROOM_NAME_CHARS} characters"
+            )));
+        }
+        let members = params::members(&self.members, caller, true)?;
+        Ok(NewRoom {
+            kind: self.kind,
+            name,
+            members,
+        })
+    }
+}
+
+impl SendMessage {
+    /// The message to send, or what is wrong with the body; the text itself is checked by
+    /// the chat service.
+    pub(crate) fn validate(self) -> Result<NewMessage, ApiError> {
+        Ok(NewMessage {
+            text: self.text,
+            thread_id: self
+                .thread_id
+                .as_deref()
+                .map(|id| params::message("threadId", id))
+                .transpose()?,
+            client_message_id: self
+                .client_message_id
+                .as_deref()
+                .map(|id| params::text("clientMessageId", id, 128))
+                .transpose()?,
+        })
+    }
+}
+
+impl HistoryParams {
+    /// The page asked for, or which parameter is wrong.
+    pub(crate) fn validate(&self) -> Result<HistoryQuery, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None => 50,
+            Some(raw) => raw
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ApiError::Invalid("limit: must be a whole number between 1 and 100".into())
+                })?,
+        };
+        let before = self
+            .before
+            .as_deref()
+            .map(|raw| {
+                DateTime::parse_from_rfc3339(raw)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|_| {
+                        ApiError::Invalid(
+                            "before: must be an RFC 3339 date such as 2024-05-01T10:00:00Z".into(),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(HistoryQuery {
+            before,
+            after: None,
+            limit,
+        })
+    }
+}
+
 fn created(room: Room) -> HttpResponse {
     HttpResponse::Created().json(room)
 }
@@ -87,31 +166,8 @@ pub async fn create(
     chat: web::Data<ChatService>,
     body: Json<CreateRoom>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    if body.kind == RoomKind::Direct {
-        return Err(ApiError::Invalid(
-            "kind: must be channel or group; open direct rooms with POST /api/v1/rooms/direct"
-                .into(),
-        ));
-    }
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_ROOM_NAME_CHARS {
-        return Err(ApiError::Invalid(format!(
-            "name: must be 1 to {MAX_ROOM_NAME_CHARS} characters"
-        )));
-    }
-    let members = params::members(&body.members, &user.id, true)?;
-    let room = chat
-        .create_room(
-            &user.id,
-            &NewRoom {
-                kind: body.kind,
-                name,
-                members,
-            },
-        )
-        .await?;
-    Ok(created(room))
+    let new_room = body.into_inner().validate(&user.id)?;
+    Ok(created(chat.create_room(&user.id, &new_room).await?))
 }
 
 /// Opens the direct room of the caller and the members, or returns the existing one.
@@ -195,40 +251,7 @@ pub async fn history(
     query: web::Query<HistoryParams>,
 ) -> Result<HttpResponse, ApiError> {
     let room = params::room("roomId", &path)?;
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(raw) => raw
-            .parse::<u16>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                ApiError::Invalid("limit: must be a whole number between 1 and 100".into())
-            })?,
-    };
-    let before = query
-        .before
-        .as_deref()
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::Invalid(
-                        "before: must be an RFC 3339 date such as 2024-05-01T10:00:00Z".into(),
-                    )
-                })
-        })
-        .transpose()?;
-    let page = chat
-        .history(
-            &user.id,
-            &room,
-            &HistoryQuery {
-                before,
-                after: None,
-                limit,
-            },
-        )
-        .await?;
+    let page = chat.history(&user.id, &room, &query.validate()?).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -242,20 +265,7 @@ pub async fn send(
     body: Json<SendMessage>,
 ) -> Result<HttpResponse, ApiError> {
     let room = params::room("roomId", &path)?;
-    let body = body.into_inner();
-    let message = NewMessage {
-        text: body.text,
-        thread_id: body
-            .thread_id
-            .as_deref()
-            .map(|id| params::message("threadId", id))
-            .transpose()?,
-        client_message_id: body
-            .client_message_id
-            .as_deref()
-            .map(|id| params::text("clientMessageId", id, 128))
-            .transpose()?,
-    };
+    let message = body.into_inner().validate()?;
     Ok(HttpResponse::Created().json(chat.send(&user.id, &room, &message).await?))
 }
 

@@ -31,7 +31,8 @@ const MAX_NAME_LEN: usize = 120;
 const MIN_PASSWORD_LEN: usize = 8;
 
 impl UpsertUser {
-    fn validate(self) -> Result<(UserProfile, Option<Password>), ApiError> {
+    /// The profile and password to mirror, or which field is wrong.
+    pub(crate) fn validate(self) -> Result<(UserProfile, Option<Password>), ApiError> {
         let text = |field: &str, value: String| {
             let value = value.trim().to_owned();
             if value.is_empty() {

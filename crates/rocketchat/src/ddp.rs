@@ -71,31 +71,9 @@ impl Ddp {
             .await?;
         loop {
             let frame = self.next_frame().await?;
-            if frame.get("msg").and_then(Value::as_str) != Some("result")
-                || frame.get("id").and_then(Value::as_str) != Some(id.as_str())
-            {
-                continue;
+            if let Some(outcome) = method_outcome(&frame, &id, method) {
+                return outcome;
             }
-            if let Some(error) = frame.get("error") {
-                let reason = error
-                    .get("reason")
-                    .or_else(|| error.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("method failed")
-                    .to_owned();
-                return Err(match error.get("error") {
-                    Some(code) if code == 403 || code == "403" => ProviderError::Forbidden(reason),
-                    Some(code) if code == 404 || code == "404" => ProviderError::NotFound(reason),
-                    Some(code) if code == "too-many-requests" => ProviderError::RateLimited {
-                        retry_after: Duration::from_secs(1),
-                    },
-                    _ => ProviderError::Invalid {
-                        field: method.to_owned(),
-                        message: reason,
-                    },
-                });
-            }
-            return Ok(frame.get("result").cloned().unwrap_or(Value::Null));
         }
     }
 
@@ -128,19 +106,11 @@ impl Ddp {
             let Frame::Text(text) = frame else {
                 continue;
             };
-            let Ok(value) = serde_json::from_str::<Value>(&text) else {
-                tracing::debug!("ignoring a DDP frame that is not JSON");
-                continue;
-            };
-            if value.get("msg").and_then(Value::as_str) == Some("ping") {
-                let mut pong = json!({"msg": "pong"});
-                if let Some(id) = value.get("id") {
-                    pong["id"] = id.clone();
-                }
-                self.send(pong).await?;
-                continue;
+            match inbound(&text) {
+                Inbound::NotJson => tracing::debug!("ignoring a DDP frame that is not JSON"),
+                Inbound::Ping { pong } => self.send(pong).await?,
+                Inbound::Frame(value) => return Ok(Some(value)),
             }
-            return Ok(Some(value));
         }
     }
 
@@ -148,5 +118,135 @@ impl Ddp {
         self.recv(self.timeout)
             .await?
             .ok_or_else(|| unavailable("read", "timed out"))
+    }
+}
+
+/// What one text frame from the server asks of the client.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Inbound {
+    /// Not JSON: ignored, as the reference asks of frames a client does not understand.
+    NotJson,
+    /// A server ping, answered at once with this pong (it echoes the ping's `id`, if any).
+    Ping {
+        /// The frame to send back.
+        pong: Value,
+    },
+    /// Anything else, for the session to look at.
+    Frame(Value),
+}
+
+/// Reads one text frame; kept apart from the socket so garbage frames can be tested.
+pub(crate) fn inbound(text: &str) -> Inbound {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return Inbound::NotJson;
+    };
+    if value.get("msg").and_then(Value::as_str) == Some("ping") {
+        let mut pong = json!({"msg": "pong"});
+        if let Some(id) = value.get("id") {
+            pong["id"] = id.clone();
+        }
+        return Inbound::Ping { pong };
+    }
+    Inbound::Frame(value)
+}
+
+/// The outcome of the call `id` to `method` if `frame` is its `result`, `None` for any other
+/// frame (the session keeps waiting).
+pub(crate) fn method_outcome(
+    frame: &Value,
+    id: &str,
+    method: &str,
+) -> Option<Result<Value, ProviderError>> {
+    if frame.get("msg").and_then(Value::as_str) != Some("result")
+        || frame.get("id").and_then(Value::as_str) != Some(id)
+    {
+        return None;
+    }
+    let Some(error) = frame.get("error") else {
+        return Some(Ok(frame.get("result").cloned().unwrap_or(Value::Null)));
+    };
+    let reason = error
+        .get("reason")
+        .or_else(|| error.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("method failed")
+        .to_owned();
+    Some(Err(match error.get("error") {
+        Some(code) if code == 403 || code == "403" => ProviderError::Forbidden(reason),
+        Some(code) if code == 404 || code == "404" => ProviderError::NotFound(reason),
+        // Rocket.Chat's own method limiter says `error-too-many-requests` with the wait in
+        // `details`; Meteor's DDP limiter says `too-many-requests`.
+        Some(code) if code == "error-too-many-requests" || code == "too-many-requests" => {
+            let wait_ms = error
+                .pointer("/details/timeToReset")
+                .and_then(Value::as_u64)
+                .unwrap_or(1_000);
+            ProviderError::RateLimited {
+                retry_after: Duration::from_millis(wait_ms.max(1)),
+            }
+        }
+        _ => ProviderError::Invalid {
+            field: method.to_owned(),
+            message: reason,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_are_answered_and_garbage_ignored() {
+        assert_eq!(
+            inbound(r#"{"msg":"ping","id":"k"}"#),
+            Inbound::Ping {
+                pong: json!({"msg": "pong", "id": "k"})
+            }
+        );
+        assert_eq!(
+            inbound(r#"{"msg":"ping"}"#),
+            Inbound::Ping {
+                pong: json!({"msg": "pong"})
+            }
+        );
+        assert_eq!(inbound("{\"msg\":"), Inbound::NotJson);
+        assert_eq!(
+            inbound(r#"{"server_id":"0"}"#),
+            Inbound::Frame(json!({"server_id": "0"}))
+        );
+    }
+
+    #[test]
+    fn method_results_and_errors_are_told_apart() {
+        let result = json!({"msg": "result", "id": "1", "result": {"id": "u1"}});
+        assert_eq!(method_outcome(&result, "2", "login"), None);
+        assert_eq!(
+            method_outcome(&result, "1", "login"),
+            Some(Ok(json!({"id": "u1"})))
+        );
+        let refused =
+            json!({"msg": "result", "id": "1", "error": {"error": 403, "reason": "logged out"}});
+        assert!(matches!(
+            method_outcome(&refused, "1", "login"),
+            Some(Err(ProviderError::Forbidden(reason))) if reason == "logged out"
+        ));
+        let odd = json!({"msg": "result", "id": "1", "error": "text"});
+        assert!(matches!(
+            method_outcome(&odd, "1", "m"),
+            Some(Err(ProviderError::Invalid { message, .. })) if message == "method failed"
+        ));
+        // Rocket.Chat's method limiter, as `RateLimiter.limitMethod` words it.
+        let limited = json!({"msg": "result", "id": "1", "error": {
+            "error": "error-too-many-requests",
+            "reason": "Error, too many requests. Please slow down. You must wait 2 seconds before trying again.",
+            "details": {"timeToReset": 1500, "seconds": 2}
+        }});
+        assert_eq!(
+            method_outcome(&limited, "1", "sendMessage"),
+            Some(Err(ProviderError::RateLimited {
+                retry_after: Duration::from_millis(1500)
+            }))
+        );
     }
 }

@@ -10,6 +10,9 @@ mod accounts;
 mod ddp;
 mod deployment;
 mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod mapping;
 mod messages;
 pub mod naming;

@@ -155,27 +155,11 @@ impl Upstream {
             Ok(answers) => answers,
             Err(err) => return Ended::Lost(err.to_string()),
         };
-        let mut state = State::new(text(&me, "username").unwrap_or_default());
-        let uid = session.user_id.to_string();
-        let mut frames = vec![
-            state.sub(
-                "stream-notify-user",
-                format!("{uid}/subscriptions-changed"),
-                true,
-            ),
-            state.sub("stream-notify-user", format!("{uid}/rooms-changed"), true),
-            state.sub("stream-room-messages", "__my_messages__".into(), true),
-        ];
-        for sub in subscriptions
-            .get("update")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(rid) = text(sub, "rid") {
-                frames.extend(state.join_room(rid, true));
-            }
-        }
+        let (mut state, frames) = State::start(
+            text(&me, "username").unwrap_or_default(),
+            session.user_id.as_str(),
+            &subscriptions,
+        );
         for frame in frames {
             if let Err(err) = ddp.send(frame).await {
                 return Ended::Lost(err.to_string());
@@ -247,7 +231,7 @@ fn jitter(base: Duration) -> Duration {
 }
 
 /// What one DDP session knows.
-struct State {
+pub(crate) struct State {
     username: String,
     rooms: HashSet<String>,
     // The newest room document per room (from `rooms-changed`), to give subscription events
@@ -272,6 +256,32 @@ impl State {
             buffered: Vec::new(),
             connected: false,
         }
+    }
+
+    /// The state of a fresh session and the `sub` frames it starts with: the user's own
+    /// streams, and the room streams of every room in the `subscriptions.get` answer.
+    pub(crate) fn start(username: &str, uid: &str, subscriptions: &Value) -> (Self, Vec<Value>) {
+        let mut state = Self::new(username);
+        let mut frames = vec![
+            state.sub(
+                "stream-notify-user",
+                format!("{uid}/subscriptions-changed"),
+                true,
+            ),
+            state.sub("stream-notify-user", format!("{uid}/rooms-changed"), true),
+            state.sub("stream-room-messages", "__my_messages__".into(), true),
+        ];
+        for sub in subscriptions
+            .get("update")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(rid) = text(sub, "rid") {
+                frames.extend(state.join_room(rid, true));
+            }
+        }
+        (state, frames)
     }
 
     fn sub(&mut self, stream: &str, event: String, initial: bool) -> Value {
@@ -319,7 +329,7 @@ impl State {
     }
 
     /// Signals for the domain and frames to send back.
-    fn handle(
+    pub(crate) fn handle(
         &mut self,
         frame: &Value,
         kinds: &moka::sync::Cache<RoomId, RoomKind>,
