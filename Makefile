@@ -1,5 +1,5 @@
 # imgate developer commands. `make test` is the README's test command and what CI runs.
-.PHONY: run test test-deps lint fmt bench
+.PHONY: run test test-deps lint fmt bench soak
 
 run:
 	cargo run -p imgate
@@ -20,3 +20,8 @@ fmt:
 
 bench:
 	@echo "no benchmarks yet"
+
+# Ten minutes of steady load with churn against release builds; writes docs/reliability.md.
+# Not part of CI. SOAK_SECONDS shortens it, SOAK_REPORT= (empty) writes no report.
+soak:
+	bash scripts/soak.sh
