@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -22,6 +23,10 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// How long `close` waits for the server to answer the WebSocket close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Read buffer per socket. Hub records are small, and with hundreds of connections
+/// tungstenite's default of 128 KiB each would make the driver heavier than what it measures.
+const READ_BUFFER: usize = 8 * 1024;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -144,11 +149,12 @@ impl HubClient {
             .await
             .map_err(|_| HubClientError::Timeout("negotiate"))??;
         let url = transport_url(base, &negotiated.connection_token, token)?;
-        let (socket, _) =
-            tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(url.as_str()))
-                .await
-                .map_err(|_| HubClientError::Timeout("websocket connect"))?
-                .map_err(HubClientError::WebSocket)?;
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let open = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+        let (socket, _) = tokio::time::timeout_at(deadline, open)
+            .await
+            .map_err(|_| HubClientError::Timeout("websocket connect"))?
+            .map_err(HubClientError::WebSocket)?;
         let mut client = Self {
             socket,
             connection_id: negotiated.connection_id,
