@@ -1,5 +1,5 @@
 # imgate developer commands. `make test` is the README's test command and what CI runs.
-.PHONY: run test test-deps lint fmt bench fuzz fuzz-smoke fuzz-deps
+.PHONY: run test test-deps lint fmt bench soak fuzz fuzz-smoke fuzz-deps
 
 run:
 	cargo run -p imgate
@@ -48,3 +48,8 @@ fuzz: fuzz-deps
 
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
+# Ten minutes of steady load with churn against release builds; writes docs/reliability.md.
+# Not part of CI. SOAK_SECONDS shortens it, SOAK_REPORT= (empty) writes no report.
+soak:
+	bash scripts/soak.sh

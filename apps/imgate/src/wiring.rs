@@ -116,12 +116,37 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            keep_drained(handle.clone());
+            Ok(handle)
         })
         .clone()
         .map_err(|err| anyhow::anyhow!("installing the metrics recorder: {err}"))
+}
+
+/// How often histogram samples are folded into their summaries, scraped or not.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Name of the thread that runs the recorder's upkeep.
+const METRICS_UPKEEP_THREAD: &str = "metrics-upkeep";
+
+/// Runs the recorder's upkeep every few seconds. `install_recorder` leaves that to its caller:
+/// without it every histogram sample (one per HTTP request) is kept until `/metrics` is
+/// scraped, so a gateway nobody scrapes grows without bound.
+fn keep_drained(handle: PrometheusHandle) {
+    // A thread rather than a task: the recorder is process-wide and outlives any runtime
+    // (tests start a runtime per gateway), so its upkeep must too.
+    let spawned = std::thread::Builder::new()
+        .name(METRICS_UPKEEP_THREAD.into())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(error = %error, "cannot start the metrics upkeep; histograms are drained only when /metrics is scraped");
+    }
 }
 
 fn auth_settings(settings: &Settings) -> anyhow::Result<AuthSettings> {
@@ -513,4 +538,28 @@ async fn seed_demo_users(users: &UserService) -> anyhow::Result<()> {
             .with_context(|| format!("creating demo user {id}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorder_is_drained_by_one_thread_of_its_own() {
+        metrics_handle().expect("the recorder installs");
+        metrics_handle().expect("a second gateway in the process shares it");
+        let upkeep_threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("Linux lists a process's threads")
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == METRICS_UPKEEP_THREAD)
+                .count()
+        };
+        // A new thread names itself once it runs, a moment after the spawn returned.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while upkeep_threads() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(upkeep_threads(), 1);
+    }
 }

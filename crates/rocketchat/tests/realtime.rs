@@ -281,6 +281,48 @@ async fn rest_actions_arrive_as_domain_events() {
 }
 
 #[tokio::test]
+async fn a_frame_larger_than_the_read_buffer_arrives_whole() {
+    let fx = Fixture::start().await;
+    let (mut alice, _) = fx.connect("alice").await;
+    assert_eq!(
+        next(&mut alice, "connected").await,
+        RealtimeSignal::Connected
+    );
+    let bob = fx.session("bob").await;
+    let (room, _) = fx
+        .provider
+        .open_direct(&bob, &[fx.user("alice")])
+        .await
+        .unwrap();
+    loop {
+        match next_event(&mut alice, "the room insert", false).await {
+            UserEvent::SubscriptionChanged {
+                method: SubscriptionChange::Inserted,
+                room: inserted,
+            } if inserted.id == room.id => break,
+            _ => continue,
+        }
+    }
+    // Give the new room's stream subscriptions a moment to be in place server-side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The most characters a message may have by default, three UTF-8 bytes each: a frame of
+    // about 15 KiB, beyond the socket's 8 KiB read buffer.
+    let long = "€".repeat(5000);
+    fx.provider
+        .send_message(&bob, &room.id, &text(&long))
+        .await
+        .unwrap();
+    loop {
+        if let UserEvent::RoomMessage { message } =
+            next_event(&mut alice, "the long message", true).await
+        {
+            assert_eq!(message.text, long);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_connection_comes_back_after_a_drop_a_silence_and_a_revoked_token() {
     let fx = Fixture::start().await;
     let Some(sim) = fx.sim.as_ref() else {

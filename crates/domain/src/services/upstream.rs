@@ -7,6 +7,7 @@
 //! message once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{SubscriptionChange, UserEvent};
-use crate::ids::{MessageId, UserId};
+use crate::ids::UserId;
 use crate::model::{HistoryQuery, Message};
 use crate::ports::{
     EventPublisher, EventSubscription, ImProvider, Lease, LeaseToken, RealtimeSignal,
@@ -320,17 +321,28 @@ impl Owner {
     }
 }
 
-/// Messages already delivered, by id and edit time, oldest forgotten first.
+/// Messages already delivered, by a digest of id and edit time, oldest forgotten first.
+///
+/// Digests rather than ids and dates: a user who stays online keeps [`REMEMBERED`] of them,
+/// and two copies of an id and a date took about 150 bytes where a digest takes about 25
+/// (some 300 KiB against 50 KiB per online user). Two of a user's recent messages share a
+/// digest with odds of about one in 10^16; the keys are random per process, so nobody can
+/// aim for a collision.
 #[derive(Default)]
 struct Seen {
-    keys: HashSet<(MessageId, Option<DateTime<Utc>>)>,
-    order: VecDeque<(MessageId, Option<DateTime<Utc>>)>,
+    hasher: RandomState,
+    keys: HashSet<u64>,
+    order: VecDeque<u64>,
 }
 
 impl Seen {
+    fn digest(&self, message: &Message) -> u64 {
+        self.hasher.hash_one((&message.id, message.edited_at))
+    }
+
     /// Forgets `message`, so it counts as new again (it was never delivered after all).
     fn forget(&mut self, message: &Message) {
-        let key = (message.id.clone(), message.edited_at);
+        let key = self.digest(message);
         if self.keys.remove(&key) {
             self.order.retain(|k| *k != key);
         }
@@ -338,8 +350,8 @@ impl Seen {
 
     /// Whether `message` is new; remembers it.
     fn first_time(&mut self, message: &Message) -> bool {
-        let key = (message.id.clone(), message.edited_at);
-        if !self.keys.insert(key.clone()) {
+        let key = self.digest(message);
+        if !self.keys.insert(key) {
             return false;
         }
         self.order.push_back(key);
@@ -536,5 +548,68 @@ impl Pump {
             self.deliver(event).await;
         }
         tracing::info!(user = %self.user, messages = found, "upstream reconnected, gap filled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MessageId, RoomId};
+    use crate::model::Sender;
+
+    fn message(id: &str, edited_s: Option<i64>) -> Message {
+        Message {
+            id: MessageId::parse(id).unwrap(),
+            room_id: RoomId::parse("room").unwrap(),
+            sender: Sender {
+                id: UserId::parse("bob").unwrap(),
+                username: "bob".into(),
+                name: "Bob".into(),
+            },
+            text: "hi".into(),
+            created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            edited_at: edited_s.map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+            thread_id: None,
+            system: None,
+            file: None,
+        }
+    }
+
+    #[test]
+    fn a_message_is_new_once_and_each_edit_is_new_once() {
+        let mut seen = Seen::default();
+        assert!(seen.first_time(&message("m1", None)));
+        assert!(!seen.first_time(&message("m1", None)));
+        assert!(seen.first_time(&message("m1", Some(1_700_000_100))));
+        assert!(!seen.first_time(&message("m1", Some(1_700_000_100))));
+        assert!(seen.first_time(&message("m2", None)));
+    }
+
+    #[test]
+    fn a_forgotten_message_is_new_again() {
+        let mut seen = Seen::default();
+        assert!(seen.first_time(&message("m1", None)));
+        assert!(seen.first_time(&message("m2", None)));
+        seen.forget(&message("m1", None));
+        assert!(seen.first_time(&message("m1", None)));
+        assert!(!seen.first_time(&message("m2", None)));
+        assert_eq!((seen.keys.len(), seen.order.len()), (2, 2));
+    }
+
+    #[test]
+    fn only_the_last_remembered_messages_are_kept() {
+        let mut seen = Seen::default();
+        for n in 0..=REMEMBERED {
+            assert!(seen.first_time(&message(&format!("m{n}"), None)));
+        }
+        assert_eq!(
+            (seen.keys.len(), seen.order.len()),
+            (REMEMBERED, REMEMBERED)
+        );
+        assert!(
+            seen.first_time(&message("m0", None)),
+            "the oldest was forgotten"
+        );
+        assert!(!seen.first_time(&message(&format!("m{REMEMBERED}"), None)));
     }
 }

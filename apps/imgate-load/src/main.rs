@@ -1,0 +1,218 @@
+//! `imgate-load`: load for a running imgate gateway. `imgate-load soak` runs the soak test
+//! (`make soak` starts everything it needs and calls it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use imgate_load::api::GatewayApi;
+use imgate_load::markdown::replace_section;
+use imgate_load::procfs::Machine;
+use imgate_load::soak::report::{self, SoakReport};
+use imgate_load::soak::{self, SoakConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "imgate-load",
+    version,
+    about = "Load for a running imgate gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Steady load with churn of connections and users; samples the gateway's memory and
+    /// descriptors and can write the results into a Markdown document.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct Target {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "IMGATE_LOAD_BASE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    base: String,
+    /// The gateway's host API key (`auth.api_key`).
+    #[arg(long, env = "IMGATE_LOAD_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// The gateway's HS256 secret (`auth.jwt_secret`), to mint end-user tokens.
+    #[arg(long, env = "IMGATE_LOAD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    target: Target,
+    /// How long the load runs, seconds.
+    #[arg(long, env = "SOAK_SECONDS", default_value_t = 600)]
+    duration_s: u64,
+    /// Users in rooms.
+    #[arg(long, default_value_t = 180)]
+    room_users: usize,
+    /// Users deleted and created again in turn.
+    #[arg(long, default_value_t = 20)]
+    churn_users: usize,
+    /// Private groups among the room users.
+    #[arg(long, default_value_t = 10)]
+    groups: usize,
+    /// Members per group.
+    #[arg(long, default_value_t = 10)]
+    group_size: usize,
+    /// Hub connections held.
+    #[arg(long, default_value_t = 400)]
+    connections: usize,
+    /// Connections per user at most.
+    #[arg(long, default_value_t = 8)]
+    max_per_user: usize,
+    /// Connections closed and replaced each second.
+    #[arg(long, default_value_t = 10)]
+    connection_churn_per_s: usize,
+    /// Seconds between two user deletions.
+    #[arg(long, default_value_t = 5.0)]
+    user_churn_every_s: f64,
+    /// Messages per second.
+    #[arg(long, default_value_t = 30.0)]
+    messages_per_s: f64,
+    /// Reads per second.
+    #[arg(long, default_value_t = 10.0)]
+    reads_per_s: f64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 60)]
+    sample_every_s: u64,
+    /// The gateway's process id: its RSS and descriptors are sampled.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// Seconds a connection must be open before a send to be owed the message.
+    #[arg(long, default_value_t = 5)]
+    settle_s: u64,
+    /// Seconds after the acknowledgement at which deliveries are checked.
+    #[arg(long, default_value_t = 10)]
+    deadline_s: u64,
+    /// Seconds to wait after closing every connection before the last sample (more than
+    /// the gateway's `realtime.grace_s`).
+    #[arg(long, default_value_t = 5)]
+    after_s: u64,
+    /// Prefix of user ids and group names.
+    #[arg(long, default_value = "soak")]
+    prefix: String,
+    /// Markdown document whose "## Soak" section gets the results (created if missing).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The commit measured, for the report.
+    #[arg(long, default_value = "unknown")]
+    commit: String,
+    /// When the run started, for the report (`date -u`).
+    #[arg(long, default_value = "unknown")]
+    date: String,
+    /// A gateway setting besides the defaults, `key = value`, for the report (repeatable).
+    #[arg(long = "setting")]
+    settings: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Soak(args) => run_soak(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("imgate-load: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the soak and writes its section; exit status 1 when it is not clean (growth,
+/// misses or errors), so `make soak` fails visibly.
+async fn run_soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
+    let config = SoakConfig {
+        duration: Duration::from_secs(args.duration_s),
+        room_users: args.room_users,
+        churn_users: args.churn_users,
+        groups: args.groups,
+        group_size: args.group_size,
+        connections: args.connections,
+        max_per_user: args.max_per_user,
+        connection_churn_per_s: args.connection_churn_per_s,
+        user_churn_every: Duration::from_secs_f64(args.user_churn_every_s),
+        messages_per_s: args.messages_per_s,
+        reads_per_s: args.reads_per_s,
+        sample_every: Duration::from_secs(args.sample_every_s.max(1)),
+        gateway_pid: args.gateway_pid,
+        settle: Duration::from_secs(args.settle_s),
+        deadline: Duration::from_secs(args.deadline_s),
+        after_wait: Duration::from_secs(args.after_s),
+        prefix: args.prefix,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        // Bounded, so the driver's idle keep-alive sockets do not swing the gateway's
+        // descriptor count.
+        .pool_max_idle_per_host(16)
+        .build()
+        .context("building the HTTP client")?;
+    let token_ttl = config.duration + Duration::from_secs(3600);
+    let api = GatewayApi::new(
+        http,
+        &args.target.base,
+        &args.target.api_key,
+        args.target.jwt_secret.as_bytes(),
+        token_ttl,
+    );
+    let load = config.describe();
+    let (settle, deadline) = (config.settle, config.deadline);
+    let outcome = soak::run(api, config).await?;
+    let report = SoakReport {
+        date: args.date,
+        commit: args.commit,
+        machine: Machine::this().await.describe(),
+        settings: args.settings,
+        load,
+        rows: outcome.rows,
+        settle,
+        deadline,
+        misses: outcome.misses,
+    };
+    let verdict = report::verdict(&report.rows);
+    println!("[soak] {verdict}");
+    if let Some(path) = &args.report {
+        let existing = match tokio::fs::read_to_string(path).await {
+            Ok(text) => Some(text),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let doc = replace_section(
+            existing.as_deref(),
+            "# Reliability",
+            report::HEADING,
+            &report::render(&report),
+        );
+        tokio::fs::write(path, doc)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "[soak] wrote the \"{}\" section of {}",
+            report::HEADING,
+            path.display()
+        );
+    }
+    let clean = report.rows.last().is_some_and(|end| {
+        end.counters.error_total() == 0 && end.tally.missed == 0 && end.tally.foreign == 0
+    }) && verdict.starts_with("**Flat**");
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
