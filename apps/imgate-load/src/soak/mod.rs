@@ -189,6 +189,65 @@ impl Shared {
 /// Runs the soak against `api`'s gateway: sets up users and rooms, runs the load for
 /// `config.duration`, stops it, and samples once more when everything is closed.
 pub async fn run(api: GatewayApi, config: SoakConfig) -> anyhow::Result<Outcome> {
+    let shared = set_up(api, config).await?;
+    let mut rows = vec![sample(&shared, "0".into()).await];
+    let load = CancellationToken::new();
+    let checker = CancellationToken::new();
+    let load_tasks = vec![
+        tokio::spawn(manage_connections(shared.clone(), load.clone())),
+        tokio::spawn(churn_users(shared.clone(), load.clone())),
+        tokio::spawn(send_messages(shared.clone(), load.clone())),
+        tokio::spawn(read(shared.clone(), load.clone())),
+    ];
+    let check = tokio::spawn(check_deliveries(shared.clone(), checker.clone()));
+
+    let start = tokio::time::Instant::now();
+    let end = start + shared.config.duration;
+    let mut next = start + shared.config.sample_every;
+    loop {
+        let at = next.min(end);
+        tokio::time::sleep_until(at).await;
+        rows.push(sample(&shared, minutes(at - start)).await);
+        if at >= end {
+            break;
+        }
+        next += shared.config.sample_every;
+    }
+
+    println!("[soak] stopping the load");
+    load.cancel();
+    for task in load_tasks {
+        let _ = task.await;
+    }
+    // Every send in flight ends, and gets its deadline, before the last check.
+    let _all = tokio::time::timeout(
+        Duration::from_secs(60),
+        shared.in_flight.acquire_many(IN_FLIGHT as u32),
+    )
+    .await;
+    tokio::time::sleep(shared.config.deadline + Duration::from_secs(1)).await;
+    checker.cancel();
+    let _ = check.await;
+    shared.ledger().check(Instant::now());
+
+    close_all(&shared).await;
+    tokio::time::sleep(shared.config.after_wait).await;
+    rows.push(sample(&shared, "after".into()).await);
+
+    let ledger = shared.ledger();
+    let misses = ledger
+        .misses()
+        .iter()
+        .map(|miss| {
+            report::describe_miss(miss, &ledger.room(miss.room).id, &shared.users[miss.user])
+        })
+        .collect();
+    Ok(Outcome { rows, misses })
+}
+
+/// Waits for the gateway, creates the users, the ring of direct rooms, the groups and the
+/// churn users' first direct rooms.
+async fn set_up(api: GatewayApi, config: SoakConfig) -> anyhow::Result<Arc<Shared>> {
     let started = Instant::now();
     while !api.ready().await {
         if started.elapsed() > Duration::from_secs(30) {
@@ -280,48 +339,11 @@ pub async fn run(api: GatewayApi, config: SoakConfig) -> anyhow::Result<Outcome>
             .await
             .with_context(|| format!("direct room of {}", shared.users[user]))?;
     }
+    Ok(shared)
+}
 
-    let mut rows = vec![sample(&shared, "0".into()).await];
-    let load = CancellationToken::new();
-    let checker = CancellationToken::new();
-    let tasks = [
-        tokio::spawn(manage_connections(shared.clone(), load.clone())),
-        tokio::spawn(churn_users(shared.clone(), load.clone())),
-        tokio::spawn(send_messages(shared.clone(), load.clone())),
-        tokio::spawn(read(shared.clone(), load.clone())),
-        tokio::spawn(check_deliveries(shared.clone(), checker.clone())),
-    ];
-
-    let start = tokio::time::Instant::now();
-    let end = start + shared.config.duration;
-    let mut next = start + shared.config.sample_every;
-    loop {
-        let at = next.min(end);
-        tokio::time::sleep_until(at).await;
-        rows.push(sample(&shared, minutes(at - start)).await);
-        if at >= end {
-            break;
-        }
-        next += shared.config.sample_every;
-    }
-
-    println!("[soak] stopping the load");
-    load.cancel();
-    let [manager, churn, sender, reader, check] = tasks;
-    for task in [manager, churn, sender, reader] {
-        let _ = task.await;
-    }
-    // Every send in flight ends before the last check.
-    let _all = tokio::time::timeout(
-        Duration::from_secs(60),
-        shared.in_flight.acquire_many(IN_FLIGHT as u32),
-    )
-    .await;
-    tokio::time::sleep(shared.config.deadline + Duration::from_secs(1)).await;
-    checker.cancel();
-    let _ = check.await;
-    shared.ledger().check(Instant::now());
-
+/// Closes every connection the driver holds and waits for them to end.
+async fn close_all(shared: &Shared) {
     let stops: Vec<CancellationToken> = {
         let mut pool = shared.pool();
         let ids: Vec<u64> = pool.open.keys().copied().collect();
@@ -337,18 +359,6 @@ pub async fn run(api: GatewayApi, config: SoakConfig) -> anyhow::Result<Outcome>
     {
         shared.stats.error("connections_not_closed_at_end");
     }
-    tokio::time::sleep(shared.config.after_wait).await;
-    rows.push(sample(&shared, "after".into()).await);
-
-    let ledger = shared.ledger();
-    let misses = ledger
-        .misses()
-        .iter()
-        .map(|miss| {
-            report::describe_miss(miss, &ledger.room(miss.room).id, &shared.users[miss.user])
-        })
-        .collect();
-    Ok(Outcome { rows, misses })
 }
 
 /// "3" for three minutes, "0.5" for thirty seconds.
