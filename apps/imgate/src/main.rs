@@ -8,6 +8,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use imgate::settings::Settings;
 
+// glibc's allocator kept the gateway's RSS rising under steady churn of connections and users
+// (its arenas hold on to freed fragments; the live heap stayed flat): mimalloc reuses and
+// returns freed pages, so RSS follows the load (docs/reliability.md, Soak).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "imgate",

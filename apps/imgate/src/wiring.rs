@@ -116,7 +116,12 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Fixed buckets rather than the exporter's default summaries: a histogram takes the
+            // same memory however long the gateway runs (summaries' sketches widen with every
+            // new extreme), and histograms from several nodes can be summed.
             let handle = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS_S)
+                .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
             keep_drained(handle.clone());
@@ -126,7 +131,12 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         .map_err(|err| anyhow::anyhow!("installing the metrics recorder: {err}"))
 }
 
-/// How often histogram samples are folded into their summaries, scraped or not.
+/// Upper bounds, in seconds, of the latency histograms' buckets.
+const LATENCY_BUCKETS_S: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How often histogram samples are folded into their buckets, scraped or not.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Name of the thread that runs the recorder's upkeep.
@@ -561,5 +571,28 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(upkeep_threads(), 1);
+    }
+
+    #[test]
+    fn request_durations_are_exported_as_a_histogram_with_fixed_buckets() {
+        let handle = metrics_handle().expect("the recorder installs");
+        let labels = [("method", "GET"), ("route", "/histogram-test")];
+        metrics::histogram!("imgate_http_request_duration_seconds", &labels).record(0.003);
+        let text = handle.render();
+        let bucket = |le: &str| {
+            format!(
+                "imgate_http_request_duration_seconds_bucket{{method=\"GET\",route=\"/histogram-test\",le=\"{le}\"}} "
+            )
+        };
+        let count = |le: &str| {
+            let line = text
+                .lines()
+                .find(|line| line.starts_with(&bucket(le)))
+                .unwrap_or_else(|| panic!("no bucket le={le} in:\n{text}"));
+            line.rsplit(' ').next().unwrap().to_owned()
+        };
+        assert_eq!(count("0.0025"), "0");
+        assert_eq!(count("0.005"), "1");
+        assert_eq!(count("+Inf"), "1");
     }
 }
