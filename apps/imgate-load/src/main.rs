@@ -160,6 +160,10 @@ async fn run_soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
         // Bounded, so the driver's idle keep-alive sockets do not swing the gateway's
         // descriptor count.
         .pool_max_idle_per_host(16)
+        // Shorter than the gateway's keep-alive (5 s): a request written on a socket the
+        // server is closing at that moment fails without an answer, a race of the driver's
+        // pooling, not something the gateway did.
+        .pool_idle_timeout(Duration::from_secs(3))
         .build()
         .context("building the HTTP client")?;
     let token_ttl = config.duration + Duration::from_secs(3600);
