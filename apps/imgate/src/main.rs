@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use imgate::settings::Settings;
 
-// glibc's allocator kept the gateway's RSS rising under steady churn of connections and users
-// (its arenas hold on to freed fragments; the live heap stayed flat): mimalloc reuses and
-// returns freed pages, so RSS follows the load (docs/reliability.md, Soak).
+// Under steady churn of connections and users, glibc's allocator let RSS climb well past the
+// live heap and kept it at its peak after the load ended; with mimalloc RSS follows the load
+// (docs/reliability.md, "Memory under churn").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
