@@ -1,10 +1,20 @@
 //! Starting a gateway per test and calling it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imgate::settings::Settings;
 use imgate::Gateway;
 use serde_json::Value;
+
+/// The providers the parameterised tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// The embedded Rocket.Chat-compatible server.
+    RocketChat,
+    /// The shared Synapse of this test binary.
+    Matrix,
+}
 
 /// A gateway with embedded defaults on a free loopback port.
 pub struct TestGateway {
@@ -49,6 +59,32 @@ impl TestGateway {
         ];
         overrides.extend_from_slice(extra);
         Self::start(&overrides).await
+    }
+
+    /// One in front of `provider` with `extra` overrides; demo tokens and API key work with
+    /// both. `None` when the Matrix variant is skipped on this machine.
+    pub async fn on(provider: Provider, extra: &[(&str, &str)]) -> Option<Self> {
+        match provider {
+            Provider::RocketChat => Some(Self::start(extra).await),
+            Provider::Matrix => {
+                let synapse = imgate_e2e::synapse::synapse()?;
+                // Gateways share the homeserver: each gets its own users and room names.
+                static GATEWAYS: AtomicUsize = AtomicUsize::new(0);
+                let namespace = format!("g{}_", GATEWAYS.fetch_add(1, Ordering::Relaxed));
+                let mut overrides = vec![
+                    ("provider.kind", "matrix"),
+                    ("provider.url", synapse.url.as_str()),
+                    ("provider.admin_user", synapse.admin_user.as_str()),
+                    ("provider.admin_password", synapse.admin_password.as_str()),
+                    ("provider.default_password", "user-password"),
+                    ("provider.namespace", namespace.as_str()),
+                    ("auth.jwt_secret", imgate::demo::DEMO_JWT_SECRET),
+                    ("auth.api_key", API_KEY),
+                ];
+                overrides.extend_from_slice(extra);
+                Some(Self::start(&overrides).await)
+            }
+        }
     }
 
     /// Mirrors each of `users` (id = username = name) through the host API; each must be new.

@@ -1,10 +1,10 @@
-//! A day in the life, over real HTTP against the embedded provider: the host mirrors users, they
+//! A day in the life, over real HTTP against each provider: the host mirrors users, they
 //! create rooms, talk, read, edit, delete, upload and download.
 
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::{Provider, TestGateway, API_KEY};
 
 async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
     let body = json!({"username": id, "name": name});
@@ -20,8 +20,19 @@ async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
 }
 
 #[tokio::test]
-async fn users_rooms_messages_unread_and_files() {
-    let gw = TestGateway::start(&[]).await;
+async fn users_rooms_messages_unread_and_files_on_rocketchat() {
+    users_rooms_messages_unread_and_files(Provider::RocketChat).await;
+}
+
+#[tokio::test]
+async fn users_rooms_messages_unread_and_files_on_matrix() {
+    users_rooms_messages_unread_and_files(Provider::Matrix).await;
+}
+
+async fn users_rooms_messages_unread_and_files(provider: Provider) {
+    let Some(gw) = TestGateway::on(provider, &[]).await else {
+        return;
+    };
     for expected in [201, 200] {
         upsert(&gw, "ann", "Ann", expected).await;
         upsert(&gw, "ben", "Ben", expected).await;
