@@ -16,11 +16,34 @@ pub enum Provider {
     Matrix,
 }
 
+/// Runs the async test function `$name(Provider)` once per provider, as the tests
+/// `$name::rocketchat` and `$name::matrix`.
+macro_rules! each_provider {
+    ($name:ident) => {
+        mod $name {
+            use crate::helpers::Provider;
+
+            #[tokio::test]
+            async fn rocketchat() {
+                super::$name(Provider::RocketChat).await;
+            }
+
+            #[tokio::test]
+            async fn matrix() {
+                super::$name(Provider::Matrix).await;
+            }
+        }
+    };
+}
+pub(crate) use each_provider;
+
 /// A gateway with embedded defaults on a free loopback port.
 pub struct TestGateway {
     pub gateway: Gateway,
     pub base: String,
     pub http: reqwest::Client,
+    /// The host JWT secret the gateway checks tokens with.
+    secret: String,
 }
 
 impl TestGateway {
@@ -32,6 +55,11 @@ impl TestGateway {
             ("log.level", "warn"),
         ];
         all.extend_from_slice(overrides);
+        let secret = all
+            .iter()
+            .rfind(|(key, _)| *key == "auth.jwt_secret")
+            .map_or(imgate::demo::DEMO_JWT_SECRET, |(_, value)| *value)
+            .to_owned();
         let settings = Settings::with_overrides(&all).expect("settings load");
         settings.validate().expect("settings are valid");
         let gateway = imgate::start(settings).await.expect("the gateway starts");
@@ -43,6 +71,7 @@ impl TestGateway {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
+            secret,
         }
     }
 
@@ -61,8 +90,7 @@ impl TestGateway {
         Self::start(&overrides).await
     }
 
-    /// One in front of `provider` with `extra` overrides; demo tokens and API key work with
-    /// both. `None` when the Matrix variant is skipped on this machine.
+    /// One in front of `provider` with `extra` overrides and the demo API key. `None` when the Matrix variant is skipped on this machine.
     pub async fn on(provider: Provider, extra: &[(&str, &str)]) -> Option<Self> {
         match provider {
             Provider::RocketChat => Some(Self::start(extra).await),
@@ -78,7 +106,7 @@ impl TestGateway {
                     ("provider.admin_password", synapse.admin_password.as_str()),
                     ("provider.default_password", "user-password"),
                     ("provider.namespace", namespace.as_str()),
-                    ("auth.jwt_secret", imgate::demo::DEMO_JWT_SECRET),
+                    ("auth.jwt_secret", SECRET),
                     ("auth.api_key", API_KEY),
                 ];
                 overrides.extend_from_slice(extra);
@@ -106,9 +134,14 @@ impl TestGateway {
         imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))
     }
 
-    /// A demo token for `user`.
+    /// A token for `user` that this gateway accepts (the demo secret's, unless it was given one).
     pub fn token(&self, user: &str) -> String {
-        imgate::demo::token("sub", user, Duration::from_secs(600))
+        imgate_http::auth::mint_hs256(
+            self.secret.as_bytes(),
+            "sub",
+            user,
+            Duration::from_secs(600),
+        )
     }
 
     /// Sends a request and returns status and JSON body (`Null` when there is none).

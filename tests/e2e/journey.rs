@@ -4,7 +4,7 @@
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::helpers::{Provider, TestGateway, API_KEY};
+use crate::helpers::{each_provider, Provider, TestGateway, API_KEY};
 
 async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
     let body = json!({"username": id, "name": name});
@@ -19,15 +19,7 @@ async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
     assert_eq!(user["id"], id);
 }
 
-#[tokio::test]
-async fn users_rooms_messages_unread_and_files_on_rocketchat() {
-    users_rooms_messages_unread_and_files(Provider::RocketChat).await;
-}
-
-#[tokio::test]
-async fn users_rooms_messages_unread_and_files_on_matrix() {
-    users_rooms_messages_unread_and_files(Provider::Matrix).await;
-}
+each_provider!(users_rooms_messages_unread_and_files);
 
 async fn users_rooms_messages_unread_and_files(provider: Provider) {
     let Some(gw) = TestGateway::on(provider, &[]).await else {

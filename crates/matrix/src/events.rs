@@ -193,6 +193,25 @@ pub(crate) fn message(
     })
 }
 
+/// The message `original` as the edit `edit` left it. Works from the original's id, sender and
+/// date alone, so an edit still reads when the original has since been deleted.
+pub(crate) fn edited(
+    namespace: &str,
+    room: &RoomId,
+    original: &Value,
+    edit: &Value,
+    names: &Names,
+) -> Option<Message> {
+    let mut merged = original.clone();
+    let body = edit.get("content")?.get("m.new_content")?.clone();
+    if redacted(&merged) {
+        merged["content"] = body.clone();
+    }
+    merged["unsigned"] = serde_json::json!({"m.relations": {"m.replace": edit}});
+    merged["type"] = Value::from("m.room.message");
+    message(namespace, room, &merged, names)
+}
+
 /// A room's current state, folded from its state events.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RoomState {

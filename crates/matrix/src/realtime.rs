@@ -213,10 +213,21 @@ impl SyncLoop {
                     let message = match edit_target(event) {
                         // An edit arrives as its own event; the contract sends the edited message.
                         Some(target) => match self.provider.event(session, &id, target).await {
-                            Ok(original) => events::message(namespace, &id, &original, &names),
+                            Ok(original) => {
+                                events::edited(namespace, &id, &original, event, &names)
+                            }
                             Err(_) => None,
                         },
-                        None => events::message(namespace, &id, event, &names),
+                        // The message as it was sent: its own edits follow as events.
+                        None => {
+                            let mut sent = event.clone();
+                            if let Some(unsigned) =
+                                sent.get_mut("unsigned").and_then(Value::as_object_mut)
+                            {
+                                unsigned.remove("m.relations");
+                            }
+                            events::message(namespace, &id, &sent, &names)
+                        }
                     };
                     if let Some(message) = message {
                         signals.push(RealtimeSignal::Event(UserEvent::RoomMessage {
