@@ -90,7 +90,7 @@ impl TestGateway {
         Self::start(&overrides).await
     }
 
-    /// One in front of `provider` with `extra` overrides and the demo API key. `None` when the Matrix variant is skipped on this machine.
+    /// One in front of `provider` with `extra` overrides, the demo API key and the demo users. `None` when the Matrix variant is skipped on this machine.
     pub async fn on(provider: Provider, extra: &[(&str, &str)]) -> Option<Self> {
         match provider {
             Provider::RocketChat => Some(Self::start(extra).await),
@@ -110,7 +110,11 @@ impl TestGateway {
                     ("auth.api_key", API_KEY),
                 ];
                 overrides.extend_from_slice(extra);
-                Some(Self::start(&overrides).await)
+                let gw = Self::start(&overrides).await;
+                // The demo users the embedded provider starts with.
+                let demo: Vec<&str> = imgate::demo::DEMO_USERS.iter().map(|u| u.0).collect();
+                gw.mirror(&demo).await;
+                Some(gw)
             }
         }
     }

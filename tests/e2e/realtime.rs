@@ -25,11 +25,12 @@ impl Setup {
             Provider::RocketChat => {
                 let sim = Sim::start(SimConfig::default()).await.unwrap();
                 let gw = TestGateway::against(&sim, &grace).await;
+                gw.mirror(&["alice", "bob", "carol"]).await;
                 (Some(sim), gw)
             }
+            // It comes with alice, bob and carol.
             Provider::Matrix => (None, TestGateway::on(provider, &grace).await?),
         };
-        gw.mirror(&["alice", "bob", "carol"]).await;
         Some(Self { sim, gw })
     }
 
