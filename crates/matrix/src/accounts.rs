@@ -93,11 +93,15 @@ fn session_from(answer: &Value) -> Result<ProviderSession, ProviderError> {
     })
 }
 
-fn to_user(user: &UserId, found: &Value) -> Result<User, ProviderError> {
+/// Account data that keeps the username the host gave, which Matrix has no field for.
+const PROFILE_KEY: &str = "im.imgate.profile";
+
+fn to_user(user: &UserId, found: &Value, username: Option<&str>) -> Result<User, ProviderError> {
     let matrix_id = text(found, "name").ok_or_else(|| bad("a user id"))?;
     Ok(User {
         id: user.clone(),
-        username: crate::naming::localpart_of(matrix_id)
+        username: username
+            .or_else(|| crate::naming::localpart_of(matrix_id))
             .unwrap_or(matrix_id)
             .to_owned(),
         name: text(found, "displayname").unwrap_or_default().to_owned(),
@@ -166,19 +170,27 @@ impl ProviderAccounts for MatrixProvider {
         if let Some(email) = &profile.email {
             body["threepids"] = json!([{"medium": "email", "address": email}]);
         }
-        let url = self
-            .client
-            .url("_synapse/admin/v2/users", &[&self.matrix_id(admin, user)]);
+        let matrix_id = self.matrix_id(admin, user);
+        let url = self.client.url("_synapse/admin/v2/users", &[&matrix_id]);
         let answer = self
             .client
             .call(Method::PUT, url, Some(admin), Some(&body))
+            .await?;
+        let own = self.act_as(&matrix_id).await?;
+        let url = self.client.url(
+            "_matrix/client/v3/user",
+            &[&matrix_id, "account_data", PROFILE_KEY],
+        );
+        let profile_data = json!({"username": profile.username});
+        self.client
+            .call(Method::PUT, url, Some(&own), Some(&profile_data))
             .await?;
         let upserted = if existed {
             Upserted::Updated
         } else {
             Upserted::Created
         };
-        Ok((to_user(user, &answer)?, upserted))
+        Ok((to_user(user, &answer, Some(&profile.username))?, upserted))
     }
 
     async fn get_user(
@@ -186,10 +198,23 @@ impl ProviderAccounts for MatrixProvider {
         admin: &ProviderSession,
         user: &UserId,
     ) -> Result<User, ProviderError> {
-        match self.find_user(admin, user).await? {
-            Some(found) => to_user(user, &found),
-            None => Err(ProviderError::NotFound(format!("no user {user}"))),
-        }
+        let Some(found) = self.find_user(admin, user).await? else {
+            return Err(ProviderError::NotFound(format!("no user {user}")));
+        };
+        let url = self.client.url(
+            "_synapse/admin/v1/users",
+            &[&self.matrix_id(admin, user), "accountdata"],
+        );
+        let data = self
+            .client
+            .call(Method::GET, url, Some(admin), None)
+            .await?;
+        let username = data
+            .get("account_data")
+            .and_then(|d| d.get("global"))
+            .and_then(|g| g.get(PROFILE_KEY))
+            .and_then(|p| text(p, "username"));
+        to_user(user, &found, username)
     }
 
     async fn delete_user(
