@@ -96,36 +96,38 @@ impl SyncLoop {
         let mut rooms: HashMap<RoomId, Known> = HashMap::new();
         let mut connected = false;
         let mut backoff = BACKOFF_MIN;
-        let mut session = match self.sessions.current().await {
-            Ok(session) => session,
-            Err(err) => return Ended::Fatal(err),
-        };
+        let mut session: Option<ProviderSession> = None;
         loop {
-            let answer = tokio::select! {
-                answer = self.sync(&session, since.as_deref()) => answer,
-                _ = tx.closed() => return Ended::Dropped,
+            let answer = match &session {
+                Some(current) => tokio::select! {
+                    answer = self.sync(current, since.as_deref()) => answer,
+                    _ = tx.closed() => return Ended::Dropped,
+                },
+                None => Err(ProviderError::SessionExpired),
             };
             let answer = match answer {
                 Ok(answer) => answer,
-                Err(ProviderError::SessionExpired) => {
-                    session = match self.sessions.renew(&session).await {
-                        Ok(fresh) => fresh,
-                        Err(
-                            err @ (ProviderError::InvalidCredentials
-                            | ProviderError::SessionExpired),
-                        ) => return Ended::Fatal(err),
-                        Err(err) => {
-                            tracing::info!(user = %self.user, error = %err, "matrix sync cannot renew the session yet");
-                            connected = false;
-                            if pause(tx, &mut backoff).await {
-                                return Ended::Dropped;
-                            }
-                            continue;
-                        }
-                    };
-                    continue;
-                }
                 Err(err) => {
+                    let err = match err {
+                        ProviderError::SessionExpired => {
+                            let fresh = match &session {
+                                Some(rejected) => self.sessions.renew(rejected).await,
+                                None => self.sessions.current().await,
+                            };
+                            match fresh {
+                                Ok(fresh) => {
+                                    session = Some(fresh);
+                                    continue;
+                                }
+                                Err(
+                                    err @ (ProviderError::InvalidCredentials
+                                    | ProviderError::SessionExpired),
+                                ) => return Ended::Fatal(err),
+                                Err(err) => err,
+                            }
+                        }
+                        other => other,
+                    };
                     tracing::info!(user = %self.user, error = %err, "matrix sync failed, retrying");
                     connected = false;
                     if pause(tx, &mut backoff).await {
@@ -134,13 +136,16 @@ impl SyncLoop {
                     continue;
                 }
             };
+            let current = session
+                .as_ref()
+                .expect("a sync answered, so there is a session");
             backoff = BACKOFF_MIN;
             let mut signals = Vec::new();
             if !connected {
                 connected = true;
                 signals.push(RealtimeSignal::Connected);
             }
-            let me = session.user_id.as_str();
+            let me = current.user_id.as_str();
             if since.is_none() {
                 // The first answer is where the user stands, not news: remember it.
                 for (id, room) in joined(&answer) {
@@ -159,7 +164,7 @@ impl SyncLoop {
                 }
             } else {
                 for (id, room) in joined(&answer) {
-                    self.joined_room(&session, &mut rooms, id, room, &mut signals)
+                    self.joined_room(current, &mut rooms, id, room, &mut signals)
                         .await;
                 }
                 for (id, _) in left(&answer) {
