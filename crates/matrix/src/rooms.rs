@@ -37,17 +37,12 @@ pub(crate) fn unseen(err: ProviderError) -> ProviderError {
     }
 }
 
-/// One joined room of a `/sync` answer as `me` sees it, and the state it folded.
-pub(crate) fn room_from_sync(
-    namespace: &str,
-    me: &str,
-    id: RoomId,
-    room: &Value,
-) -> (Room, RoomState) {
+/// One joined room of a `/sync` answer as `me` sees it.
+fn room_from_sync(namespace: &str, me: &str, id: RoomId, room: &Value) -> Room {
     let mut state = RoomState::default();
     let last = fold_sync(namespace, &id, room, &mut state);
     let unread = unread_of(room).unwrap_or(0);
-    (state.room(namespace, id, me, unread, last), state)
+    state.room(namespace, id, me, unread, last)
 }
 
 /// Applies a room's `/sync` state and timeline to `state`; returns its newest message.
@@ -111,7 +106,12 @@ impl MatrixProvider {
             let Ok(id) = RoomId::parse(id.as_str()) else {
                 continue;
             };
-            rooms.push(room_from_sync(&self.namespace, session.user_id.as_str(), id, room).0);
+            rooms.push(room_from_sync(
+                &self.namespace,
+                session.user_id.as_str(),
+                id,
+                room,
+            ));
         }
         rooms.sort_by_key(|room| std::cmp::Reverse(room.updated_at));
         Ok(rooms)
@@ -193,7 +193,7 @@ impl MatrixProvider {
         Ok(())
     }
 
-    /// The rooms `session`'s `m.direct` account data lists for `other`.
+    /// The caller's `m.direct` account data: direct room ids by the other member's Matrix id.
     async fn direct_rooms(
         &self,
         session: &ProviderSession,
@@ -292,7 +292,7 @@ impl MatrixProvider {
 impl ProviderRooms for MatrixProvider {
     async fn list_rooms(&self, session: &ProviderSession) -> Result<Vec<Room>, ProviderError> {
         let mut rooms = self.joined_rooms(session).await?;
-        // Listings carry no member lists, as with every provider.
+        // Listings carry no member lists, as with Rocket.Chat.
         for room in &mut rooms {
             room.members = None;
         }
