@@ -90,7 +90,8 @@ impl TestGateway {
         Self::start(&overrides).await
     }
 
-    /// One in front of `provider` with `extra` overrides, the demo API key and the demo users. `None` when the Matrix variant is skipped on this machine.
+    /// One in front of `provider` with `extra` overrides, the demo API key and the demo
+    /// users. `None` when the Matrix variant is skipped on this machine.
     pub async fn on(provider: Provider, extra: &[(&str, &str)]) -> Option<Self> {
         match provider {
             Provider::RocketChat => Some(Self::start(extra).await),
