@@ -256,6 +256,24 @@ async fn users_rooms_messages_unread_and_files(provider: Provider) {
         (403, json!("forbidden")),
         "{body}"
     );
+    // Operators see the provider's calls by outcome, under the provider's name.
+    let metrics = gw
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let kind = match provider {
+        Provider::RocketChat => "rocketchat",
+        Provider::Matrix => "matrix",
+    };
+    for outcome in ["ok", "not_found"] {
+        let series =
+            format!("imgate_upstream_requests_total{{provider=\"{kind}\",outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
     gw.stop().await;
 }
 

@@ -84,13 +84,18 @@ impl Client {
 
     /// Sends a request and returns the response when it succeeded, else its error.
     pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response, ProviderError> {
-        let response = request.send().await.map_err(unavailable)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
+        let result = async {
+            let response = request.send().await.map_err(unavailable)?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            Err(error_for(status, &body))
         }
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        Err(error_for(status, &body))
+        .await;
+        crate::telemetry::request(&result);
+        result
     }
 }
 

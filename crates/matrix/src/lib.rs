@@ -14,6 +14,7 @@ mod messages;
 pub mod naming;
 mod realtime;
 mod rooms;
+mod telemetry;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

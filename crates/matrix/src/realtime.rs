@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::events::{self, edit_target, learn_names, text, RoomState};
 use crate::naming;
 use crate::rooms::{fold_sync, sync_events, unread_of};
-use crate::MatrixProvider;
+use crate::{telemetry, MatrixProvider};
 
 /// Signals buffered between the loop and the domain.
 const SIGNAL_BUFFER: usize = 256;
@@ -53,9 +53,11 @@ enum Ended {
 
 impl SyncLoop {
     async fn run(self, tx: mpsc::Sender<RealtimeSignal>) {
+        telemetry::sync_loop(true);
         let ended = self.serve(&tx).await;
+        telemetry::sync_loop(false);
         if let Ended::Fatal(error) = ended {
-            tracing::warn!(user = %self.user, error = %error, "matrix sync gives up: the user cannot log in");
+            telemetry::sync_gave_up(&self.user, &error);
         }
     }
 
@@ -128,7 +130,7 @@ impl SyncLoop {
                         }
                         other => other,
                     };
-                    tracing::info!(user = %self.user, error = %err, "matrix sync failed, retrying");
+                    telemetry::sync_retry(&self.user, &err);
                     connected = false;
                     if pause(tx, &mut backoff).await {
                         return Ended::Dropped;
