@@ -63,6 +63,14 @@ impl MatrixProvider {
         })
     }
 
+    /// Ends a session from [`Self::act_as`] once its work is done, so the homeserver does not
+    /// keep a token per join; one that cannot be ended still expires within two minutes.
+    pub(crate) async fn done_acting(&self, session: &ProviderSession) {
+        if let Err(error) = self.logout(session).await {
+            tracing::debug!(error = %error, "cannot end a short-lived session; it expires soon");
+        }
+    }
+
     /// The admin API's view of a user, `None` when there is none or it was deleted.
     async fn find_user(
         &self,
@@ -182,9 +190,12 @@ impl ProviderAccounts for MatrixProvider {
             &[&matrix_id, "account_data", PROFILE_KEY],
         );
         let profile_data = json!({"username": profile.username});
-        self.client
+        let stored = self
+            .client
             .call(Method::PUT, url, Some(&own), Some(&profile_data))
-            .await?;
+            .await;
+        self.done_acting(&own).await;
+        stored?;
         let upserted = if existed {
             Upserted::Updated
         } else {

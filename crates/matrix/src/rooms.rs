@@ -187,10 +187,12 @@ impl MatrixProvider {
         let url = self
             .client
             .url("_matrix/client/v3/rooms", &[room.as_str(), "join"]);
-        self.client
+        let joined = self
+            .client
             .call(Method::POST, url, Some(&member), Some(&json!({})))
-            .await?;
-        Ok(())
+            .await;
+        self.done_acting(&member).await;
+        joined.map(drop)
     }
 
     /// The caller's `m.direct` account data: direct room ids by the other member's Matrix id.
@@ -345,10 +347,11 @@ impl ProviderRooms for MatrixProvider {
             .await?;
         self.remember_direct(session, &invited, &id).await?;
         for member in &invited {
-            let mut rest: Vec<String> = wanted.iter().filter(|w| *w != member).cloned().collect();
-            rest.sort();
-            self.remember_direct(&self.act_as(member).await?, &rest, &id)
-                .await?;
+            let rest: Vec<String> = wanted.iter().filter(|w| *w != member).cloned().collect();
+            let own = self.act_as(member).await?;
+            let remembered = self.remember_direct(&own, &rest, &id).await;
+            self.done_acting(&own).await;
+            remembered?;
         }
         Ok((self.get_room(session, &id).await?, true))
     }
