@@ -162,6 +162,16 @@ impl TestGateway {
         (status, json)
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .get("/metrics")
+            .send()
+            .await
+            .expect("the gateway answers");
+        response.text().await.expect("a text body")
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.base))
     }

@@ -257,14 +257,7 @@ async fn users_rooms_messages_unread_and_files(provider: Provider) {
         "{body}"
     );
     // Operators see the provider's calls by outcome, under the provider's name.
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let kind = match provider {
         Provider::RocketChat => "rocketchat",
         Provider::Matrix => "matrix",
