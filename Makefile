@@ -10,6 +10,7 @@ test-deps:
 test: test-deps
 	cargo test --workspace --no-fail-fast
 	bash tests/browser/run.sh
+	IMGATE_TEST_PROVIDER=matrix bash tests/browser/run.sh
 
 lint:
 	cargo fmt --all -- --check

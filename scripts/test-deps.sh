@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Everything the test suite needs besides cargo: Redis, the third-party Rocket.Chat and
 # SignalR clients the tests drive (installed into tests/clients/**, never globally), and
-# Debian's chromium for the browser test, and Debian's nginx for the many-nodes tests.
+# Debian's chromium for the browser test, and Debian's nginx for the many-nodes tests; Synapse
+# (a venv of wheels) for the Matrix variant of the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-redis.sh
+bash scripts/ensure-synapse.sh
 for setup in tests/clients/setup.sh tests/clients/*/setup.sh; do
   if [ -f "$setup" ]; then
     bash "$setup"

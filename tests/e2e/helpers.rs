@@ -1,16 +1,49 @@
 //! Starting a gateway per test and calling it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imgate::settings::Settings;
 use imgate::Gateway;
 use serde_json::Value;
 
+/// The providers the parameterised tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// The embedded Rocket.Chat-compatible server.
+    RocketChat,
+    /// The shared Synapse of this test binary.
+    Matrix,
+}
+
+/// Runs the async test function `$name(Provider)` once per provider, as the tests
+/// `$name::rocketchat` and `$name::matrix`.
+macro_rules! each_provider {
+    ($name:ident) => {
+        mod $name {
+            use crate::helpers::Provider;
+
+            #[tokio::test]
+            async fn rocketchat() {
+                super::$name(Provider::RocketChat).await;
+            }
+
+            #[tokio::test]
+            async fn matrix() {
+                super::$name(Provider::Matrix).await;
+            }
+        }
+    };
+}
+pub(crate) use each_provider;
+
 /// A gateway with embedded defaults on a free loopback port.
 pub struct TestGateway {
     pub gateway: Gateway,
     pub base: String,
     pub http: reqwest::Client,
+    /// The host JWT secret the gateway checks tokens with.
+    secret: String,
 }
 
 impl TestGateway {
@@ -22,6 +55,11 @@ impl TestGateway {
             ("log.level", "warn"),
         ];
         all.extend_from_slice(overrides);
+        let secret = all
+            .iter()
+            .rfind(|(key, _)| *key == "auth.jwt_secret")
+            .map_or(imgate::demo::DEMO_JWT_SECRET, |(_, value)| *value)
+            .to_owned();
         let settings = Settings::with_overrides(&all).expect("settings load");
         settings.validate().expect("settings are valid");
         let gateway = imgate::start(settings).await.expect("the gateway starts");
@@ -33,6 +71,7 @@ impl TestGateway {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
+            secret,
         }
     }
 
@@ -49,6 +88,36 @@ impl TestGateway {
         ];
         overrides.extend_from_slice(extra);
         Self::start(&overrides).await
+    }
+
+    /// One in front of `provider` with `extra` overrides, the demo API key and the demo
+    /// users. `None` when the Matrix variant is skipped on this machine.
+    pub async fn on(provider: Provider, extra: &[(&str, &str)]) -> Option<Self> {
+        match provider {
+            Provider::RocketChat => Some(Self::start(extra).await),
+            Provider::Matrix => {
+                let synapse = imgate_e2e::synapse::synapse()?;
+                // Gateways share the homeserver: each gets its own users and room names.
+                static GATEWAYS: AtomicUsize = AtomicUsize::new(0);
+                let namespace = format!("g{}_", GATEWAYS.fetch_add(1, Ordering::Relaxed));
+                let mut overrides = vec![
+                    ("provider.kind", "matrix"),
+                    ("provider.url", synapse.url.as_str()),
+                    ("provider.admin_user", synapse.admin_user.as_str()),
+                    ("provider.admin_password", synapse.admin_password.as_str()),
+                    ("provider.default_password", "user-password"),
+                    ("provider.namespace", namespace.as_str()),
+                    ("auth.jwt_secret", SECRET),
+                    ("auth.api_key", API_KEY),
+                ];
+                overrides.extend_from_slice(extra);
+                let gw = Self::start(&overrides).await;
+                // The demo users the embedded provider starts with.
+                let demo: Vec<&str> = imgate::demo::DEMO_USERS.iter().map(|u| u.0).collect();
+                gw.mirror(&demo).await;
+                Some(gw)
+            }
+        }
     }
 
     /// Mirrors each of `users` (id = username = name) through the host API; each must be new.
@@ -70,9 +139,14 @@ impl TestGateway {
         imgate_http::auth::mint_hs256(SECRET.as_bytes(), "sub", user, Duration::from_secs(600))
     }
 
-    /// A demo token for `user`.
+    /// A token for `user` that this gateway accepts (the demo secret's, unless it was given one).
     pub fn token(&self, user: &str) -> String {
-        imgate::demo::token("sub", user, Duration::from_secs(600))
+        imgate_http::auth::mint_hs256(
+            self.secret.as_bytes(),
+            "sub",
+            user,
+            Duration::from_secs(600),
+        )
     }
 
     /// Sends a request and returns status and JSON body (`Null` when there is none).
@@ -86,6 +160,16 @@ impl TestGateway {
             serde_json::from_slice(&body).expect("a JSON body")
         };
         (status, json)
+    }
+
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .get("/metrics")
+            .send()
+            .await
+            .expect("the gateway answers");
+        response.text().await.expect("a text body")
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {

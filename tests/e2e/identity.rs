@@ -38,9 +38,8 @@ async fn demo_tokens_pass_and_bad_ones_are_told_apart() {
 async fn a_configured_secret_replaces_the_demo_secret() {
     let secret = "0123456789abcdef0123456789abcdef-host";
     let gw = TestGateway::start(&[("auth.jwt_secret", secret), ("auth.audience", "imgate")]).await;
-    let (status, body) = gw
-        .send(gw.get("/api/v1/me").bearer_auth(gw.token("alice")))
-        .await;
+    let demo_token = imgate::demo::token("sub", "alice", std::time::Duration::from_secs(60));
+    let (status, body) = gw.send(gw.get("/api/v1/me").bearer_auth(demo_token)).await;
     assert_eq!(
         status, 401,
         "the public demo secret must stop working: {body}"

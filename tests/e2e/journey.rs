@@ -1,10 +1,10 @@
-//! A day in the life, over real HTTP against the embedded provider: the host mirrors users, they
+//! A day in the life, over real HTTP against each provider: the host mirrors users, they
 //! create rooms, talk, read, edit, delete, upload and download.
 
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::{each_provider, Provider, TestGateway, API_KEY};
 
 async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
     let body = json!({"username": id, "name": name});
@@ -19,9 +19,12 @@ async fn upsert(gw: &TestGateway, id: &str, name: &str, expected: u16) {
     assert_eq!(user["id"], id);
 }
 
-#[tokio::test]
-async fn users_rooms_messages_unread_and_files() {
-    let gw = TestGateway::start(&[]).await;
+each_provider!(users_rooms_messages_unread_and_files);
+
+async fn users_rooms_messages_unread_and_files(provider: Provider) {
+    let Some(gw) = TestGateway::on(provider, &[]).await else {
+        return;
+    };
     for expected in [201, 200] {
         upsert(&gw, "ann", "Ann", expected).await;
         upsert(&gw, "ben", "Ben", expected).await;
@@ -253,12 +256,26 @@ async fn users_rooms_messages_unread_and_files() {
         (403, json!("forbidden")),
         "{body}"
     );
+    // Operators see the provider's calls by outcome, under the provider's name.
+    let metrics = gw.metrics().await;
+    let kind = match provider {
+        Provider::RocketChat => "rocketchat",
+        Provider::Matrix => "matrix",
+    };
+    for outcome in ["ok", "not_found"] {
+        let series =
+            format!("imgate_upstream_requests_total{{provider=\"{kind}\",outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn bad_requests_name_the_field() {
-    let gw = TestGateway::start(&[]).await;
+each_provider!(bad_requests_name_the_field);
+
+async fn bad_requests_name_the_field(provider: Provider) {
+    let Some(gw) = TestGateway::on(provider, &[]).await else {
+        return;
+    };
     let alice = gw.token("alice");
     let cases = [
         (
@@ -333,9 +350,12 @@ async fn bad_requests_name_the_field() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn uploads_over_the_limit_are_refused() {
-    let gw = TestGateway::start(&[("server.max_upload_bytes", "1000")]).await;
+each_provider!(uploads_over_the_limit_are_refused);
+
+async fn uploads_over_the_limit_are_refused(provider: Provider) {
+    let Some(gw) = TestGateway::on(provider, &[("server.max_upload_bytes", "1000")]).await else {
+        return;
+    };
     let alice = gw.token("alice");
     let (_, dm) = gw
         .send(
@@ -370,47 +390,67 @@ async fn uploads_over_the_limit_are_refused() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn frontend_mode_hands_out_provider_credentials_only_when_enabled() {
-    let gw = TestGateway::start(&[]).await;
+each_provider!(frontend_mode_hands_out_provider_credentials_only_when_enabled);
+
+/// Asks the provider itself who the frontend session's credentials belong to; the status.
+async fn provider_whoami(provider: Provider, provider_url: &str, session: &Value) -> u16 {
+    let user_id = session["userId"].as_str().unwrap();
+    let token = session["authToken"].as_str().unwrap();
+    let request = match provider {
+        Provider::RocketChat => reqwest::Client::new()
+            .get(format!("{provider_url}/api/v1/me"))
+            .header("X-User-Id", user_id)
+            .header("X-Auth-Token", token),
+        Provider::Matrix => reqwest::Client::new()
+            .get(format!("{provider_url}/_matrix/client/v3/account/whoami"))
+            .bearer_auth(token),
+    };
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn frontend_mode_hands_out_provider_credentials_only_when_enabled(provider: Provider) {
+    let Some(gw) = TestGateway::on(provider, &[]).await else {
+        return;
+    };
     let (status, body) = gw
         .send(gw.post("/api/v1/session").bearer_auth(gw.token("alice")))
         .await;
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
     gw.stop().await;
 
-    let gw = TestGateway::start(&[("realtime.mode", "both")]).await;
+    let Some(gw) = TestGateway::on(provider, &[("realtime.mode", "both")]).await else {
+        return;
+    };
     let (status, session) = gw
         .send(gw.post("/api/v1/session").bearer_auth(gw.token("alice")))
         .await;
     assert_eq!(status, 200, "{session}");
-    assert_eq!(session["provider"], "rocketchat");
-    assert!(session["realtimeUrl"]
-        .as_str()
-        .unwrap()
-        .ends_with("/websocket"));
+    let provider_url = gw.gateway.provider_url.clone();
+    let realtime_url = session["realtimeUrl"].as_str().unwrap();
+    match provider {
+        Provider::RocketChat => {
+            assert_eq!(session["provider"], "rocketchat");
+            assert!(realtime_url.ends_with("/websocket"), "{realtime_url}");
+        }
+        Provider::Matrix => {
+            assert_eq!(session["provider"], "matrix");
+            assert_eq!(
+                realtime_url, provider_url,
+                "a Matrix client syncs with the homeserver"
+            );
+        }
+    }
     // The credentials work against the provider itself.
-    let provider = reqwest::Client::new()
-        .get(format!("{}/api/v1/me", gw.gateway.provider_url))
-        .header("X-User-Id", session["userId"].as_str().unwrap())
-        .header("X-Auth-Token", session["authToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(provider.status(), 200);
+    assert_eq!(
+        provider_whoami(provider, &provider_url, &session).await,
+        200
+    );
     let (status, _) = gw
         .send(gw.delete("/api/v1/session").bearer_auth(gw.token("alice")))
         .await;
     assert_eq!(status, 204);
-    let provider = reqwest::Client::new()
-        .get(format!("{}/api/v1/me", gw.gateway.provider_url))
-        .header("X-User-Id", session["userId"].as_str().unwrap())
-        .header("X-Auth-Token", session["authToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        provider.status(),
+        provider_whoami(provider, &provider_url, &session).await,
         401,
         "logout must end the provider session"
     );

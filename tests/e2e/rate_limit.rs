@@ -252,14 +252,7 @@ async fn with_the_default_limiter_and_policy_report_users_get_sent_or_a_correct_
         "{ready}"
     );
     assert!(ready["warnings"]["login_rate_limit"].is_string(), "{ready}");
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("imgate_provider_deployment_warning{check=\"rate_limiter\"}"),
         "{metrics}"

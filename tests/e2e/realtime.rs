@@ -1,6 +1,7 @@
 //! Backend mode end to end: the official SignalR clients connect to the gateway's hub, the
-//! gateway holds one upstream per user to the Rocket.Chat-compatible server, and every event
-//! reaches every connection of the user exactly once.
+//! gateway holds one upstream per user to the provider (the Rocket.Chat-compatible server's
+//! DDP, or Synapse's `/sync`), and every event reaches every connection of the user exactly
+//! once.
 
 use std::time::{Duration, Instant};
 
@@ -8,23 +9,38 @@ use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::{json, Value};
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::{each_provider, Provider, TestGateway, API_KEY};
 
 struct Setup {
-    sim: Sim,
+    /// The Rocket.Chat-compatible server, for the Rocket.Chat variant.
+    sim: Option<Sim>,
     gw: TestGateway,
 }
 
 impl Setup {
-    async fn start() -> Self {
-        let sim = Sim::start(SimConfig::default()).await.unwrap();
-        let gw = TestGateway::against(&sim, &[("realtime.grace_s", "1")]).await;
-        gw.mirror(&["alice", "bob", "carol"]).await;
-        Self { sim, gw }
+    /// `None` when the Matrix variant is skipped on this machine.
+    async fn start(provider: Provider) -> Option<Self> {
+        let grace = [("realtime.grace_s", "1")];
+        let (sim, gw) = match provider {
+            Provider::RocketChat => {
+                let sim = Sim::start(SimConfig::default()).await.unwrap();
+                let gw = TestGateway::against(&sim, &grace).await;
+                gw.mirror(&["alice", "bob", "carol"]).await;
+                (Some(sim), gw)
+            }
+            // It comes with alice, bob and carol.
+            Provider::Matrix => (None, TestGateway::on(provider, &grace).await?),
+        };
+        Some(Self { sim, gw })
+    }
+
+    /// The Rocket.Chat-compatible server of the Rocket.Chat-only tests.
+    fn sim(&self) -> &Sim {
+        self.sim.as_ref().expect("a Rocket.Chat-compatible server")
     }
 
     fn token(&self, user: &str) -> String {
-        self.gw.host_token(user)
+        self.gw.token(user)
     }
 
     fn hub(&self) -> String {
@@ -104,9 +120,12 @@ fn texts(client: &HubClient, target: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn every_connection_of_a_user_gets_each_event_exactly_once() {
-    let s = Setup::start().await;
+each_provider!(every_connection_of_a_user_gets_each_event_exactly_once);
+
+async fn every_connection_of_a_user_gets_each_event_exactly_once(provider: Provider) {
+    let Some(s) = Setup::start(provider).await else {
+        return;
+    };
     let dm = s
         .post("bob", "/api/v1/rooms/direct", json!({"members": ["alice"]}))
         .await;
@@ -220,16 +239,21 @@ async fn every_connection_of_a_user_gets_each_event_exactly_once() {
         "carol saw {:?}",
         carol.received()
     );
-    assert_eq!(
-        s.sim.open_ddp_connections("alice"),
-        1,
-        "one upstream for alice's three connections"
-    );
+    if let Some(sim) = &s.sim {
+        assert_eq!(
+            sim.open_ddp_connections("alice"),
+            1,
+            "one upstream for alice's three connections"
+        );
+    }
 }
 
-#[tokio::test]
-async fn send_message_over_the_hub_reaches_the_other_members() {
-    let s = Setup::start().await;
+each_provider!(send_message_over_the_hub_reaches_the_other_members);
+
+async fn send_message_over_the_hub_reaches_the_other_members(provider: Provider) {
+    let Some(s) = Setup::start(provider).await else {
+        return;
+    };
     let dm = s
         .post("alice", "/api/v1/rooms/direct", json!({"members": ["bob"]}))
         .await;
@@ -264,9 +288,12 @@ async fn send_message_over_the_hub_reaches_the_other_members() {
     assert!(unread["rooms"].get(&dm).is_none(), "{unread}");
 }
 
+// Rocket.Chat only: it drops the upstream through the test server's fault injection.
 #[tokio::test]
 async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it() {
-    let s = Setup::start().await;
+    let s = Setup::start(Provider::RocketChat)
+        .await
+        .expect("the Rocket.Chat variant always runs");
     let dm = s
         .post("bob", "/api/v1/rooms/direct", json!({"members": ["alice"]}))
         .await;
@@ -292,7 +319,7 @@ async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it()
         })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(s.sim.drop_ddp("alice").unwrap(), 1);
+    assert_eq!(s.sim().drop_ddp("alice").unwrap(), 1);
     sender.await.unwrap();
     alice
         .wait_for("the last message", |v| v["arg"]["text"] == "m29")
@@ -307,7 +334,7 @@ async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it()
     alice.command(json!({"cmd": "stop"})).await;
     alice.wait_event("stopped").await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while s.sim.open_ddp_connections("alice") > 0 {
+    while s.sim().open_ddp_connections("alice") > 0 {
         assert!(
             Instant::now() < deadline,
             "the upstream must close after the grace period"
@@ -316,9 +343,12 @@ async fn a_dropped_upstream_loses_no_message_and_the_last_connection_closes_it()
     }
 }
 
-#[tokio::test]
-async fn deleting_a_connected_user_closes_their_connections_for_good() {
-    let setup = Setup::start().await;
+each_provider!(deleting_a_connected_user_closes_their_connections_for_good);
+
+async fn deleting_a_connected_user_closes_their_connections_for_good(provider: Provider) {
+    let Some(setup) = Setup::start(provider).await else {
+        return;
+    };
     let mut alice = setup.node("alice", "websockets").await;
     let mut bob = setup.node("bob", "websockets").await;
     let (status, _) = setup
@@ -349,6 +379,8 @@ async fn deleting_a_connected_user_closes_their_connections_for_good() {
         .post("carol", "/api/v1/rooms/direct", json!({"members": ["bob"]}))
         .await;
     let room = dm["id"].as_str().unwrap().to_owned();
+    // The room is new to bob's upstream: wait until it carries the room's messages.
+    setup.until_live("carol", &room, &mut [&mut bob]).await;
     setup
         .post(
             "carol",

@@ -1,1 +1,3 @@
-//! The end-to-end suite lives in `e2e/`; this crate has no library code.
+//! Helpers the end-to-end test binaries share; the suite itself lives in `e2e/`.
+
+pub mod synapse;

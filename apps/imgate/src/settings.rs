@@ -91,9 +91,10 @@ pub struct AuthSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
-    /// `rocketchat`.
+    /// `rocketchat` or `matrix`.
     pub kind: String,
-    /// The provider's URL; unset starts the bundled Rocket.Chat-compatible server (demo).
+    /// The provider's URL; unset starts the bundled Rocket.Chat-compatible server (demo, only
+    /// with `rocketchat`).
     pub url: Option<String>,
     /// The provider's realtime URL; derived from `url` when unset.
     pub realtime_url: Option<String>,
@@ -117,6 +118,10 @@ pub struct ProviderSettings {
     pub mirrored_user_role: String,
     /// Domain of made-up e-mail addresses for users the host sent none for.
     pub email_domain: String,
+    /// Matrix only: put in front of every localpart and room alias the gateway makes, so
+    /// several gateways can share one homeserver.
+    #[serde(default)]
+    pub namespace: String,
 }
 
 /// A section that only chooses an implementation.
@@ -309,13 +314,22 @@ impl Settings {
         {
             problems.push(problem("auth.api_key", "must be at least 16 characters"));
         }
-        if self.provider.kind != "rocketchat" {
-            problems.push(problem(
+        match self.provider.kind.as_str() {
+            "rocketchat" => {}
+            "matrix" if self.provider.url.is_none() => problems.push(problem(
+                "provider.url",
+                "required with provider.kind = \"matrix\"; only Rocket.Chat has a bundled server",
+            )),
+            "matrix" => {}
+            other => problems.push(problem(
                 "provider.kind",
-                format_args!(
-                    "unknown provider {:?}; known: rocketchat",
-                    self.provider.kind
-                ),
+                format_args!("unknown provider {other:?}; known: rocketchat, matrix"),
+            )),
+        }
+        if !imgate_matrix::naming::valid_namespace(&self.provider.namespace) {
+            problems.push(problem(
+                "provider.namespace",
+                "only a-z, 0-9, '.', '_' and '-' are allowed",
             ));
         }
         if let Some(url) = &self.provider.url {
@@ -429,5 +443,32 @@ mod tests {
     fn keys_name_their_environment_variables() {
         assert_eq!(env_var("provider.url"), "IMGATE__PROVIDER__URL");
         assert_eq!(env_var("auth.jwt_secret"), "IMGATE__AUTH__JWT_SECRET");
+    }
+
+    fn problems(overrides: &[(&str, &str)]) -> Vec<String> {
+        let settings = Settings::with_overrides(overrides).expect("settings load");
+        settings.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn matrix_needs_a_homeserver_and_a_localpart_safe_namespace() {
+        let matrix = problems(&[("provider.kind", "matrix")]);
+        assert!(
+            matrix.iter().any(|p| p.contains("provider.url")),
+            "{matrix:?}"
+        );
+        let namespace = problems(&[("provider.namespace", "Team A:")]);
+        assert!(
+            namespace.iter().any(|p| p.contains("provider.namespace")),
+            "{namespace:?}"
+        );
+        let unknown = problems(&[("provider.kind", "slack")]);
+        assert!(
+            unknown
+                .iter()
+                .any(|p| p.contains("known: rocketchat, matrix")),
+            "{unknown:?}"
+        );
+        assert_eq!(problems(&[]), Vec::<String>::new());
     }
 }

@@ -21,6 +21,7 @@ use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
 use imgate_http::client_addr::TrustedProxies;
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
+use imgate_matrix::{MatrixConfig, MatrixProvider};
 use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryPasswordStore, MemoryTokenCache};
 use imgate_redis::{
     RedisEventPublisher, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
@@ -264,18 +265,27 @@ async fn provider_parts(settings: &Settings) -> anyhow::Result<ProviderParts> {
     })
 }
 
-/// Starts the gateway described by `settings` (already validated).
-pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
-    let metrics = metrics_handle()?;
-    let auth = Arc::new(
-        Authenticator::new(auth_settings(&settings)?)
-            .map_err(|err| anyhow::anyhow!("auth.jwt_public_key_file: {err}"))?,
-    );
-    let parts = provider_parts(&settings).await?;
+/// The adapter `provider.kind` names, as the port and as the provider's readiness check.
+async fn provider_adapter(
+    settings: &Settings,
+    url: &str,
+) -> anyhow::Result<(Arc<dyn ImProvider>, Arc<dyn HealthCheck>)> {
+    let timeout = Duration::from_millis(settings.provider.timeout_ms);
+    if settings.provider.kind == "matrix" {
+        let matrix = Arc::new(
+            MatrixProvider::new(&MatrixConfig {
+                timeout,
+                namespace: settings.provider.namespace.clone(),
+                ..MatrixConfig::new(url)
+            })
+            .context("provider.url")?,
+        );
+        return Ok((matrix.clone(), matrix));
+    }
     let rocketchat = Arc::new(
         RocketChatProvider::new(&RocketChatConfig {
             realtime_url: settings.provider.realtime_url.clone(),
-            timeout: Duration::from_millis(settings.provider.timeout_ms),
+            timeout,
             rate_limit_wait: Duration::from_millis(settings.provider.rate_limit_wait_ms),
             upstream: UpstreamTiming {
                 ping_after: Duration::from_secs(settings.realtime.upstream_ping_s),
@@ -284,7 +294,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             },
             email_domain: settings.provider.email_domain.clone(),
             user_role: settings.provider.mirrored_user_role.clone(),
-            ..RocketChatConfig::new(parts.url.clone())
+            ..RocketChatConfig::new(url)
         })
         .context("provider.url")?,
     );
@@ -297,7 +307,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         ),
         Err(error) => tracing::warn!(error = %error, "cannot read the provider version yet"),
     }
-    let provider: Arc<dyn ImProvider> = rocketchat.clone();
+    Ok((rocketchat.clone(), rocketchat))
+}
+
+/// Starts the gateway described by `settings` (already validated).
+pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
+    let metrics = metrics_handle()?;
+    let auth = Arc::new(
+        Authenticator::new(auth_settings(&settings)?)
+            .map_err(|err| anyhow::anyhow!("auth.jwt_public_key_file: {err}"))?,
+    );
+    let parts = provider_parts(&settings).await?;
+    let (provider, provider_health) = provider_adapter(&settings, &parts.url).await?;
     let redis = redis_parts(&settings).await?;
     let cache: Arc<dyn TokenCache> = match &redis.cache {
         Some(cache) => cache.clone(),
@@ -386,7 +407,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
     let state = ApiState {
         auth,
         readiness: Readiness::new(
-            [rocketchat as Arc<dyn HealthCheck>, admin.clone()]
+            [provider_health, admin.clone()]
                 .into_iter()
                 .chain(redis.health)
                 .collect(),

@@ -60,6 +60,23 @@ pub enum ProviderError {
     BadResponse(String),
 }
 
+impl ProviderError {
+    /// The variant's `snake_case` name: a metric label (`outcome`) and a log field.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ProviderError::SessionExpired => "session_expired",
+            ProviderError::InvalidCredentials => "invalid_credentials",
+            ProviderError::Forbidden(_) => "forbidden",
+            ProviderError::NotFound(_) => "not_found",
+            ProviderError::Conflict(_) => "conflict",
+            ProviderError::Invalid { .. } => "invalid",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::BadResponse(_) => "bad_response",
+        }
+    }
+}
+
 /// Accounts and sessions.
 ///
 /// Contract:
