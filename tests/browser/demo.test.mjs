@@ -313,6 +313,19 @@ test('frontend mode: the provider realtime API directly, REST through the gatewa
   await bob.waitForFunction((t) => !document.querySelector('#messages').textContent.includes(t), hello, { timeout: STEP });
 });
 
+test('frontend mode with a provider the page has no client for: said so, back to backend', {
+  skip: process.env.IMGATE_PROVIDER === 'matrix' ? false : 'the page has a client for this provider',
+}, async () => {
+  await alice.selectOption('#mode', 'frontend');
+  await waitText(alice, '#banner-text', 'Frontend mode is not available here');
+  await waitText(alice, '#status', 'live (gateway hub)');
+  assert.equal(await alice.inputValue('#mode'), 'backend');
+  await alice.click('#banner-close');
+  const text = `still live over the hub ${stamp}`;
+  await send(alice, text);
+  await waitMessage(bob, text);
+});
+
 test('back to backend mode', async () => {
   await switchMode(alice, 'backend', 'live (gateway hub)');
   await switchMode(bob, 'backend', 'live (gateway hub)');

@@ -193,6 +193,12 @@ function startDdp() {
   const ddp = new Ddp(
     async () => {
       const s = await state.api.session();
+      // The page's only provider client is Rocket.Chat's; other providers are live through
+      // the gateway's hub (backend mode).
+      if (s.provider !== 'rocketchat') {
+        throw new ApiError(0, 'frontend_unsupported',
+          `this page speaks Rocket.Chat's realtime API and the gateway's provider is ${s.provider}`);
+      }
       return { url: s.realtimeUrl, token: s.authToken, userId: s.userId };
     },
     {
@@ -212,9 +218,11 @@ function startDdp() {
         } else if (what === 'connecting') {
           setStatus('connecting…', 'reconnecting');
         } else if (what === 'error') {
-          if (detail instanceof ApiError && detail.status === 403) {
+          const off = detail instanceof ApiError && detail.status === 403;
+          if (off || (detail instanceof ApiError && detail.code === 'frontend_unsupported')) {
             ddp.stop();
-            showError(new Error(`Frontend mode is off on this gateway (${detail.message}); back to backend mode.`));
+            const why = off ? 'is off on this gateway' : 'is not available here';
+            showError(new Error(`Frontend mode ${why} (${detail.message}); back to backend mode.`));
             state.mode = 'backend';
             $('mode').value = 'backend';
             sessionStorage.setItem('imgate.mode', 'backend');
