@@ -6,6 +6,8 @@
 # appended to BENCH_REPORT (default docs/benchmarks.md; empty = write nothing).
 #
 # BENCH_SIZE=small (default, well under 15 minutes) or full (100 000 idle connections).
+# BENCH_GATEWAY_BIN runs another build of the gateway (e.g. an older commit's, to compare);
+# BENCH_PEERS=no leaves the limit and Socket.IO servers out.
 # Arguments go to `imgate-load bench` (see its --help), e.g. `bash scripts/bench.sh
 # --scenarios rest`. Logs stay in a temporary folder, named at the end.
 set -euo pipefail
@@ -77,7 +79,7 @@ env -u RUST_LOG \
   IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 \
   IMGATE__LOG__LEVEL=warn \
   IMGATE__REALTIME__GRACE_S="$grace_s" \
-  "$bin/imgate" >"$work/imgate.log" 2>&1 &
+  "${BENCH_GATEWAY_BIN:-$bin/imgate}" >"$work/imgate.log" 2>&1 &
 gateway_pid=$!
 pids+=("$gateway_pid")
 base="http://127.0.0.1:$port"
@@ -88,12 +90,16 @@ for _ in $(seq 1 150); do
 done
 curl -fs "$base/readyz" >/dev/null || { echo "bench: imgate not ready; see $work/imgate.log" >&2; exit 1; }
 
-"$bin/imgate-load" limit --bind 127.0.0.1:0 >"$work/limit.log" 2>&1 &
-pids+=($!)
-limit_args=(--limit "$(listening_url "$work/limit.log" limit),$!")
-
+limit_args=()
 peer_args=()
-if command -v node >/dev/null && command -v npm >/dev/null; then
+if [ "${BENCH_PEERS:-yes}" = yes ]; then
+  "$bin/imgate-load" limit --bind 127.0.0.1:0 >"$work/limit.log" 2>&1 &
+  pids+=($!)
+  limit_args=(--limit "$(listening_url "$work/limit.log" limit),$!")
+fi
+if [ "${BENCH_PEERS:-yes}" != yes ]; then
+  :
+elif command -v node >/dev/null && command -v npm >/dev/null; then
   (cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error >"$work/npm.log" 2>&1) ||
     { echo "bench: npm ci failed in bench/socketio; see $work/npm.log" >&2; exit 1; }
   node bench/socketio/server.js >"$work/socketio.log" 2>&1 &
@@ -115,9 +121,9 @@ status=0
 IMGATE_LOAD_API_KEY="$api_key" IMGATE_LOAD_JWT_SECRET="$jwt_secret" \
   IMGATE_LOAD_PROVIDER_ADMIN="admin:$admin_password" \
   "$bin/imgate-load" bench --base "$base" --gateway-pid "$gateway_pid" --provider "$sim_url" \
-  "${limit_args[@]}" "${peer_args[@]}" --grace-s "$grace_s" "${sizes[@]}" \
+  ${limit_args[@]+"${limit_args[@]}"} ${peer_args[@]+"${peer_args[@]}"} --grace-s "$grace_s" "${sizes[@]}" \
   --label "make bench ($size)" --commit "$commit" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
-  "${report_args[@]}" "$@" || status=$?
+  ${report_args[@]+"${report_args[@]}"} "$@" || status=$?
 
 if ! kill -0 "$gateway_pid" 2>/dev/null; then
   echo "bench: imgate is no longer running; see $work/imgate.log" >&2

@@ -23,7 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_PATIENCE: Duration = Duration::from_secs(3);
 /// The first rate tried for the highest sustained one is the fixed rate over this; each
 /// next one is [`LADDER_STEP`] times faster.
-const LADDER_START_BELOW_FIXED: f64 = 3.0;
+const LADDER_START_BELOW_FIXED: f64 = 15.0;
 const LADDER_STEP: f64 = 1.5;
 /// Rounds tried at most for the highest sustained rate.
 const LADDER_ROUNDS: usize = 10;
@@ -79,6 +79,9 @@ pub struct Round {
     pub delivered: u64,
     /// Their latency, event sent to delivery read.
     pub latency: Latency,
+    /// CPU time the server spent per delivery, microseconds: unlike rates and latencies,
+    /// hardly changed by other work on the machine.
+    pub cpu_us_per_delivery: f64,
 }
 
 impl Round {
@@ -101,6 +104,8 @@ pub struct Fanout {
     pub best: Option<Round>,
     /// The first round that was not.
     pub broke: Option<Round>,
+    /// The most deliveries per second any round achieved, whatever its latency.
+    pub peak: f64,
 }
 
 /// Runs idle capacity and fan-out against `server` (with process `pid`).
@@ -159,7 +164,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
         stop.cancel();
     }
     let publisher = publisher(bench, server).await?;
-    let fanout = fan_out(bench, &probe, &publisher, keep as u64).await;
+    let fanout = fan_out(bench, &probe, &publisher, keep as u64, pid).await;
     for stop in stops.iter().flatten() {
         stop.cancel();
     }
@@ -255,6 +260,7 @@ async fn fan_out(
     probe: &Probe,
     publisher: &Publisher,
     connections: u64,
+    pid: u32,
 ) -> anyhow::Result<Fanout> {
     let config = &bench.config;
     let mut round_id = 1;
@@ -282,7 +288,7 @@ async fn fan_out(
         probe,
         publisher,
         round_id,
-        connections,
+        (connections, pid),
         config.fixed_rate,
     )
     .await?;
@@ -292,7 +298,7 @@ async fn fan_out(
     let mut rate = config.fixed_rate / LADDER_START_BELOW_FIXED;
     let mut retried = false;
     for _ in 0..LADDER_ROUNDS {
-        let result = round(bench, probe, publisher, round_id, connections, rate).await?;
+        let result = round(bench, probe, publisher, round_id, (connections, pid), rate).await?;
         round_id += 1;
         println!("[bench]   ladder {rate:.0}/s: {result:?}");
         if result.sustained(config.p99_bound) {
@@ -308,24 +314,32 @@ async fn fan_out(
             retried = true;
         }
     }
+    let peak = [Some(fixed), best, broke]
+        .into_iter()
+        .flatten()
+        .map(|r| r.achieved)
+        .fold(0.0, f64::max);
     Ok(Fanout {
         connections: connections as usize,
         fixed,
         best,
         broke,
+        peak,
     })
 }
 
-/// Publishes at `rate` deliveries per second for the round's length and waits for them.
+/// Publishes at `rate` deliveries per second to `connections` of server process `pid` for the
+/// round's length and waits for them.
 async fn round(
     bench: &Bench,
     probe: &Probe,
     publisher: &Publisher,
     id: u32,
-    connections: u64,
+    (connections, pid): (u64, u32),
     rate: f64,
 ) -> anyhow::Result<Round> {
     probe.begin(id);
+    let cpu = procfs::cpu_time(pid).await?;
     let every = Duration::from_secs_f64(connections as f64 / rate);
     let start = tokio::time::Instant::now();
     let start_us = probe.now_us();
@@ -344,6 +358,7 @@ async fn round(
     let owed = sent * connections;
     probe.settle(owed, SETTLE_PATIENCE).await;
     let delivered = probe.delivered();
+    let cpu = procfs::cpu_time(pid).await? - cpu;
     let span = probe.last_delivery().as_secs_f64() - start_us as f64 / 1e6;
     Ok(Round {
         offered: rate,
@@ -355,5 +370,6 @@ async fn round(
         owed,
         delivered,
         latency: probe.latency(),
+        cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
     })
 }

@@ -47,13 +47,15 @@ pub fn idle(name: &str, idle: &Idle, held: Duration, load: f64) -> String {
 
 fn round(round: &Round) -> String {
     format!(
-        "{:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, p999 {} ms",
+        "{:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, p999 {} ms, {:.1} us CPU per \
+         delivery",
         round.achieved,
         round.delivered,
         round.owed,
         ms(round.latency.p50_us),
         ms(round.latency.p99_us),
         ms(round.latency.p999_us),
+        round.cpu_us_per_delivery,
     )
 }
 
@@ -70,31 +72,37 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
         .map(|r| format!("; broke at {:.0}/s offered: {}", r.offered, round(r)))
         .unwrap_or_default();
     format!(
-        "fan-out {name}: {} connections; fixed {:.0}/s: {}; highest sustained (p99 <= {} ms): \
-         {best}{broke}; load {load:.2}",
+        "fan-out {name}: {} connections; peak {:.0} deliveries/s; fixed {:.0}/s: {}; highest \
+         sustained (p99 <= {} ms): {best}{broke}; load {load:.2}",
         fanout.connections,
+        fanout.peak,
         fanout.fixed.offered,
         round(&fanout.fixed),
         bound.as_millis(),
     )
 }
 
-/// The ratio line of the gateway's highest sustained rate to the others'.
+/// The ratio line of the gateway's highest sustained and peak rates to the others'.
 pub fn ratios(gateway: &Fanout, others: &[(&str, &Fanout)]) -> String {
     let best = |f: &Fanout| f.best.map_or(0.0, |r| r.achieved);
+    let ratio = |ours: f64, theirs: f64| {
+        if theirs > 0.0 {
+            format!("{:.2}", ours / theirs)
+        } else {
+            "-".into()
+        }
+    };
     let parts: Vec<String> = others
         .iter()
         .map(|(name, other)| {
-            let theirs = best(other);
-            let ratio = if theirs > 0.0 {
-                best(gateway) / theirs
-            } else {
-                f64::NAN
-            };
-            format!("gateway/{name} {ratio:.2}")
+            format!(
+                "gateway/{name} {} sustained, {} peak",
+                ratio(best(gateway), best(other)),
+                ratio(gateway.peak, other.peak)
+            )
         })
         .collect();
-    format!("fan-out ratios (highest sustained): {}", parts.join(", "))
+    format!("fan-out ratios: {}", parts.join("; "))
 }
 
 /// The REST line.
