@@ -27,6 +27,10 @@ const LADDER_START_BELOW_FIXED: f64 = 15.0;
 const LADDER_STEP: f64 = 1.5;
 /// Rounds tried at most for the highest sustained rate.
 const LADDER_ROUNDS: usize = 10;
+/// The last round offers this many times the fixed rate, more than any of the servers
+/// delivers here, so its achieved rate is the server's peak. Last, because a server may cut
+/// off connections that fall behind.
+const SATURATION_OVER_FIXED: f64 = 4.0;
 
 /// The server measured.
 #[derive(Debug, Clone)]
@@ -314,7 +318,10 @@ async fn fan_out(
             retried = true;
         }
     }
-    let peak = [Some(fixed), best, broke]
+    let rate = config.fixed_rate * SATURATION_OVER_FIXED;
+    let saturated = round(bench, probe, publisher, round_id, (connections, pid), rate).await?;
+    println!("[bench]   saturation {rate:.0}/s: {saturated:?}");
+    let peak = [Some(fixed), best, broke, Some(saturated)]
         .into_iter()
         .flatten()
         .map(|r| r.achieved)
