@@ -159,25 +159,22 @@ impl Bench {
         let admin = ProviderUser::login(&http, &config.provider, admin, admin_password)
             .await
             .context("logging the provider's admin in")?;
+        // A channel of `members` and the sender, who posts every event into it.
+        let channel = |name: String, members: &[String]| {
+            let mut members = members.to_vec();
+            members.push(sender_id.clone());
+            let (admin, http) = (&admin, &http);
+            async move {
+                admin
+                    .create_channel(http, &name, &members)
+                    .await
+                    .with_context(|| format!("creating channel {name}"))
+            }
+        };
         let per_user = config.connections / config.users;
-        let members: Vec<String> = users[..config.fanout_connections.div_ceil(per_user)]
-            .iter()
-            .chain(std::iter::once(&sender_id))
-            .cloned()
-            .collect();
-        let fanout_room = admin
-            .create_channel(&http, &format!("b{tag}-fanout"), &members)
-            .await
-            .context("creating the fan-out channel")?;
-        let members: Vec<String> = churn_users
-            .iter()
-            .chain(std::iter::once(&sender_id))
-            .cloned()
-            .collect();
-        let churn_room = admin
-            .create_channel(&http, &format!("b{tag}-churn"), &members)
-            .await
-            .context("creating the churn channel")?;
+        let fanout_users = &users[..config.fanout_connections.div_ceil(per_user)];
+        let fanout_room = channel(format!("b{tag}-fanout"), fanout_users).await?;
+        let churn_room = channel(format!("b{tag}-churn"), &churn_users).await?;
         Ok(Self {
             config,
             api,
