@@ -16,11 +16,13 @@ cd "$(dirname "$0")/.."
 size="${BENCH_SIZE:-small}"
 report="${BENCH_REPORT-docs/benchmarks.md}"
 bin="${CARGO_TARGET_DIR:-target}/release"
+# `descriptors`: what the gateway needs for a size (a hub connection each, an upstream per
+# user, some to spare); the driver needs about as many.
 case "$size" in
-  small) sizes=(--connections 10000 --users 2000 --hold-s 60 --churn-users 2000) ;;
-  full) sizes=(--connections 100000 --users 20000 --hold-s 60 --churn-users 10000) ;;
+  small) sizes=(--connections 10000 --users 2000 --hold-s 60 --churn-users 2000) descriptors=13000 ;;
+  full) sizes=(--connections 100000 --users 20000 --hold-s 60 --churn-users 10000) descriptors=121000 ;;
   smoke) sizes=(--connections 200 --users 40 --fanout-connections 200 --hold-s 2 --round-s 1
-    --fixed-rate 2000 --churn-users 20 --rest-calls 20 --rest-s 1) ;;
+    --fixed-rate 2000 --churn-users 20 --rest-calls 20 --rest-s 1) descriptors=1000 ;;
   *) echo "bench: BENCH_SIZE is small, full or smoke" >&2; exit 2 ;;
 esac
 
@@ -30,6 +32,11 @@ cargo build --release -p imgate -p imgate-rocketchat-sim -p imgate-load
 # have an upstream each. Root may raise its own hard limit up to fs.nr_open.
 ulimit -Hn "$(cat /proc/sys/fs/nr_open)" 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$descriptors" ]; then
+  echo "bench: BENCH_SIZE=$size needs $descriptors open files per process, the limit is $(ulimit -n)" \
+    "and cannot be raised here (root without CAP_SYS_RESOURCE?)" >&2
+  exit 1
+fi
 
 work="$(mktemp -d /tmp/imgate-bench.XXXXXX)"
 pids=()

@@ -77,7 +77,7 @@ pub struct Round {
     pub offered: f64,
     /// Deliveries per second achieved, from the round's start to its last delivery.
     pub achieved: f64,
-    /// Deliveries owed and made.
+    /// Deliveries owed: events sent times connections.
     pub owed: u64,
     /// Deliveries made.
     pub delivered: u64,

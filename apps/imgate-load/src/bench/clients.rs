@@ -239,8 +239,8 @@ impl Drop for Publisher {
     }
 }
 
-/// Opens `count` connections with `open(i)`, `concurrency` at a time, each within
-/// `timeout`; the failures, counted, end the set-up with the first error's text.
+/// Opens a connection with `open(i)` for each `i` of `range`, `concurrency` at a time, each
+/// within `timeout`; any failure ends the set-up with their count and the first one's text.
 pub async fn open_many<F, Fut>(
     range: std::ops::Range<usize>,
     concurrency: usize,

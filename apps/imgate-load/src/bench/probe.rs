@@ -33,7 +33,7 @@ pub struct Probe {
 pub struct Latency {
     /// Deliveries counted.
     pub count: u64,
-    /// Median, 99th and 99.9th percentile, and the maximum, microseconds.
+    /// Median, microseconds.
     pub p50_us: u64,
     /// 99th percentile.
     pub p99_us: u64,

@@ -3,7 +3,7 @@
 //! calls made one after the other; throughput with several in flight.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -158,9 +158,5 @@ where
         .collect()
         .await;
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(done.load(Ordering::Relaxed) as f64
-        / started
-            .elapsed()
-            .as_secs_f64()
-            .max(Duration::from_millis(1).as_secs_f64()))
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64().max(0.001))
 }
