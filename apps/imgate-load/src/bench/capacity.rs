@@ -164,7 +164,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
 
     // The fan-out keeps whole users: the first ones, members of the fan-out channel.
     let keep = config.fanout_connections.div_ceil(per_user) * per_user;
-    for stop in stops.iter_mut().skip(keep).flatten() {
+    for stop in stops.iter().skip(keep).flatten() {
         stop.cancel();
     }
     let publisher = publisher(bench, server).await?;
