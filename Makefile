@@ -1,5 +1,5 @@
 # imgate developer commands. `make test` is the README's test command and what CI runs.
-.PHONY: run test test-deps lint fmt bench soak fuzz fuzz-smoke fuzz-deps
+.PHONY: run test test-deps lint fmt bench bench-full bench-smoke soak fuzz fuzz-smoke fuzz-deps
 
 run:
 	cargo run -p imgate
@@ -19,8 +19,17 @@ lint:
 fmt:
 	cargo fmt --all
 
+# Benchmarks against release builds, next to a plain WebSocket server and a Socket.IO server;
+# each run appends its figures to docs/benchmarks.md. Not part of CI. `bench` takes well under
+# 15 minutes, `bench-full` holds 100 000 connections, `bench-smoke` checks the tool in seconds.
 bench:
-	@echo "no benchmarks yet"
+	bash scripts/bench.sh
+
+bench-full:
+	BENCH_SIZE=full bash scripts/bench.sh
+
+bench-smoke:
+	BENCH_SIZE=smoke BENCH_REPORT= bash scripts/bench.sh
 
 # Fuzzing (docs/reliability.md). cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
 # stable toolchain accept them. The workspace forbids unsafe code, so the targets hunt panics,

@@ -136,12 +136,26 @@ impl GatewayApi {
 
     /// Creates or updates the user `id` (host back end).
     pub async fn put_user(&self, id: &str) -> Result<(), ApiError> {
+        self.put_user_with_password(id, None).await
+    }
+
+    /// Creates or updates the user `id` with a provider `password` (the gateway's default
+    /// password when `None`).
+    pub async fn put_user_with_password(
+        &self,
+        id: &str,
+        password: Option<&str>,
+    ) -> Result<(), ApiError> {
         let path = format!("/api/v1/users/{id}");
+        let mut body = json!({"username": id, "name": id});
+        if let Some(password) = password {
+            body["password"] = json!(password);
+        }
         let request = self
             .http
             .put(self.url(&path))
             .header("X-Api-Key", &self.api_key)
-            .json(&json!({"username": id, "name": id}));
+            .json(&body);
         self.call("PUT", &path, request).await.map(drop)
     }
 

@@ -9,10 +9,14 @@
 //! - [`api::GatewayApi`]: the REST calls, with host JWTs minted from the gateway's secret.
 //! - [`procfs`]: RSS, descriptors and threads of a process; the machine's cores and memory.
 //! - [`soak`]: the soak scenario, its delivery check and its report section.
+//! - [`bench`]: the benchmarks (`make bench`) and the servers they compare the gateway with.
+//! - [`ws`]: client WebSockets with small buffers, from chosen loopback addresses.
 //! - [`markdown::replace_section`]: rewriting one section of a shared document.
 
 pub mod api;
+pub mod bench;
 pub mod markdown;
 pub mod procfs;
 pub mod signalr;
 pub mod soak;
+pub mod ws;

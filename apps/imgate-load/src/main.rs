@@ -1,5 +1,6 @@
 //! `imgate-load`: load for a running imgate gateway. `imgate-load soak` runs the soak test
-//! (`make soak` starts everything it needs and calls it).
+//! (`make soak` starts everything it needs and calls it); `imgate-load bench` the benchmarks
+//! (`make bench`), next to `imgate-load limit`, the plain WebSocket server they compare with.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use imgate_load::api::GatewayApi;
+use imgate_load::bench::{self, BenchConfig, Scenario};
 use imgate_load::markdown::replace_section;
 use imgate_load::procfs::Machine;
 use imgate_load::soak::report::{self, SoakReport};
@@ -29,6 +31,97 @@ enum Command {
     /// Steady load with churn of connections and users; samples the gateway's memory and
     /// descriptors and can write the results into a Markdown document.
     Soak(SoakArgs),
+    /// Idle capacity, fan-out, REST overhead and login churn of a gateway, next to the limit
+    /// server and a Socket.IO server; one line of figures per scenario.
+    // A later flag wins, so `make bench` sizes can be overridden on the command line.
+    #[command(args_override_self = true)]
+    Bench(BenchArgs),
+    /// The limit server of the bench: a plain WebSocket broadcast server.
+    Limit {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The gateway's process id.
+    #[arg(long)]
+    gateway_pid: u32,
+    /// The provider's base URL.
+    #[arg(long)]
+    provider: String,
+    /// The provider's administrator, USER:PASSWORD.
+    #[arg(long, env = "IMGATE_LOAD_PROVIDER_ADMIN", hide_env_values = true)]
+    provider_admin: String,
+    /// The limit server (`ws://host:port`) and its process id, `URL,PID`.
+    #[arg(long)]
+    limit: Option<String>,
+    /// The Socket.IO peer (`ws://host:port`) and its process id, `URL,PID`.
+    #[arg(long)]
+    socketio: Option<String>,
+    /// Connections held idle.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Users they belong to.
+    #[arg(long, default_value_t = 2_000)]
+    users: usize,
+    /// Connections that receive the fan-out (the first whole users).
+    #[arg(long, default_value_t = 10_000)]
+    fanout_connections: usize,
+    /// Seconds the idle connections are held.
+    #[arg(long, default_value_t = 60)]
+    hold_s: u64,
+    /// Seconds each fan-out round publishes.
+    #[arg(long, default_value_t = 5)]
+    round_s: u64,
+    /// The fixed fan-out rate, deliveries per second.
+    #[arg(long, default_value_t = 150_000.0)]
+    fixed_rate: f64,
+    /// The p99 bound of a sustained rate, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    p99_ms: u64,
+    /// Users going online and offline in the churn.
+    #[arg(long, default_value_t = 2_000)]
+    churn_users: usize,
+    /// Sequential calls per REST operation and way.
+    #[arg(long, default_value_t = 1_000)]
+    rest_calls: usize,
+    /// Seconds of each REST throughput run.
+    #[arg(long, default_value_t = 5)]
+    rest_s: u64,
+    /// REST calls in flight in the throughput runs.
+    #[arg(long, default_value_t = 32)]
+    rest_in_flight: usize,
+    /// Loopback source addresses for connections (127.0.0.2 onwards; 0: the system's).
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    /// The gateway's `realtime.grace_s`.
+    #[arg(long, default_value_t = 1)]
+    grace_s: u64,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "capacity,churn,rest"
+    )]
+    scenarios: Vec<Scenario>,
+    /// Markdown document the run's lines are appended to.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The run's name in the report.
+    #[arg(long, default_value = "imgate-load bench")]
+    label: String,
+    /// The commit measured, for the report.
+    #[arg(long, default_value = "unknown")]
+    commit: String,
+    /// When the run started, for the report.
+    #[arg(long, default_value = "unknown")]
+    date: String,
 }
 
 #[derive(Args)]
@@ -123,6 +216,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Soak(args) => run_soak(args).await,
+        Command::Bench(args) => run_bench(args).await,
+        Command::Limit { bind } => run_limit(bind).await,
     };
     match result {
         Ok(code) => code,
@@ -219,4 +314,85 @@ async fn run_soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn run_limit(bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    let listener = bench::limit::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind}"))?;
+    bench::limit::serve(listener)
+        .await
+        .context("accepting connections")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `URL,PID` of a comparison server.
+fn server(arg: Option<&str>, flag: &str) -> anyhow::Result<Option<(url::Url, u32)>> {
+    let Some(arg) = arg else { return Ok(None) };
+    let (url, pid) = arg
+        .split_once(',')
+        .with_context(|| format!("--{flag}: expected URL,PID"))?;
+    let url = url::Url::parse(url).with_context(|| format!("--{flag}: bad URL"))?;
+    let pid = pid
+        .parse()
+        .with_context(|| format!("--{flag}: bad process id"))?;
+    Ok(Some((url, pid)))
+}
+
+/// Runs the bench's scenarios, printing each line and appending them all to the report.
+async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (admin, admin_password) = args
+        .provider_admin
+        .split_once(':')
+        .context("--provider-admin: expected USER:PASSWORD")?;
+    let config = BenchConfig {
+        provider: args.provider.clone(),
+        provider_admin: (admin.to_owned(), admin_password.to_owned()),
+        gateway_pid: args.gateway_pid,
+        limit: server(args.limit.as_deref(), "limit")?,
+        socketio: server(args.socketio.as_deref(), "socketio")?,
+        connections: args.connections,
+        users: args.users,
+        fanout_connections: args.fanout_connections,
+        hold: Duration::from_secs(args.hold_s),
+        round: Duration::from_secs(args.round_s.max(1)),
+        fixed_rate: args.fixed_rate,
+        p99_bound: Duration::from_millis(args.p99_ms),
+        churn_users: args.churn_users,
+        rest_calls: args.rest_calls.max(1),
+        rest_for: Duration::from_secs(args.rest_s.max(1)),
+        rest_in_flight: args.rest_in_flight.max(1),
+        sources: args.sources,
+        grace: Duration::from_secs(args.grace_s),
+        scenarios: args.scenarios.clone(),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the HTTP client")?;
+    let api = GatewayApi::new(
+        http.clone(),
+        &args.target.base,
+        &args.target.api_key,
+        args.target.jwt_secret.as_bytes(),
+        Duration::from_secs(24 * 3600),
+    );
+    let bench = bench::Bench::set_up(api, http, config).await?;
+    let lines = bench::run(&bench).await?;
+    if let Some(path) = &args.report {
+        let run = bench::report::RunInfo {
+            label: args.label,
+            date: args.date,
+            commit: args.commit,
+            machine: Machine::this().await.describe(),
+        };
+        bench::report::append(path, &run, &lines).await?;
+        println!(
+            "[bench] appended {} lines to {}",
+            lines.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -29,6 +29,31 @@ pub async fn sample(pid: u32) -> io::Result<ProcessSample> {
     })
 }
 
+/// CPU time process `pid` has used so far, user and system together.
+pub async fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
+    let stat = tokio::fs::read_to_string(format!("/proc/{pid}/stat")).await?;
+    let ticks = cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc stat"))?;
+    // USER_HZ, in which /proc counts, is 100 on every Linux architecture's ABI.
+    Ok(std::time::Duration::from_millis(ticks * 10))
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` line; the command name may hold spaces and
+/// parentheses, so fields are counted from its closing one.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The 1-minute load average.
+pub async fn load_average() -> Option<f64> {
+    let text = tokio::fs::read_to_string("/proc/loadavg").await.ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// The first number of line `name:` in a `/proc/<pid>/status` (or `/proc/meminfo`) text.
 pub fn status_field(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -96,6 +121,13 @@ mod tests {
         assert_eq!(status_field(status, "VmSwap"), None);
         // A prefix of another field's name is not that field.
         assert_eq!(status_field(status, "Vm"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 250 70 0 0 20 0 3 0";
+        assert_eq!(cpu_ticks(stat), Some(320));
+        assert_eq!(cpu_ticks("42 (x) S 1"), None);
     }
 
     #[tokio::test]

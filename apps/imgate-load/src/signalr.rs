@@ -3,16 +3,17 @@
 //! official clients are what the end-to-end tests use for compatibility.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use url::Url;
+
+use crate::ws::Socket;
 
 /// Ends every record of the JSON hub protocol.
 pub const RECORD_SEPARATOR: char = '\u{1e}';
@@ -23,12 +24,6 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// How long `close` waits for the server to answer the WebSocket close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-/// Read buffer per socket. Hub records are small, and with hundreds of connections
-/// tungstenite's default of 128 KiB each would make the driver heavier than what it measures.
-const READ_BUFFER: usize = 8 * 1024;
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Why a connection could not be made or went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -143,15 +138,26 @@ impl HubClient {
         token: &str,
         timeout: Duration,
     ) -> Result<Self, HubClientError> {
+        Self::connect_from(http, base, token, timeout, None).await
+    }
+
+    /// [`Self::connect`], with the WebSocket opened from local address `source` when given
+    /// (a plain `ws://` hub only): one loopback address offers some 28 000 ephemeral ports,
+    /// so tens of thousands of connections need several.
+    pub async fn connect_from(
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+        timeout: Duration,
+        source: Option<IpAddr>,
+    ) -> Result<Self, HubClientError> {
         let deadline = Instant::now() + timeout;
         let base = base.trim_end_matches('/');
         let negotiated = tokio::time::timeout_at(deadline, negotiate(http, base, token))
             .await
             .map_err(|_| HubClientError::Timeout("negotiate"))??;
         let url = transport_url(base, &negotiated.connection_token, token)?;
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-        let open = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
-        let (socket, _) = tokio::time::timeout_at(deadline, open)
+        let socket = tokio::time::timeout_at(deadline, crate::ws::open(&url, source))
             .await
             .map_err(|_| HubClientError::Timeout("websocket connect"))?
             .map_err(HubClientError::WebSocket)?;
@@ -253,14 +259,37 @@ impl HubClient {
             if let Some(record) = self.records.pop_front() {
                 return Ok(Some(record));
             }
+            let Some(text) = self.next_frame().await? else {
+                return Ok(None);
+            };
+            self.records
+                .extend(split_records(&mut self.partial, text.as_str()));
+        }
+    }
+
+    /// The next text message as it came (whole records, or part of one), `None` once the
+    /// socket ended; pings the hub when due. Nothing is split or parsed, so a driver can
+    /// count many deliveries cheaply; records kept by an earlier [`Self::next`] come first.
+    pub async fn next_text(&mut self) -> Result<Option<Utf8Bytes>, HubClientError> {
+        if !self.records.is_empty() {
+            let mut joined = String::new();
+            for record in self.records.drain(..) {
+                joined.push_str(&record);
+                joined.push(RECORD_SEPARATOR);
+            }
+            return Ok(Some(joined.into()));
+        }
+        self.next_frame().await
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<Utf8Bytes>, HubClientError> {
+        loop {
             let ping_at = self.last_sent + PING_EVERY;
             tokio::select! {
                 frame = self.socket.next() => match frame {
                     None | Some(Ok(Frame::Close(_))) => return Ok(None),
                     Some(Err(err)) => return Err(HubClientError::WebSocket(err)),
-                    Some(Ok(Frame::Text(text))) => {
-                        self.records.extend(split_records(&mut self.partial, text.as_str()));
-                    }
+                    Some(Ok(Frame::Text(text))) => return Ok(Some(text)),
                     Some(Ok(Frame::Binary(_))) => {
                         return Err(HubClientError::Protocol("binary frame on the JSON protocol".into()))
                     }

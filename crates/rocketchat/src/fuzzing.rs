@@ -63,7 +63,7 @@ impl DdpSession {
             },
             Inbound::Frame(frame) => {
                 let call = method_outcome(&frame, CALL_ID, "login");
-                let (signals, replies) = self.state.handle(&frame, &self.kinds);
+                let (signals, replies) = self.state.handle(frame, &self.kinds);
                 FrameOutcome {
                     call,
                     signals,

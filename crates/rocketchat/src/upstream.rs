@@ -193,7 +193,7 @@ impl Upstream {
             };
             last_frame = Instant::now();
             pinged = false;
-            let (signals, replies) = state.handle(&frame, &self.room_kinds);
+            let (signals, replies) = state.handle(frame, &self.room_kinds);
             for reply in replies {
                 if let Err(err) = ddp.send(reply).await {
                     return Ended::Lost(err.to_string());
@@ -328,17 +328,20 @@ impl State {
             .collect()
     }
 
-    /// Signals for the domain and frames to send back.
+    /// Signals for the domain and frames to send back. Takes the frame, so the room document
+    /// of a `rooms-changed` (one per message for every member) is kept without a deep copy.
     pub(crate) fn handle(
         &mut self,
-        frame: &Value,
+        mut frame: Value,
         kinds: &moka::sync::Cache<RoomId, RoomKind>,
     ) -> (Vec<RealtimeSignal>, Vec<Value>) {
         let mut replies = Vec::new();
         let mut events = Vec::new();
-        match text(frame, "msg") {
+        let mut room_doc = false;
+        let frame_ref = &frame;
+        match text(frame_ref, "msg") {
             Some("ready") => {
-                for id in frame
+                for id in frame_ref
                     .get("subs")
                     .and_then(Value::as_array)
                     .into_iter()
@@ -349,22 +352,22 @@ impl State {
                 }
             }
             Some("nosub") => {
-                if let Some(id) = text(frame, "id") {
+                if let Some(id) = text(frame_ref, "id") {
                     if self.pending.remove(id) {
-                        let error = frame.get("error").cloned().unwrap_or_default();
+                        let error = frame_ref.get("error").cloned().unwrap_or_default();
                         tracing::warn!(sub = id, error = %error, "upstream subscription refused");
                     }
                 }
             }
             Some("changed") => {
-                let fields = frame.get("fields").unwrap_or(&Value::Null);
+                let fields = frame_ref.get("fields").unwrap_or(&Value::Null);
                 let event = text(fields, "eventName").unwrap_or_default();
                 let args = fields
                     .get("args")
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                match (text(frame, "collection"), event) {
+                match (text(frame_ref, "collection"), event) {
                     (Some("stream-room-messages"), "__my_messages__") => {
                         events.extend(message_event(args))
                     }
@@ -375,18 +378,22 @@ impl State {
                         }
                     }
                     (Some("stream-notify-user"), e) if e.ends_with("/rooms-changed") => {
-                        if let Some(room) = args.get(1).filter(|r| r.is_object()) {
-                            if let Some(rid) = text(room, "_id") {
-                                self.room_docs.insert(rid.to_owned(), room.clone());
-                            }
-                        }
+                        room_doc = true
                     }
                     (Some("stream-notify-room"), e) => events.extend(self.room_event(e, args)),
                     _ => ignored(),
                 }
             }
-            Some("error") => tracing::warn!(frame = %frame, "upstream protocol error"),
+            Some("error") => tracing::warn!(frame = %frame_ref, "upstream protocol error"),
             _ => {}
+        }
+        if room_doc {
+            let room = frame.pointer_mut("/fields/args/1").map(Value::take);
+            if let Some(room) = room.filter(Value::is_object) {
+                if let Some(rid) = text(&room, "_id").map(str::to_owned) {
+                    self.room_docs.insert(rid, room);
+                }
+            }
         }
         let mut signals: Vec<RealtimeSignal> =
             events.into_iter().map(RealtimeSignal::Event).collect();
@@ -432,7 +439,11 @@ impl State {
                 }
             }
         };
-        kinds.insert(room.id.clone(), room.kind);
+        // Every message updates every member's subscription; writing the cache only when the
+        // kind is new spares a concurrent-cache insert per member and message.
+        if kinds.get(&room.id) != Some(room.kind) {
+            kinds.insert(room.id.clone(), room.kind);
+        }
         let replies = match method {
             SubscriptionChange::Inserted => self.join_room(&rid, false),
             SubscriptionChange::Removed => self.leave_room(&rid),
@@ -523,11 +534,11 @@ mod tests {
         let _ = st.sub("stream-room-messages", "__my_messages__".into(), true);
         let msg = json!({"_id": "m1", "rid": "r1", "msg": "hi", "ts": {"$date": 1}, "u": {"_id": "u", "username": "bob"}});
         let (signals, _) = st.handle(
-            &changed("stream-room-messages", "__my_messages__", json!([msg])),
+            changed("stream-room-messages", "__my_messages__", json!([msg])),
             &kinds,
         );
         assert!(signals.is_empty());
-        let (signals, _) = st.handle(&json!({"msg": "ready", "subs": ["s1"]}), &kinds);
+        let (signals, _) = st.handle(json!({"msg": "ready", "subs": ["s1"]}), &kinds);
         assert_eq!(signals.len(), 2);
         assert_eq!(signals[0], RealtimeSignal::Connected);
         assert!(
@@ -541,7 +552,7 @@ mod tests {
         let mut st = state();
         st.connected = true;
         let (signals, replies) = st.handle(
-            &changed(
+            changed(
                 "stream-notify-user",
                 "u1/subscriptions-changed",
                 json!(["inserted", {"rid": "r2", "t": "p", "name": "team", "unread": 3}]),
@@ -559,7 +570,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let (signals, replies) = st.handle(
-            &changed(
+            changed(
                 "stream-notify-user",
                 "u1/subscriptions-changed",
                 json!(["removed", {"_id": "s", "rid": "r2"}]),
@@ -572,7 +583,7 @@ mod tests {
         );
 
         let (signals, _) = st.handle(
-            &changed(
+            changed(
                 "stream-notify-room",
                 "r1/deleteMessage",
                 json!([{"_id": "m9"}]),
@@ -583,7 +594,7 @@ mod tests {
             matches!(&signals[0], RealtimeSignal::Event(UserEvent::MessageDeleted { message_id, .. }) if message_id.as_str() == "m9")
         );
         let (signals, _) = st.handle(
-            &changed(
+            changed(
                 "stream-notify-room",
                 "r1/user-activity",
                 json!(["bob", ["user-typing"], {}]),
@@ -594,7 +605,7 @@ mod tests {
             matches!(&signals[0], RealtimeSignal::Event(UserEvent::Typing { username, typing: true, .. }) if username == "bob")
         );
         let (signals, _) = st.handle(
-            &changed(
+            changed(
                 "stream-notify-room",
                 "r1/user-activity",
                 json!(["alice", ["user-typing"], {}]),
@@ -602,9 +613,9 @@ mod tests {
             &kinds,
         );
         assert!(signals.is_empty(), "one's own typing is not echoed");
-        let (signals, _) = st.handle(&changed("stream-unknown", "x", json!([])), &kinds);
+        let (signals, _) = st.handle(changed("stream-unknown", "x", json!([])), &kinds);
         assert!(signals.is_empty());
-        let (signals, _) = st.handle(&json!({"msg": "added", "collection": "users"}), &kinds);
+        let (signals, _) = st.handle(json!({"msg": "added", "collection": "users"}), &kinds);
         assert!(signals.is_empty());
     }
 }

@@ -2,12 +2,14 @@
 //! how domain events become client invocations.
 
 use async_trait::async_trait;
-use imgate_domain::model::Message;
+use imgate_domain::event::SubscriptionChange;
+use imgate_domain::model::{Message, Room};
 use imgate_domain::ports::ProviderError;
-use imgate_domain::{RoomId, UserEvent, UserId};
-use serde_json::{json, Value};
+use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::protocol::{to_value, Outgoing};
+use crate::protocol::{frame, to_value};
 
 /// Who is calling: the end user authenticated when the connection was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,43 +206,84 @@ impl HubCall {
     }
 }
 
-/// The client invocation for a domain event, with the exact target names of the contract;
-/// `None` for events that end the connection instead ([`UserEvent::AccountDeleted`]).
-pub fn event_invocation(event: &UserEvent) -> Option<Outgoing> {
-    let (target, argument) = match event {
-        UserEvent::RoomMessage { message } => ("getRoomMessageNotification", to_value(message)),
-        UserEvent::SubscriptionChanged { method, room } => (
+/// The framed client invocation for a domain event, with the exact target names of the
+/// contract; `None` for events that end the connection instead ([`UserEvent::AccountDeleted`]).
+///
+/// Serialized straight to text, without a `serde_json::Value` tree in between: every
+/// connection of every user encodes every event, so this is the hub's hottest code.
+pub fn event_frame(event: &UserEvent) -> Option<String> {
+    #[derive(Serialize)]
+    struct Record<A> {
+        #[serde(rename = "type")]
+        kind: u8,
+        target: &'static str,
+        arguments: (A,),
+    }
+    #[derive(Serialize)]
+    struct Changed<'a> {
+        method: &'a SubscriptionChange,
+        room: &'a Room,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Deleted<'a> {
+        room_id: &'a RoomId,
+        message_id: &'a MessageId,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Typing<'a> {
+        room_id: &'a RoomId,
+        username: &'a str,
+        typing: bool,
+    }
+    fn record(target: &'static str, argument: impl Serialize) -> String {
+        let record = Record {
+            kind: 1,
+            target,
+            arguments: (argument,),
+        };
+        // Domain types serialize infallibly; a failure still sends `null` rather than panic.
+        let text = serde_json::to_string(&record)
+            .unwrap_or_else(|_| format!(r#"{{"type":1,"target":"{target}","arguments":[null]}}"#));
+        frame(text)
+    }
+    Some(match event {
+        UserEvent::RoomMessage { message } => record("getRoomMessageNotification", message),
+        UserEvent::SubscriptionChanged { method, room } => record(
             "getRoomSubscriptionChangedNotification",
-            json!({ "method": method, "room": to_value(room) }),
+            Changed { method, room },
         ),
         UserEvent::MessageDeleted {
             room_id,
             message_id,
-        } => (
+        } => record(
             "messageDeleted",
-            json!({ "roomId": room_id, "messageId": message_id }),
+            Deleted {
+                room_id,
+                message_id,
+            },
         ),
         UserEvent::Typing {
             room_id,
             username,
             typing,
-        } => (
+        } => record(
             "typing",
-            json!({ "roomId": room_id, "username": username, "typing": typing }),
+            Typing {
+                room_id,
+                username,
+                typing: *typing,
+            },
         ),
         UserEvent::AccountDeleted => return None,
-    };
-    Some(Outgoing::Invocation {
-        target,
-        arguments: vec![argument],
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgate_domain::event::SubscriptionChange;
-    use imgate_domain::MessageId;
+    use serde_json::json;
 
     fn room(id: &str) -> RoomId {
         RoomId::parse(id).unwrap()
@@ -285,19 +328,20 @@ mod tests {
         assert!(error("MarkRead", json!([])).contains("expects 1"));
     }
 
+    /// The record in a frame, parsed.
+    fn decoded(frame: &str) -> Value {
+        let record = frame
+            .strip_suffix('\u{1e}')
+            .expect("one separator at the end");
+        serde_json::from_str(record).unwrap()
+    }
+
     #[test]
     fn events_become_the_contract_targets() {
         let check = |event: UserEvent, target: &str, argument: Value| {
             assert_eq!(
-                event_invocation(&event),
-                Some(Outgoing::Invocation {
-                    target: match target {
-                        "messageDeleted" => "messageDeleted",
-                        "typing" => "typing",
-                        _ => unreachable!(),
-                    },
-                    arguments: vec![argument]
-                })
+                decoded(&event_frame(&event).unwrap()),
+                json!({"type": 1, "target": target, "arguments": [argument]})
             );
         };
         check(
@@ -329,14 +373,15 @@ mod tests {
                 updated_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             }),
         };
-        let Some(Outgoing::Invocation { target, arguments }) = event_invocation(&room_event) else {
-            panic!("not an invocation");
-        };
-        assert_eq!(target, "getRoomSubscriptionChangedNotification");
-        assert_eq!(arguments[0]["method"], "inserted");
-        assert_eq!(arguments[0]["room"]["kind"], "group");
-        assert_eq!(event_invocation(&UserEvent::AccountDeleted), None);
-        assert_eq!(arguments[0]["room"]["updatedAt"], "1970-01-01T00:00:00Z");
+        let record = decoded(&event_frame(&room_event).unwrap());
+        assert_eq!(record["target"], "getRoomSubscriptionChangedNotification");
+        assert_eq!(record["arguments"][0]["method"], "inserted");
+        assert_eq!(record["arguments"][0]["room"]["kind"], "group");
+        assert_eq!(
+            record["arguments"][0]["room"]["updatedAt"],
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(event_frame(&UserEvent::AccountDeleted), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::backend::{Caller, HubBackend};
 use crate::config::HubConfig;
+use crate::frames::FrameCache;
 use crate::session;
 
 /// Inbound items a transport hands to the connection's session task.
@@ -183,6 +184,8 @@ pub struct Hub {
     /// Ids of connections that ended here lately: a request naming one gets 404 (the client
     /// then reconnects at once) rather than being adopted as a new connection.
     ended: moka::sync::Cache<String, ()>,
+    /// Each event encoded once for all the connections it goes to.
+    pub(crate) frames: FrameCache,
     epoch: Instant,
 }
 
@@ -229,6 +232,7 @@ impl Hub {
                 .max_capacity(ENDED_CAPACITY)
                 .time_to_live(ENDED_MEMORY)
                 .build(),
+            frames: FrameCache::default(),
             epoch: Instant::now(),
         })
     }

@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod config;
 mod domain_backend;
+mod frames;
 mod hub;
 pub mod protocol;
 mod routes;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::backend::{event_invocation, HubCall, HubError};
+use crate::backend::{HubCall, HubError};
 use crate::hub::{Connection, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
 use crate::protocol::{self, handshake_response, Incoming, Outgoing, ProtocolError, RecordBuffer};
 use crate::telemetry::{self, CloseReason};
@@ -413,9 +413,9 @@ impl Session<'_> {
                     }
                 },
                 event = subscription.next(), if !blocked => match event {
-                    Some(event) => match event_invocation(&event) {
-                        Some(invocation) => {
-                            if let Err(err) = self.outbox.push(&invocation) {
+                    Some(event) => match self.hub.frames.frame(&event) {
+                        Some(frame) => {
+                            if let Err(err) = self.outbox.push_raw(frame) {
                                 return gone(err);
                             }
                         }

@@ -1,0 +1,131 @@
+//! Login churn: users who were never online open a hub connection each, as fast as the driver
+//! can, and count as online when a live event reaches them; then they all leave and count as
+//! offline when the gateway has closed their upstreams.
+//!
+//! Going online is the whole path: token cache miss, provider login, upstream connect and
+//! subscriptions. Events are posted to a channel of the churn users every
+//! [`PROBE_EVERY`], so "online" is known to within that.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::clients::{open_many, Publisher, Receiver};
+use super::probe::Probe;
+use super::{Bench, SET_UP_CONCURRENCY};
+use crate::signalr::HubClient;
+
+/// How often an event is posted while users come online.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long all users may take to come online, or to go offline.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// What the churn measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Churn {
+    /// Users.
+    pub users: usize,
+    /// From the first connect to the last user's first live event.
+    pub online: Duration,
+    /// From the first close to the last upstream closed, less the grace period.
+    pub offline: Duration,
+}
+
+/// Runs the churn with the bench's churn users; the gateway must hold no upstream.
+pub async fn run(bench: &Bench) -> anyhow::Result<Churn> {
+    let users = &bench.churn_users;
+    if users.is_empty() {
+        bail!("no churn users");
+    }
+    bench.await_upstreams(0, PATIENCE).await?;
+    let probe = Arc::new(Probe::new());
+    probe.begin(1);
+    let tokens: Vec<String> = users.iter().map(|user| bench.api.token(user)).collect();
+    let arrived: Arc<Vec<AtomicU64>> = Arc::new(users.iter().map(|_| AtomicU64::new(0)).collect());
+
+    let probing = CancellationToken::new();
+    let publisher = Publisher::Provider {
+        sender: bench.sender.clone(),
+        room: bench.churn_room.clone(),
+    };
+    let probes = {
+        let (probe, stop, http) = (probe.clone(), probing.clone(), bench.http.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                publisher.publish(&http, &probe.event(1)).await?;
+            }
+            Ok::<_, super::clients::PublishError>(())
+        })
+    };
+
+    println!("[bench] churn: {} users going online", users.len());
+    let start_us = probe.now_us();
+    let opened = open_many(0..users.len(), SET_UP_CONCURRENCY, PATIENCE, |i| {
+        let token = &tokens[i];
+        async move {
+            let client = HubClient::connect_from(
+                &bench.http,
+                bench.api.base(),
+                token,
+                PATIENCE,
+                bench.source(i),
+            )
+            .await?;
+            Ok(Receiver::Hub(client))
+        }
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    for (i, receiver) in opened {
+        let arrived = arrived.clone();
+        let first = move |at: u64| {
+            let _ = arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+        };
+        tracker.spawn(receiver.run(i, probe.clone(), stop.clone(), first));
+    }
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while arrived.iter().any(|at| at.load(Ordering::Relaxed) == 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    probing.cancel();
+    probes
+        .await
+        .context("the probe task")?
+        .context("posting a probe event")?;
+    if waited.is_err() {
+        let missing = arrived
+            .iter()
+            .filter(|at| at.load(Ordering::Relaxed) == 0)
+            .count();
+        bail!("{missing} of {} users got no live event", users.len());
+    }
+    let last = arrived
+        .iter()
+        .map(|at| at.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(start_us);
+    let online = Duration::from_micros(last - start_us);
+
+    println!("[bench] churn: {} users going offline", users.len());
+    let closing = std::time::Instant::now();
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    bench.await_upstreams(0, PATIENCE).await?;
+    let offline = closing.elapsed().saturating_sub(bench.config.grace);
+    Ok(Churn {
+        users: users.len(),
+        online,
+        offline,
+    })
+}

@@ -1,0 +1,168 @@
+//! The bench's figures as lines of text: printed as each scenario ends, and appended to a
+//! Markdown document under a heading naming the run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::capacity::{Fanout, Idle, Round};
+use super::churn::Churn;
+use super::ms;
+use super::rest::Overhead;
+
+/// Where a run was measured.
+pub struct RunInfo {
+    /// `make bench` or `make bench-full`, or what the caller says.
+    pub label: String,
+    /// When it started.
+    pub date: String,
+    /// The commit measured.
+    pub commit: String,
+    /// Cores and memory.
+    pub machine: String,
+}
+
+/// The idle line of one server.
+pub fn idle(name: &str, idle: &Idle, held: Duration, load: f64) -> String {
+    let per_user = idle
+        .kib_per_user
+        .map(|kib| format!(", {kib:.1} KiB per online user (hub connection + upstream)"))
+        .unwrap_or_default();
+    format!(
+        "idle {name}: {} connections held {} s: {:.1} KiB RSS per {}connection{per_user}; \
+         RSS {:.0} MiB; CPU at idle {:.1} % of a core; load {load:.2}",
+        idle.connections,
+        held.as_secs(),
+        idle.kib_per_connection,
+        if idle.kib_per_user.is_some() {
+            "further "
+        } else {
+            ""
+        },
+        idle.rss_mib,
+        idle.idle_cpu * 100.0,
+    )
+}
+
+fn round(round: &Round) -> String {
+    format!(
+        "{:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, p999 {} ms, {:.1} us CPU per \
+         delivery",
+        round.achieved,
+        round.delivered,
+        round.owed,
+        ms(round.latency.p50_us),
+        ms(round.latency.p99_us),
+        ms(round.latency.p999_us),
+        round.cpu_us_per_delivery,
+    )
+}
+
+/// The fan-out line of one server.
+pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String {
+    let best = fanout
+        .best
+        .as_ref()
+        .map(round)
+        .unwrap_or_else(|| "none".into());
+    let broke = fanout
+        .broke
+        .as_ref()
+        .map(|r| format!("; broke at {:.0}/s offered: {}", r.offered, round(r)))
+        .unwrap_or_default();
+    format!(
+        "fan-out {name}: {} connections; peak {:.0} deliveries/s; fixed {:.0}/s: {}; highest \
+         sustained (p99 <= {} ms): {best}{broke}; load {load:.2}",
+        fanout.connections,
+        fanout.peak,
+        fanout.fixed.offered,
+        round(&fanout.fixed),
+        bound.as_millis(),
+    )
+}
+
+/// The ratio line of the gateway's highest sustained and peak rates to the others'.
+pub fn ratios(gateway: &Fanout, others: &[(&str, &Fanout)]) -> String {
+    let best = |f: &Fanout| f.best.map_or(0.0, |r| r.achieved);
+    let ratio = |ours: f64, theirs: f64| {
+        if theirs > 0.0 {
+            format!("{:.2}", ours / theirs)
+        } else {
+            "-".into()
+        }
+    };
+    let parts: Vec<String> = others
+        .iter()
+        .map(|(name, other)| {
+            format!(
+                "gateway/{name} {} sustained, {} peak",
+                ratio(best(gateway), best(other)),
+                ratio(gateway.peak, other.peak)
+            )
+        })
+        .collect();
+    format!("fan-out ratios: {}", parts.join("; "))
+}
+
+/// The REST line.
+pub fn rest(overheads: &[Overhead], in_flight: usize, load: f64) -> String {
+    let parts: Vec<String> = overheads
+        .iter()
+        .map(|o| {
+            format!(
+                "{}: p50 {} ms vs {} ms direct (+{} ms), p99 {} vs {} ms (+{} ms), \
+                 {:.0}/s vs {:.0}/s with {in_flight} in flight ({:.2} of direct)",
+                o.name,
+                ms(o.gateway.p50_us),
+                ms(o.direct.p50_us),
+                ms(o.gateway.p50_us.saturating_sub(o.direct.p50_us)),
+                ms(o.gateway.p99_us),
+                ms(o.direct.p99_us),
+                ms(o.gateway.p99_us.saturating_sub(o.direct.p99_us)),
+                o.gateway.per_s,
+                o.direct.per_s,
+                o.gateway.per_s / o.direct.per_s.max(f64::MIN_POSITIVE),
+            )
+        })
+        .collect();
+    format!("rest: {}; load {load:.2}", parts.join("; "))
+}
+
+/// The churn line.
+pub fn churn(churn: &Churn, load: f64) -> String {
+    let rate = |d: Duration| churn.users as f64 / d.as_secs_f64().max(0.001);
+    format!(
+        "login churn: {} users online in {:.2} s ({:.0} users/s, cache miss to first live event), \
+         offline in {:.2} s ({:.0} users/s, upstreams closed, grace period not counted); load {load:.2}",
+        churn.users,
+        churn.online.as_secs_f64(),
+        rate(churn.online),
+        churn.offline.as_secs_f64(),
+        rate(churn.offline),
+    )
+}
+
+/// Appends the run's lines to the document at `path` (created when missing).
+pub async fn append(path: &Path, run: &RunInfo, lines: &[String]) -> anyhow::Result<()> {
+    let mut doc = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".into(),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    doc.push_str(&section(run, lines));
+    tokio::fs::write(path, doc)
+        .await
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn section(run: &RunInfo, lines: &[String]) -> String {
+    let mut text = format!(
+        "\n### {}, {}, commit {}, {}\n\n",
+        run.label, run.date, run.commit, run.machine
+    );
+    for line in lines {
+        text.push_str(&format!("- {line}\n"));
+    }
+    text
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The benchmarks (`make bench`, `make bench-full`; not part of CI): the release `imgate` in
+# front of the release `rocketchat-sim` on loopback, the limit server (`imgate-load limit`)
+# and the Socket.IO peer (bench/socketio, installed here with `npm ci`; skipped when node is
+# missing), all driven by `imgate-load bench`. Each scenario prints one line; the lines are
+# appended to BENCH_REPORT (default docs/benchmarks.md; empty = write nothing).
+#
+# BENCH_SIZE=small (default, well under 15 minutes) or full (100 000 idle connections).
+# BENCH_GATEWAY_BIN runs another build of the gateway (e.g. an older commit's, to compare);
+# BENCH_PEERS=no leaves the limit and Socket.IO servers out.
+# Arguments go to `imgate-load bench` (see its --help), e.g. `bash scripts/bench.sh
+# --scenarios rest`. Logs stay in a temporary folder, named at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size="${BENCH_SIZE:-small}"
+report="${BENCH_REPORT-docs/benchmarks.md}"
+bin="${CARGO_TARGET_DIR:-target}/release"
+# `descriptors`: what the gateway needs for a size (a hub connection each, an upstream per
+# user, some to spare); the driver needs about as many.
+case "$size" in
+  small) sizes=(--connections 10000 --users 2000 --hold-s 60 --churn-users 2000) descriptors=13000 ;;
+  full) sizes=(--connections 100000 --users 20000 --hold-s 60 --churn-users 10000) descriptors=121000 ;;
+  smoke) sizes=(--connections 200 --users 40 --fanout-connections 200 --hold-s 2 --round-s 1
+    --fixed-rate 2000 --churn-users 20 --rest-calls 20 --rest-s 1) descriptors=1000 ;;
+  *) echo "bench: BENCH_SIZE is small, full or smoke" >&2; exit 2 ;;
+esac
+
+cargo build --release -p imgate -p imgate-rocketchat-sim -p imgate-load
+
+# Every connection is a descriptor in the driver and in the server, and the gateway's users
+# have an upstream each. Root may raise its own hard limit up to fs.nr_open.
+ulimit -Hn "$(cat /proc/sys/fs/nr_open)" 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$descriptors" ]; then
+  echo "bench: BENCH_SIZE=$size needs $descriptors open files per process, the limit is $(ulimit -n)" \
+    "and cannot be raised here (root without CAP_SYS_RESOURCE?)" >&2
+  exit 1
+fi
+
+work="$(mktemp -d /tmp/imgate-bench.XXXXXX)"
+pids=()
+# Last started first: the gateway logs its admin out of the sim while that still answers.
+stop_all() {
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  echo "bench: logs in $work"
+}
+trap stop_all EXIT
+
+random() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Waits for the line a server prints when it listens; prints the URL in it.
+listening_url() {
+  local log="$1" pattern="$2" url=""
+  for _ in $(seq 1 150); do
+    url="$(sed -n "s/^$pattern listening on \([a-z]*:[^ ]*\).*/\1/p" "$log")"
+    [ -n "$url" ] && { echo "$url"; return 0; }
+    sleep 0.1
+  done
+  echo "bench: $pattern did not start; see $log" >&2
+  return 1
+}
+
+admin_password="$(random)"
+jwt_secret="$(random)$(random)"
+api_key="$(random)"
+grace_s=1
+
+RUST_LOG=warn "$bin/rocketchat-sim" --bind 127.0.0.1:0 --admin "admin:$admin_password" \
+  >"$work/rocketchat-sim.log" 2>&1 &
+pids+=($!)
+sim_url="$(listening_url "$work/rocketchat-sim.log" rocketchat-sim)"
+
+port="$(free_port)"
+env -u RUST_LOG \
+  IMGATE__PROVIDER__URL="$sim_url" \
+  IMGATE__PROVIDER__ADMIN_PASSWORD="$admin_password" \
+  IMGATE__PROVIDER__DEFAULT_PASSWORD="$(random)" \
+  IMGATE__AUTH__JWT_SECRET="$jwt_secret" \
+  IMGATE__AUTH__API_KEY="$api_key" \
+  IMGATE__SERVER__BIND="127.0.0.1:$port" \
+  IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 \
+  IMGATE__LOG__LEVEL=warn \
+  IMGATE__REALTIME__GRACE_S="$grace_s" \
+  "${BENCH_GATEWAY_BIN:-$bin/imgate}" >"$work/imgate.log" 2>&1 &
+gateway_pid=$!
+pids+=("$gateway_pid")
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 150); do
+  curl -fs "$base/readyz" >/dev/null 2>&1 && break
+  kill -0 "$gateway_pid" 2>/dev/null || { echo "bench: imgate exited; see $work/imgate.log" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fs "$base/readyz" >/dev/null || { echo "bench: imgate not ready; see $work/imgate.log" >&2; exit 1; }
+
+limit_args=()
+peer_args=()
+if [ "${BENCH_PEERS:-yes}" = yes ]; then
+  "$bin/imgate-load" limit --bind 127.0.0.1:0 >"$work/limit.log" 2>&1 &
+  pids+=($!)
+  limit_args=(--limit "$(listening_url "$work/limit.log" limit),$!")
+fi
+if [ "${BENCH_PEERS:-yes}" != yes ]; then
+  :
+elif command -v node >/dev/null && command -v npm >/dev/null; then
+  (cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error >"$work/npm.log" 2>&1) ||
+    { echo "bench: npm ci failed in bench/socketio; see $work/npm.log" >&2; exit 1; }
+  node bench/socketio/server.js >"$work/socketio.log" 2>&1 &
+  pids+=($!)
+  peer_args=(--socketio "$(listening_url "$work/socketio.log" socketio),$!")
+else
+  echo "bench: node or npm missing, the Socket.IO peer is left out" >&2
+fi
+
+commit="$(git rev-parse --short HEAD)"
+if ! git diff --quiet HEAD -- . ':(exclude)docs/benchmarks.md'; then
+  commit="$commit with uncommitted changes"
+fi
+report_args=()
+[ -n "$report" ] && report_args=(--report "$report")
+
+echo "bench ($size): gateway $base (pid $gateway_pid), rocketchat-sim $sim_url, logs in $work"
+status=0
+IMGATE_LOAD_API_KEY="$api_key" IMGATE_LOAD_JWT_SECRET="$jwt_secret" \
+  IMGATE_LOAD_PROVIDER_ADMIN="admin:$admin_password" \
+  "$bin/imgate-load" bench --base "$base" --gateway-pid "$gateway_pid" --provider "$sim_url" \
+  ${limit_args[@]+"${limit_args[@]}"} ${peer_args[@]+"${peer_args[@]}"} --grace-s "$grace_s" "${sizes[@]}" \
+  --label "make bench ($size)" --commit "$commit" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  ${report_args[@]+"${report_args[@]}"} "$@" || status=$?
+
+if ! kill -0 "$gateway_pid" 2>/dev/null; then
+  echo "bench: imgate is no longer running; see $work/imgate.log" >&2
+  status=1
+fi
+exit "$status"
