@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 use imgate::settings::Settings;
 
 // Under steady churn of connections and users, glibc's allocator let RSS climb well past the
-// live heap and kept it at its peak after the load ended; with mimalloc RSS follows the load
-// (docs/reliability.md, "Memory under churn").
+// live heap and kept it at its peak after the load ended. jemalloc keeps RSS flat under that
+// churn, costs no more per connection than glibc, and fans out fastest of the three tried
+// (docs/reliability.md, "Memory under churn"; docs/benchmarks.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
