@@ -38,64 +38,13 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$descriptors" ]; the
   exit 1
 fi
 
-work="$(mktemp -d /tmp/imgate-bench.XXXXXX)"
-pids=()
-# Last started first: the gateway logs its admin out of the sim while that still answers.
-stop_all() {
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
-  echo "bench: logs in $work"
-}
-trap stop_all EXIT
-
-random() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# Waits for the line a server prints when it listens; prints the URL in it.
-listening_url() {
-  local log="$1" pattern="$2" url=""
-  for _ in $(seq 1 150); do
-    url="$(sed -n "s/^$pattern listening on \([a-z]*:[^ ]*\).*/\1/p" "$log")"
-    [ -n "$url" ] && { echo "$url"; return 0; }
-    sleep 0.1
-  done
-  echo "bench: $pattern did not start; see $log" >&2
-  return 1
-}
-
-admin_password="$(random)"
-jwt_secret="$(random)$(random)"
-api_key="$(random)"
+name=bench
+# shellcheck source=lib/loopback.sh
+source scripts/lib/loopback.sh
 grace_s=1
-
-RUST_LOG=warn "$bin/rocketchat-sim" --bind 127.0.0.1:0 --admin "admin:$admin_password" \
-  >"$work/rocketchat-sim.log" 2>&1 &
-pids+=($!)
-sim_url="$(listening_url "$work/rocketchat-sim.log" rocketchat-sim)"
-
-port="$(free_port)"
-env -u RUST_LOG \
-  IMGATE__PROVIDER__URL="$sim_url" \
-  IMGATE__PROVIDER__ADMIN_PASSWORD="$admin_password" \
-  IMGATE__PROVIDER__DEFAULT_PASSWORD="$(random)" \
-  IMGATE__AUTH__JWT_SECRET="$jwt_secret" \
-  IMGATE__AUTH__API_KEY="$api_key" \
-  IMGATE__SERVER__BIND="127.0.0.1:$port" \
-  IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 \
-  IMGATE__LOG__LEVEL=warn \
-  IMGATE__REALTIME__GRACE_S="$grace_s" \
-  "${BENCH_GATEWAY_BIN:-$bin/imgate}" >"$work/imgate.log" 2>&1 &
-gateway_pid=$!
-pids+=("$gateway_pid")
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 150); do
-  curl -fs "$base/readyz" >/dev/null 2>&1 && break
-  kill -0 "$gateway_pid" 2>/dev/null || { echo "bench: imgate exited; see $work/imgate.log" >&2; exit 1; }
-  sleep 0.2
-done
-curl -fs "$base/readyz" >/dev/null || { echo "bench: imgate not ready; see $work/imgate.log" >&2; exit 1; }
+start_sim
+start_gateway "${BENCH_GATEWAY_BIN:-$bin/imgate}" \
+  IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 IMGATE__REALTIME__GRACE_S="$grace_s"
 
 limit_args=()
 peer_args=()
