@@ -9,6 +9,7 @@
 
 pub mod event;
 pub mod fanout;
+pub mod id_escaping;
 pub mod ids;
 pub mod model;
 pub mod ports;

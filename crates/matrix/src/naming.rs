@@ -7,6 +7,7 @@
 //! namespace (configured per gateway) goes in front, so several gateways can share one
 //! homeserver. The mapping is one-to-one, so the gateway needs no table.
 
+use imgate_domain::id_escaping::IdEscaping;
 use imgate_domain::UserId;
 
 /// Whether `byte` stands for itself in a localpart.
@@ -14,17 +15,15 @@ fn plain(byte: u8) -> bool {
     byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'.'
 }
 
+const RULE: IdEscaping = IdEscaping {
+    escape: b'=',
+    upper_hex: false,
+    plain,
+};
+
 /// Escapes `text` by the rule above (also used for room alias names).
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if plain(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("={byte:02x}"));
-        }
-    }
-    out
+    RULE.escape(text)
 }
 
 /// Whether `namespace` can stand in front of localparts.
@@ -39,32 +38,7 @@ pub fn localpart_for(namespace: &str, user: &UserId) -> String {
 
 /// The host user id behind a localpart, when it is in `namespace` and follows the rule.
 pub fn user_for(namespace: &str, localpart: &str) -> Option<UserId> {
-    let escaped = localpart.strip_prefix(namespace)?;
-    let bytes = escaped.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'=' => {
-                let hex = escaped.get(i + 1..i + 3)?;
-                if hex.chars().any(|c| c.is_ascii_uppercase()) {
-                    return None;
-                }
-                let byte = u8::from_str_radix(hex, 16).ok()?;
-                if plain(byte) {
-                    return None;
-                }
-                out.push(byte);
-                i += 3;
-            }
-            b if plain(b) => {
-                out.push(b);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    UserId::parse(String::from_utf8(out).ok()?).ok()
+    RULE.user_for(localpart.strip_prefix(namespace)?)
 }
 
 /// The localpart of a Matrix user id (`@alice:example.org` → `alice`).

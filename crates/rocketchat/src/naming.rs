@@ -4,46 +4,26 @@
 //! The rule: ASCII letters, digits, `-` and `.` stay as they are; every other byte of the
 //! id's UTF-8 (including `_`, which is the escape character) becomes `_` followed by two
 //! upper-case hex digits. So `alice` stays `alice`, `alice_b` becomes `alice_5Fb`, and
-//! `zoë@x` becomes `zo_C3_AB_40x`. The mapping is one-to-one, so the gateway needs no table.
+//! `zoë@x` becomes `zo_C3_AB_40x`. The mapping is one-to-one (`IdEscaping`), so the gateway
+//! needs no table.
 
+use imgate_domain::id_escaping::IdEscaping;
 use imgate_domain::UserId;
+
+const RULE: IdEscaping = IdEscaping {
+    escape: b'_',
+    upper_hex: true,
+    plain: |byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.',
+};
 
 /// The Rocket.Chat username for a host user id.
 pub fn username_for(user: &UserId) -> String {
-    let mut out = String::with_capacity(user.as_str().len());
-    for byte in user.as_str().bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("_{byte:02X}"));
-        }
-    }
-    out
+    RULE.escape(user.as_str())
 }
 
 /// The host user id behind a Rocket.Chat username, when it follows the rule.
 pub fn user_for(username: &str) -> Option<UserId> {
-    let bytes = username.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'_' => {
-                let hex = username.get(i + 1..i + 3)?;
-                if hex.chars().any(|c| c.is_ascii_lowercase()) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' => {
-                out.push(b);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    UserId::parse(String::from_utf8(out).ok()?).ok()
+    RULE.user_for(username)
 }
 
 #[cfg(test)]
@@ -68,7 +48,7 @@ mod tests {
 
     #[test]
     fn foreign_usernames_are_not_host_users() {
-        for username in ["bad_zz", "trailing_4", "lower_5f", "sp ace", "_"] {
+        for username in ["bad_zz", "trailing_4", "lower_5f", "sp ace", "_", "_61lice"] {
             assert_eq!(user_for(username), None, "{username}");
         }
     }
