@@ -213,6 +213,16 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+impl HistoryPage {
+    /// The page of the newest `limit` of `messages` (newest first), which providers fetch one
+    /// longer than asked: an extra message means older ones exist.
+    pub fn newest(mut messages: Vec<Message>, limit: usize) -> Self {
+        let has_more = messages.len() > limit;
+        messages.truncate(limit);
+        HistoryPage { messages, has_more }
+    }
+}
+
 /// Unread counts of one user.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -192,9 +192,7 @@ impl ProviderMessages for MatrixProvider {
                 _ => break,
             }
         }
-        let has_more = messages.len() > limit;
-        messages.truncate(limit);
-        Ok(HistoryPage { messages, has_more })
+        Ok(HistoryPage::newest(messages, limit))
     }
 
     async fn send_message(

@@ -93,9 +93,7 @@ impl ProviderMessages for RocketChatProvider {
             .map(mapping::message)
             .collect::<Result<Vec<_>, _>>()?;
         messages.sort_by_key(|m| std::cmp::Reverse(m.created_at));
-        let has_more = messages.len() > limit;
-        messages.truncate(limit);
-        Ok(HistoryPage { messages, has_more })
+        Ok(HistoryPage::newest(messages, limit))
     }
 
     async fn send_message(

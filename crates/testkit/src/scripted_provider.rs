@@ -280,9 +280,7 @@ impl ProviderMessages for ScriptedProvider {
             .cloned()
             .collect();
         messages.sort_by_key(|m| std::cmp::Reverse(m.created_at));
-        let has_more = messages.len() > usize::from(query.limit);
-        messages.truncate(usize::from(query.limit));
-        Ok(HistoryPage { messages, has_more })
+        Ok(HistoryPage::newest(messages, usize::from(query.limit)))
     }
 
     async fn send_message(
