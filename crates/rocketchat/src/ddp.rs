@@ -15,8 +15,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Read buffer of a DDP socket. Each online user holds one socket, and tungstenite's default
 /// of 128 KiB per socket made these buffers most of the gateway's memory (22 MiB of 50 with
-/// 175 users online, in the soak). DDP frames are a few KiB; a larger one grows the buffer.
-const READ_BUFFER: usize = 8 * 1024;
+/// 175 users online, in the soak). tungstenite zero-fills the whole buffer before each read,
+/// so all of it is resident; a DDP frame is mostly under 2 KiB and a larger one grows it.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// One DDP session.
 pub(crate) struct Ddp {

@@ -134,7 +134,9 @@ impl Upstream {
 
     /// One DDP session, from connect to loss.
     async fn session(&self, tx: &mpsc::Sender<RealtimeSignal>) -> Ended {
-        let mut ddp = match Ddp::open(&self.url, self.call_timeout).await {
+        // Boxed, like `start` below: the task keeps the size of its largest state for as
+        // long as it lives, and connecting is a brief state of a long-lived task.
+        let mut ddp = match Box::pin(Ddp::open(&self.url, self.call_timeout)).await {
             Ok(ddp) => ddp,
             Err(err) => return Ended::Lost(err.to_string()),
         };
@@ -144,27 +146,13 @@ impl Upstream {
     }
 
     async fn serve(&self, ddp: &mut Ddp, tx: &mpsc::Sender<RealtimeSignal>) -> Ended {
-        let session = match self.login(ddp).await {
-            Ok(session) => session,
+        // Boxed so that the idle task is only as large as the loop below: the login and the
+        // REST calls of the start are most of an upstream's future, and their answers would
+        // otherwise stay in it for as long as the user is online.
+        let mut state = match Box::pin(self.start(ddp)).await {
+            Ok(state) => state,
             Err(ended) => return ended,
         };
-        let (me, subscriptions) = match tokio::try_join!(
-            self.rest.get("me", Some(&session), &[]),
-            self.rest.get("subscriptions.get", Some(&session), &[]),
-        ) {
-            Ok(answers) => answers,
-            Err(err) => return Ended::Lost(err.to_string()),
-        };
-        let (mut state, frames) = State::start(
-            text(&me, "username").unwrap_or_default(),
-            session.user_id.as_str(),
-            &subscriptions,
-        );
-        for frame in frames {
-            if let Err(err) = ddp.send(frame).await {
-                return Ended::Lost(err.to_string());
-            }
-        }
         let mut last_frame = Instant::now();
         let mut pinged = false;
         loop {
@@ -205,6 +193,27 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Logs in and subscribes to the user's streams and rooms.
+    async fn start(&self, ddp: &mut Ddp) -> Result<State, Ended> {
+        let session = self.login(ddp).await?;
+        let (me, subscriptions) = tokio::try_join!(
+            self.rest.get("me", Some(&session), &[]),
+            self.rest.get("subscriptions.get", Some(&session), &[]),
+        )
+        .map_err(|err| Ended::Lost(err.to_string()))?;
+        let (state, frames) = State::start(
+            text(&me, "username").unwrap_or_default(),
+            session.user_id.as_str(),
+            &subscriptions,
+        );
+        for frame in frames {
+            ddp.send(frame)
+                .await
+                .map_err(|err| Ended::Lost(err.to_string()))?;
+        }
+        Ok(state)
     }
 }
 
