@@ -105,6 +105,11 @@ pub struct Split {
     pub holder: Latency,
     /// Connections on another node: the cross-node deliveries.
     pub other: Latency,
+    /// Upstreams each node held after the round.
+    pub held_after: [u64; 2],
+    /// Each node held the upstreams of exactly the users whose first connection it got, before
+    /// and after the round: no upstream moved, so the split is by the actual holder.
+    pub exact: bool,
 }
 
 /// What a round measures: the connections owed each event and the processes whose CPU
@@ -117,9 +122,10 @@ pub struct Measured {
     pub pids: Vec<u32>,
     /// The Redis process the nodes share, if it is on this machine.
     pub redis_pid: Option<u32>,
-    /// Whether the probe's class 1 is the connections on a node without their user's
-    /// upstream ([`Split`]).
-    pub split: bool,
+    /// For a [`Split`]: the upstreams each of the bench's two nodes holds while no upstream
+    /// has moved; the probe's class 1 is the connections on a node without their user's
+    /// upstream.
+    pub split: Option<[u64; 2]>,
 }
 
 impl Round {
@@ -208,7 +214,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
         connections: keep as u64,
         pids: vec![pid],
         redis_pid: None,
-        split: false,
+        split: None,
     };
     let fanout = fan_out(bench, &probe, &publisher, &measured).await;
     for stop in stops.iter().flatten() {
@@ -396,6 +402,10 @@ async fn round(
     rate: f64,
 ) -> anyhow::Result<Round> {
     let connections = measured.connections;
+    let held_before = match measured.split {
+        Some(_) => Some(nodes_held(bench).await?),
+        None => None,
+    };
     probe.begin(id);
     let cpu = cpu_time(&measured.pids).await?;
     let redis_cpu = match measured.redis_pid {
@@ -426,6 +436,18 @@ async fn round(
         _ => None,
     };
     let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    let split = match (measured.split, held_before) {
+        (Some(expected), Some(before)) => {
+            let after = nodes_held(bench).await?;
+            Some(Split {
+                holder: probe.latency_of(0),
+                other: probe.latency_of(1),
+                held_after: after,
+                exact: before == expected && after == expected,
+            })
+        }
+        _ => None,
+    };
     let span = probe.last_delivery().as_secs_f64() - start_us as f64 / 1e6;
     Ok(Round {
         offered: rate,
@@ -439,11 +461,17 @@ async fn round(
         latency: probe.latency(),
         cpu_us_per_delivery: per_delivery(cpu),
         redis_cpu_us_per_delivery: redis_cpu.map(per_delivery),
-        split: measured.split.then(|| Split {
-            holder: probe.latency_of(0),
-            other: probe.latency_of(1),
-        }),
+        split,
     })
+}
+
+/// The upstreams each of the bench's first two nodes holds.
+async fn nodes_held(bench: &Bench) -> anyhow::Result<[u64; 2]> {
+    let mut held = [0; 2];
+    for (count, (node, _)) in held.iter_mut().zip(&bench.nodes) {
+        *count = super::upstreams_held(node).await?;
+    }
+    Ok(held)
 }
 
 /// The CPU time of all of `pids` together.

@@ -56,8 +56,8 @@ pub fn expected_upstreams(users: usize, nodes: usize) -> Vec<u64> {
 pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     let config = &bench.config;
     let nodes = bench.nodes.len();
-    if nodes < 2 {
-        bail!("two gateway nodes are needed");
+    if nodes != 2 {
+        bail!("two gateway nodes are needed, {nodes} were given");
     }
     let per_user = config.connections / config.users;
     let users = config.fanout_connections.div_ceil(per_user);
@@ -84,13 +84,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
         capacity::open_into(bench, &Server::Nodes, &rest, &probe, &tracker, &mut stops).await
     }
     .await;
+    let expected = expected_upstreams(users, nodes);
     let fanout = match opened {
         Ok(()) => {
             let measured = Measured {
                 connections: keep as u64,
                 pids: bench.nodes.iter().map(|(_, pid)| *pid).collect(),
                 redis_pid: config.redis_pid,
-                split: true,
+                split: Some([expected[0], expected[1]]),
             };
             let publisher = capacity::publisher(bench, &Server::Nodes).await?;
             capacity::fan_out(bench, &probe, &publisher, &measured).await

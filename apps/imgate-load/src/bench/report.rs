@@ -49,9 +49,18 @@ fn round(round: &Round) -> String {
     let split = round
         .split
         .map(|split| {
+            let moved = if split.exact {
+                String::new()
+            } else {
+                format!(
+                    "; upstreams moved between the nodes, {} + {} held after the round, so the \
+                     split is by the first holder",
+                    split.held_after[0], split.held_after[1]
+                )
+            };
             format!(
                 " (upstream's node: p99 {} ms of {}; other node, cross-node: p50 {} ms, p99 {} \
-                 ms of {})",
+                 ms of {}{moved})",
                 ms(split.holder.p99_us),
                 split.holder.count,
                 ms(split.other.p50_us),
@@ -262,6 +271,8 @@ mod tests {
         let split = Split {
             holder: latency(2, 7, 3000),
             other: latency(4, 11, 2000),
+            held_after: [20, 20],
+            exact: true,
         };
         let line = super::fanout(
             "gateway on two nodes + Redis",
@@ -281,6 +292,24 @@ mod tests {
                 "p99 9.00 ms, p999 9.00 ms (upstream's node: p99 7.00 ms of 3000; other node, \
                  cross-node: p50 4.00 ms, p99 11.00 ms of 2000), 12.5 us CPU per delivery \
                  (nodes together) + 1.5 us Redis;"
+            ),
+            "{line}"
+        );
+        let moved = Split {
+            exact: false,
+            held_after: [31, 9],
+            ..split
+        };
+        let line = super::fanout(
+            "gateway on two nodes + Redis",
+            &fanout(Some(moved), None, vec![31, 9]),
+            Duration::from_millis(50),
+            1.0,
+        );
+        assert!(
+            line.contains(
+                "of 2000; upstreams moved between the nodes, 31 + 9 held after the round, so the \
+                 split is by the first holder), 12.5 us CPU per delivery (nodes together);"
             ),
             "{line}"
         );
