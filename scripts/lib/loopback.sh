@@ -33,6 +33,9 @@ listening_url() {
 admin_password="$(random)"
 jwt_secret="$(random)$(random)"
 api_key="$(random)"
+# One for every gateway started here: it is the provider password of the users they mirror, so
+# gateways in front of the same sim can log in each other's users.
+default_password="$(random)"
 
 # Starts the sim; sets `sim_url`.
 start_sim() {
@@ -42,29 +45,36 @@ start_sim() {
   sim_url="$(listening_url "$work/rocketchat-sim.log" rocketchat-sim)"
 }
 
-# start_gateway BINARY [SETTING=value ...]: starts the gateway in front of the sim with the
-# settings given besides the defaults, waits until it is ready; sets `gateway_pid` and `base`.
+# start_gateway [--log NAME] BINARY [SETTING=value ...]: starts the gateway in front of the
+# sim with the settings given besides the defaults, logging to $work/NAME.log (default
+# imgate), and waits until it is ready; sets `gateway_pid`, `base` and `gateway_log`.
 start_gateway() {
-  local gateway="$1" port
+  local log_name=imgate gateway port
+  if [ "$1" = --log ]; then
+    log_name="$2"
+    shift 2
+  fi
+  gateway="$1"
   shift
   port="$(free_port)"
+  gateway_log="$work/$log_name.log"
   env -u RUST_LOG \
     IMGATE__PROVIDER__URL="$sim_url" \
     IMGATE__PROVIDER__ADMIN_PASSWORD="$admin_password" \
-    IMGATE__PROVIDER__DEFAULT_PASSWORD="$(random)" \
+    IMGATE__PROVIDER__DEFAULT_PASSWORD="$default_password" \
     IMGATE__AUTH__JWT_SECRET="$jwt_secret" \
     IMGATE__AUTH__API_KEY="$api_key" \
     IMGATE__SERVER__BIND="127.0.0.1:$port" \
     IMGATE__LOG__LEVEL=warn \
-    "$@" "$gateway" >"$work/imgate.log" 2>&1 &
+    "$@" "$gateway" >"$gateway_log" 2>&1 &
   gateway_pid=$!
   pids+=("$gateway_pid")
   base="http://127.0.0.1:$port"
   for _ in $(seq 1 150); do
     curl -fs "$base/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$gateway_pid" 2>/dev/null || { echo "$name: imgate exited; see $work/imgate.log" >&2; return 1; }
+    kill -0 "$gateway_pid" 2>/dev/null || { echo "$name: imgate exited; see $gateway_log" >&2; return 1; }
     sleep 0.2
   done
-  echo "$name: imgate not ready; see $work/imgate.log" >&2
+  echo "$name: imgate not ready; see $gateway_log" >&2
   return 1
 }

@@ -97,6 +97,14 @@ impl GatewayApi {
         }
     }
 
+    /// The same client for another node of the gateway (same secrets), at `base`.
+    pub fn at(&self, base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The gateway's base URL.
     pub fn base(&self) -> &str {
         &self.base

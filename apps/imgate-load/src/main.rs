@@ -32,7 +32,8 @@ enum Command {
     /// descriptors and can write the results into a Markdown document.
     Soak(SoakArgs),
     /// Idle capacity, fan-out, REST overhead and login churn of a gateway, next to the limit
-    /// server and a Socket.IO server; one line of figures per scenario.
+    /// server and a Socket.IO server, and the fan-out over two gateway nodes sharing Redis;
+    /// one line of figures per scenario.
     // A later flag wins, so `make bench` sizes can be overridden on the command line.
     #[command(args_override_self = true)]
     Bench(BenchArgs),
@@ -63,6 +64,13 @@ struct BenchArgs {
     /// The Socket.IO peer (`ws://host:port`) and its process id, `URL,PID`.
     #[arg(long)]
     socketio: Option<String>,
+    /// A gateway node sharing Redis with the other (`http://host:port`) and its process id,
+    /// `URL,PID`; the nodes scenario needs two. Same provider, secrets and users as `--base`.
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// The process id of the Redis the nodes share, to count its CPU too.
+    #[arg(long)]
+    redis_pid: Option<u32>,
     /// Connections held idle.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -107,7 +115,7 @@ struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "capacity,churn,rest"
+        default_value = "capacity,nodes,churn,rest"
     )]
     scenarios: Vec<Scenario>,
     /// Markdown document the run's lines are appended to.
@@ -328,7 +336,11 @@ async fn run_limit(bind: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
 
 /// `URL,PID` of a comparison server.
 fn server(arg: Option<&str>, flag: &str) -> anyhow::Result<Option<(url::Url, u32)>> {
-    let Some(arg) = arg else { return Ok(None) };
+    arg.map(|arg| url_and_pid(arg, flag)).transpose()
+}
+
+/// `URL,PID` of a server given with `--flag`.
+fn url_and_pid(arg: &str, flag: &str) -> anyhow::Result<(url::Url, u32)> {
     let (url, pid) = arg
         .split_once(',')
         .with_context(|| format!("--{flag}: expected URL,PID"))?;
@@ -336,7 +348,7 @@ fn server(arg: Option<&str>, flag: &str) -> anyhow::Result<Option<(url::Url, u32
     let pid = pid
         .parse()
         .with_context(|| format!("--{flag}: bad process id"))?;
-    Ok(Some((url, pid)))
+    Ok((url, pid))
 }
 
 /// Runs the bench's scenarios, printing each line and appending them all to the report.
@@ -351,6 +363,12 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         gateway_pid: args.gateway_pid,
         limit: server(args.limit.as_deref(), "limit")?,
         socketio: server(args.socketio.as_deref(), "socketio")?,
+        nodes: args
+            .nodes
+            .iter()
+            .map(|node| url_and_pid(node, "node"))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        redis_pid: args.redis_pid,
         connections: args.connections,
         users: args.users,
         fanout_connections: args.fanout_connections,

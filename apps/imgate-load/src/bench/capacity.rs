@@ -41,6 +41,9 @@ pub enum Server {
     Limit(Url),
     /// The Socket.IO peer.
     SocketIo(Url),
+    /// The gateway nodes of the bench sharing Redis, each connection on the node
+    /// [`super::nodes::node_of`] picks.
+    Nodes,
 }
 
 impl Server {
@@ -50,6 +53,7 @@ impl Server {
             Self::Gateway => "gateway",
             Self::Limit(_) => "limit",
             Self::SocketIo(_) => "socket.io",
+            Self::Nodes => super::nodes::NAME,
         }
     }
 }
@@ -84,8 +88,44 @@ pub struct Round {
     /// Their latency, event sent to delivery read.
     pub latency: Latency,
     /// CPU time the server spent per delivery, microseconds: unlike rates and latencies,
-    /// hardly changed by other work on the machine.
+    /// hardly changed by other work on the machine. For several nodes, all of theirs.
     pub cpu_us_per_delivery: f64,
+    /// CPU time Redis spent per delivery, microseconds, when the nodes share one on this
+    /// machine.
+    pub redis_cpu_us_per_delivery: Option<f64>,
+    /// For several nodes: the latency on the node holding the user's upstream and on the
+    /// other one.
+    pub split: Option<Split>,
+}
+
+/// The latency of deliveries by where the connection is, relative to its user's upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    /// Connections on the node that holds their user's upstream.
+    pub holder: Latency,
+    /// Connections on another node: the cross-node deliveries.
+    pub other: Latency,
+    /// Upstreams each node held after the round.
+    pub held_after: [u64; 2],
+    /// Each node held the upstreams of exactly the users whose first connection it got, before
+    /// and after the round: no upstream moved, so the split is by the actual holder.
+    pub exact: bool,
+}
+
+/// What a round measures: the connections owed each event and the processes whose CPU
+/// counts.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Connections receiving every event.
+    pub connections: u64,
+    /// The server's processes (one, or one per node).
+    pub pids: Vec<u32>,
+    /// The Redis process the nodes share, if it is on this machine.
+    pub redis_pid: Option<u32>,
+    /// For a [`Split`]: the upstreams each of the bench's two nodes holds while no upstream
+    /// has moved; the probe's class 1 is the connections on a node without their user's
+    /// upstream.
+    pub split: Option<[u64; 2]>,
 }
 
 impl Round {
@@ -110,6 +150,8 @@ pub struct Fanout {
     pub broke: Option<Round>,
     /// The most deliveries per second any round achieved, whatever its latency.
     pub peak: f64,
+    /// For several nodes: the upstreams each held after the last round.
+    pub upstreams_held: Vec<u64>,
 }
 
 /// Runs idle capacity and fan-out against `server` (with process `pid`).
@@ -168,7 +210,13 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
         stop.cancel();
     }
     let publisher = publisher(bench, server).await?;
-    let fanout = fan_out(bench, &probe, &publisher, keep as u64, pid).await;
+    let measured = Measured {
+        connections: keep as u64,
+        pids: vec![pid],
+        redis_pid: None,
+        split: None,
+    };
+    let fanout = fan_out(bench, &probe, &publisher, &measured).await;
     for stop in stops.iter().flatten() {
         stop.cancel();
     }
@@ -186,7 +234,7 @@ async fn rss_kib(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Opens connections `indices` to `server`, each reading into `probe` until its stop.
-async fn open_into(
+pub(crate) async fn open_into(
     bench: &Bench,
     server: &Server,
     indices: &[usize],
@@ -196,7 +244,7 @@ async fn open_into(
 ) -> anyhow::Result<()> {
     let per_user = bench.config.connections / bench.config.users;
     let tokens: Vec<String> = match server {
-        Server::Gateway => bench
+        Server::Gateway | Server::Nodes => bench
             .users
             .iter()
             .map(|user| bench.api.token(user))
@@ -206,12 +254,19 @@ async fn open_into(
     let open = |i: usize| {
         let source = bench.source(i);
         let token = tokens.get(i / per_user).cloned();
+        let base = match server {
+            Server::Nodes => {
+                let node = super::nodes::node_of(i / per_user, i % per_user, bench.nodes.len());
+                bench.nodes[node].0.base()
+            }
+            _ => bench.api.base(),
+        };
         async move {
             Ok(match server {
-                Server::Gateway => Receiver::Hub(
+                Server::Gateway | Server::Nodes => Receiver::Hub(
                     HubClient::connect_from(
                         &bench.http,
-                        bench.api.base(),
+                        base,
                         &token.unwrap_or_default(),
                         CONNECT_TIMEOUT,
                         source,
@@ -243,9 +298,9 @@ async fn open_into(
     Ok(())
 }
 
-async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<Publisher> {
+pub(crate) async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<Publisher> {
     Ok(match server {
-        Server::Gateway => Publisher::Provider {
+        Server::Gateway | Server::Nodes => Publisher::Provider {
             sender: bench.sender.clone(),
             room: bench.fanout_room.clone(),
         },
@@ -259,14 +314,14 @@ async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<Publisher> 
 
 /// Warms up until one event reaches every connection, then runs the fixed rate and the
 /// ladder.
-async fn fan_out(
+pub(crate) async fn fan_out(
     bench: &Bench,
     probe: &Probe,
     publisher: &Publisher,
-    connections: u64,
-    pid: u32,
+    measured: &Measured,
 ) -> anyhow::Result<Fanout> {
     let config = &bench.config;
+    let connections = measured.connections;
     let mut round_id = 1;
     let warm_until = Instant::now() + Duration::from_secs(120);
     loop {
@@ -292,7 +347,7 @@ async fn fan_out(
         probe,
         publisher,
         round_id,
-        (connections, pid),
+        measured,
         config.fixed_rate,
     )
     .await?;
@@ -302,7 +357,7 @@ async fn fan_out(
     let mut rate = config.fixed_rate / LADDER_START_BELOW_FIXED;
     let mut retried = false;
     for _ in 0..LADDER_ROUNDS {
-        let result = round(bench, probe, publisher, round_id, (connections, pid), rate).await?;
+        let result = round(bench, probe, publisher, round_id, measured, rate).await?;
         round_id += 1;
         println!("[bench]   ladder {rate:.0}/s: {result:?}");
         if result.sustained(config.p99_bound) {
@@ -319,7 +374,7 @@ async fn fan_out(
         }
     }
     let rate = config.fixed_rate * SATURATION_OVER_FIXED;
-    let saturated = round(bench, probe, publisher, round_id, (connections, pid), rate).await?;
+    let saturated = round(bench, probe, publisher, round_id, measured, rate).await?;
     println!("[bench]   saturation {rate:.0}/s: {saturated:?}");
     let peak = [Some(fixed), best, broke, Some(saturated)]
         .into_iter()
@@ -332,21 +387,31 @@ async fn fan_out(
         best,
         broke,
         peak,
+        upstreams_held: Vec::new(),
     })
 }
 
-/// Publishes at `rate` deliveries per second to `connections` of server process `pid` for the
-/// round's length and waits for them.
+/// Publishes at `rate` deliveries per second to the connections `measured` for the round's
+/// length and waits for them.
 async fn round(
     bench: &Bench,
     probe: &Probe,
     publisher: &Publisher,
     id: u32,
-    (connections, pid): (u64, u32),
+    measured: &Measured,
     rate: f64,
 ) -> anyhow::Result<Round> {
+    let connections = measured.connections;
+    let held_before = match measured.split {
+        Some(_) => Some(nodes_held(bench).await?),
+        None => None,
+    };
     probe.begin(id);
-    let cpu = procfs::cpu_time(pid).await?;
+    let cpu = cpu_time(&measured.pids).await?;
+    let redis_cpu = match measured.redis_pid {
+        Some(pid) => Some(procfs::cpu_time(pid).await?),
+        None => None,
+    };
     let every = Duration::from_secs_f64(connections as f64 / rate);
     let start = tokio::time::Instant::now();
     let start_us = probe.now_us();
@@ -365,7 +430,24 @@ async fn round(
     let owed = sent * connections;
     probe.settle(owed, SETTLE_PATIENCE).await;
     let delivered = probe.delivered();
-    let cpu = procfs::cpu_time(pid).await? - cpu;
+    let cpu = cpu_time(&measured.pids).await? - cpu;
+    let redis_cpu = match (measured.redis_pid, redis_cpu) {
+        (Some(pid), Some(before)) => Some(procfs::cpu_time(pid).await? - before),
+        _ => None,
+    };
+    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    let split = match (measured.split, held_before) {
+        (Some(expected), Some(before)) => {
+            let after = nodes_held(bench).await?;
+            Some(Split {
+                holder: probe.latency_of(0),
+                other: probe.latency_of(1),
+                held_after: after,
+                exact: before == expected && after == expected,
+            })
+        }
+        _ => None,
+    };
     let span = probe.last_delivery().as_secs_f64() - start_us as f64 / 1e6;
     Ok(Round {
         offered: rate,
@@ -377,6 +459,28 @@ async fn round(
         owed,
         delivered,
         latency: probe.latency(),
-        cpu_us_per_delivery: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+        cpu_us_per_delivery: per_delivery(cpu),
+        redis_cpu_us_per_delivery: redis_cpu.map(per_delivery),
+        split,
     })
+}
+
+/// The upstreams each of the bench's first two nodes holds.
+async fn nodes_held(bench: &Bench) -> anyhow::Result<[u64; 2]> {
+    let mut held = [0; 2];
+    for (count, (node, _)) in held.iter_mut().zip(&bench.nodes) {
+        *count = super::upstreams_held(node).await?;
+    }
+    Ok(held)
+}
+
+/// The CPU time of all of `pids` together.
+async fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for &pid in pids {
+        total += procfs::cpu_time(pid)
+            .await
+            .with_context(|| format!("reading the CPU time of process {pid}"))?;
+    }
+    Ok(total)
 }

@@ -3,7 +3,8 @@
 //! peer), driven by the same client in the same run.
 //!
 //! Scenarios: idle capacity and fan-out share one set of connections per server
-//! ([`capacity`]); REST overhead against the provider called directly ([`rest`]); users going
+//! ([`capacity`]); the same fan-out over two gateway nodes sharing Redis ([`nodes`]); REST
+//! overhead against the provider called directly ([`rest`]); users going
 //! online and offline ([`churn`]). Each prints one line; [`report`] appends them to a
 //! Markdown document.
 
@@ -11,6 +12,7 @@ pub mod capacity;
 pub mod churn;
 pub mod clients;
 pub mod limit;
+pub mod nodes;
 pub mod probe;
 pub mod provider;
 pub mod report;
@@ -39,6 +41,10 @@ pub struct BenchConfig {
     pub limit: Option<(Url, u32)>,
     /// The Socket.IO peer, and its process id.
     pub socketio: Option<(Url, u32)>,
+    /// Gateway nodes sharing Redis, in front of the same provider, and their process ids.
+    pub nodes: Vec<(Url, u32)>,
+    /// The process id of the Redis the nodes share, when it runs on this machine.
+    pub redis_pid: Option<u32>,
     /// Connections held in the idle scenario.
     pub connections: usize,
     /// Users they belong to (each has `connections / users`).
@@ -74,6 +80,8 @@ pub struct BenchConfig {
 pub enum Scenario {
     /// Idle capacity and fan-out.
     Capacity,
+    /// The fan-out over two gateway nodes sharing Redis.
+    Nodes,
     /// REST overhead.
     Rest,
     /// Login churn.
@@ -100,6 +108,8 @@ pub struct Bench {
     pub fanout_room: String,
     /// The channel of the churn users and the sender.
     pub churn_room: String,
+    /// The gateway nodes sharing Redis, each with its process id.
+    pub nodes: Vec<(GatewayApi, u32)>,
 }
 
 /// Users created or connected at once during set-up.
@@ -118,6 +128,19 @@ impl Bench {
         }
         if config.fanout_connections > config.connections {
             bail!("--fanout-connections must not exceed --connections");
+        }
+        if config.scenarios.contains(&Scenario::Nodes) && config.nodes.len() < 2 {
+            bail!("the nodes scenario needs two gateway nodes (--node URL,PID twice)");
+        }
+        let nodes: Vec<(GatewayApi, u32)> = config
+            .nodes
+            .iter()
+            .map(|(url, pid)| (api.at(url.as_str()), *pid))
+            .collect();
+        for (node, _) in &nodes {
+            if !node.ready().await {
+                bail!("the gateway node at {} is not ready", node.base());
+            }
         }
         let started = std::time::Instant::now();
         while !api.ready().await {
@@ -185,6 +208,7 @@ impl Bench {
             sender_id,
             fanout_room,
             churn_room,
+            nodes,
         })
     }
 
@@ -195,12 +219,7 @@ impl Bench {
 
     /// The gateway's `imgate_upstreams_held` gauge.
     pub async fn upstreams_held(&self) -> anyhow::Result<u64> {
-        let text = self
-            .api
-            .metrics()
-            .await
-            .context("reading the gateway's metrics")?;
-        Ok(gauge(&text, "imgate_upstreams_held").unwrap_or(0.0) as u64)
+        upstreams_held(&self.api).await
     }
 
     /// Waits until the gateway holds `count` upstreams, at most `patience`; how long it took.
@@ -223,8 +242,17 @@ impl Bench {
     }
 }
 
+/// The `imgate_upstreams_held` gauge of the gateway (node) `api`.
+pub async fn upstreams_held(api: &GatewayApi) -> anyhow::Result<u64> {
+    let text = api
+        .metrics()
+        .await
+        .with_context(|| format!("reading the metrics of {}", api.base()))?;
+    Ok(gauge(&text, "imgate_upstreams_held").unwrap_or(0.0) as u64)
+}
+
 /// Runs the configured scenarios in order: capacity (gateway, then limit, then Socket.IO),
-/// churn, REST; each line is printed as it is known. Returns the lines.
+/// two nodes, churn, REST; each line is printed as it is known. Returns the lines.
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
     let config = &bench.config;
     let mut lines = Vec::new();
@@ -262,6 +290,15 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
                 say(report::ratios(gateway, &others));
             }
         }
+    }
+    if config.scenarios.contains(&Scenario::Nodes) {
+        let fanout = nodes::run(bench).await.context("fan-out over two nodes")?;
+        say(report::fanout(
+            nodes::NAME,
+            &fanout,
+            config.p99_bound,
+            load().await,
+        ));
     }
     if config.scenarios.contains(&Scenario::Churn) {
         let churn = churn::run(bench).await.context("login churn")?;

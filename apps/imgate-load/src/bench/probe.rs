@@ -16,11 +16,15 @@ const SHARDS: usize = 64;
 /// Latencies above a minute are recorded as a minute.
 const HIGHEST_US: u64 = 60_000_000;
 
-/// Deliveries and their latency in the current round.
+/// Deliveries and their latency in the current round, over all connections and per class of
+/// connection (e.g. whether it is on the node that holds its user's upstream).
 pub struct Probe {
     epoch: Instant,
     round: AtomicU32,
-    shards: Vec<Mutex<Histogram<u64>>>,
+    /// The class of each connection by index; connections beyond it are class 0.
+    classes: Vec<usize>,
+    /// `SHARDS` histograms per class.
+    shards: Vec<Vec<Mutex<Histogram<u64>>>>,
     delivered: AtomicU64,
     /// When the round's last delivery arrived, microseconds since the epoch.
     last_us: AtomicU64,
@@ -52,6 +56,13 @@ impl Default for Probe {
 impl Probe {
     /// A probe in round 0, which counts nothing until [`Self::begin`].
     pub fn new() -> Self {
+        Self::classified(Vec::new())
+    }
+
+    /// A probe that also keeps the latency of each class apart: connection `i` is of class
+    /// `classes[i]`.
+    pub fn classified(classes: Vec<usize>) -> Self {
+        let count = classes.iter().max().map_or(1, |max| max + 1);
         let histogram = || {
             Mutex::new(
                 Histogram::new_with_bounds(1, HIGHEST_US, 3)
@@ -61,7 +72,10 @@ impl Probe {
         Self {
             epoch: Instant::now(),
             round: AtomicU32::new(0),
-            shards: (0..SHARDS).map(|_| histogram()).collect(),
+            classes,
+            shards: (0..count)
+                .map(|_| (0..SHARDS).map(|_| histogram()).collect())
+                .collect(),
             delivered: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
             strays: AtomicU64::new(0),
@@ -80,7 +94,7 @@ impl Probe {
 
     /// Starts counting `round` afresh.
     pub fn begin(&self, round: u32) {
-        for shard in &self.shards {
+        for shard in self.shards.iter().flatten() {
             lock(shard).reset();
         }
         self.delivered.store(0, Ordering::SeqCst);
@@ -99,7 +113,9 @@ impl Probe {
             return None;
         }
         let now = self.now_us();
-        lock(&self.shards[connection % SHARDS]).saturating_record(now.saturating_sub(sent).max(1));
+        let class = self.classes.get(connection).copied().unwrap_or(0);
+        lock(&self.shards[class][connection % SHARDS])
+            .saturating_record(now.saturating_sub(sent).max(1));
         self.delivered.fetch_add(1, Ordering::Relaxed);
         self.last_us.fetch_max(now, Ordering::Relaxed);
         Some(now)
@@ -136,19 +152,29 @@ impl Probe {
 
     /// The current round's latency figures.
     pub fn latency(&self) -> Latency {
-        let mut all = Histogram::<u64>::new_with_bounds(1, HIGHEST_US, 3)
-            .expect("1 us to 60 s at 3 significant figures are valid bounds");
-        for shard in &self.shards {
-            all.add(&*lock(shard))
-                .expect("histograms with the same bounds add up");
-        }
-        Latency {
-            count: all.len(),
-            p50_us: all.value_at_quantile(0.5),
-            p99_us: all.value_at_quantile(0.99),
-            p999_us: all.value_at_quantile(0.999),
-            max_us: all.max(),
-        }
+        summarize(self.shards.iter().flatten())
+    }
+
+    /// The current round's latency figures of the connections of `class` (none if there is no
+    /// such class).
+    pub fn latency_of(&self, class: usize) -> Latency {
+        summarize(self.shards.get(class).into_iter().flatten())
+    }
+}
+
+fn summarize<'a>(shards: impl Iterator<Item = &'a Mutex<Histogram<u64>>>) -> Latency {
+    let mut all = Histogram::<u64>::new_with_bounds(1, HIGHEST_US, 3)
+        .expect("1 us to 60 s at 3 significant figures are valid bounds");
+    for shard in shards {
+        all.add(&*lock(shard))
+            .expect("histograms with the same bounds add up");
+    }
+    Latency {
+        count: all.len(),
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        p999_us: all.value_at_quantile(0.999),
+        max_us: all.max(),
     }
 }
 
@@ -201,5 +227,25 @@ mod tests {
         assert_eq!(probe.latency().count, 2);
         probe.begin(3);
         assert_eq!((probe.delivered(), probe.latency().count), (0, 0));
+    }
+
+    #[test]
+    fn classes_split_the_latency_and_add_up_to_it() {
+        let probe = Probe::classified(vec![0, 1, 1]);
+        probe.begin(1);
+        for connection in 0..4 {
+            let sent = probe.now_us().saturating_sub(5_000);
+            assert!(probe
+                .record(connection, &format!("bench 1 {sent}"))
+                .is_some());
+        }
+        // Connection 3 has no class of its own: it counts as class 0.
+        assert_eq!(probe.latency_of(0).count, 2);
+        assert_eq!(probe.latency_of(1).count, 2);
+        assert_eq!(probe.latency_of(2).count, 0);
+        assert_eq!(probe.latency().count, 4);
+        assert!(probe.latency_of(1).p50_us >= 5_000);
+        probe.begin(2);
+        assert_eq!(probe.latency_of(1).count, 0);
     }
 }

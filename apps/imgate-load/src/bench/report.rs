@@ -46,9 +46,36 @@ pub fn idle(name: &str, idle: &Idle, held: Duration, load: f64) -> String {
 }
 
 fn round(round: &Round) -> String {
+    let split = round
+        .split
+        .map(|split| {
+            let moved = if split.exact {
+                String::new()
+            } else {
+                format!(
+                    "; upstreams moved between the nodes, {} + {} held after the round, so the \
+                     split is by the first holder",
+                    split.held_after[0], split.held_after[1]
+                )
+            };
+            format!(
+                " (upstream's node: p99 {} ms of {}; other node, cross-node: p50 {} ms, p99 {} \
+                 ms of {}{moved})",
+                ms(split.holder.p99_us),
+                split.holder.count,
+                ms(split.other.p50_us),
+                ms(split.other.p99_us),
+                split.other.count,
+            )
+        })
+        .unwrap_or_default();
+    let redis = round
+        .redis_cpu_us_per_delivery
+        .map(|us| format!(" + {us:.1} us Redis"))
+        .unwrap_or_default();
     format!(
-        "{:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, p999 {} ms, {:.1} us CPU per \
-         delivery",
+        "{:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, p999 {} ms{split}, {:.1} us CPU \
+         per delivery{}{redis}",
         round.achieved,
         round.delivered,
         round.owed,
@@ -56,6 +83,11 @@ fn round(round: &Round) -> String {
         ms(round.latency.p99_us),
         ms(round.latency.p999_us),
         round.cpu_us_per_delivery,
+        if round.split.is_some() {
+            " (nodes together)"
+        } else {
+            ""
+        },
     )
 }
 
@@ -71,9 +103,23 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
         .as_ref()
         .map(|r| format!("; broke at {:.0}/s offered: {}", r.offered, round(r)))
         .unwrap_or_default();
+    let held = if fanout.upstreams_held.is_empty() {
+        String::new()
+    } else {
+        let counts: Vec<String> = fanout
+            .upstreams_held
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!(
+            " spread over {} nodes (upstreams held {})",
+            counts.len(),
+            counts.join(" + ")
+        )
+    };
     format!(
-        "fan-out {name}: {} connections; peak {:.0} deliveries/s; fixed {:.0}/s: {}; highest \
-         sustained (p99 <= {} ms): {best}{broke}; load {load:.2}",
+        "fan-out {name}: {} connections{held}; peak {:.0} deliveries/s; fixed {:.0}/s: {}; \
+         highest sustained (p99 <= {} ms): {best}{broke}; load {load:.2}",
         fanout.connections,
         fanout.peak,
         fanout.fixed.offered,
@@ -165,4 +211,107 @@ fn section(run: &RunInfo, lines: &[String]) -> String {
         text.push_str(&format!("- {line}\n"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::capacity::Split;
+    use super::super::probe::Latency;
+    use super::*;
+
+    fn latency(p50_ms: u64, p99_ms: u64, count: u64) -> Latency {
+        Latency {
+            count,
+            p50_us: p50_ms * 1000,
+            p99_us: p99_ms * 1000,
+            p999_us: p99_ms * 1000,
+            max_us: p99_ms * 1000,
+        }
+    }
+
+    fn fanout(split: Option<Split>, redis: Option<f64>, held: Vec<u64>) -> Fanout {
+        let fixed = Round {
+            offered: 1000.0,
+            achieved: 900.0,
+            owed: 5000,
+            delivered: 5000,
+            latency: latency(3, 9, 5000),
+            cpu_us_per_delivery: 12.5,
+            redis_cpu_us_per_delivery: redis,
+            split,
+        };
+        Fanout {
+            connections: 200,
+            fixed,
+            best: None,
+            broke: None,
+            peak: 900.0,
+            upstreams_held: held,
+        }
+    }
+
+    #[test]
+    fn a_single_servers_line_is_as_before() {
+        let line = super::fanout(
+            "gateway",
+            &fanout(None, None, Vec::new()),
+            Duration::from_millis(50),
+            1.0,
+        );
+        assert_eq!(
+            line,
+            "fan-out gateway: 200 connections; peak 900 deliveries/s; fixed 1000/s: 900 \
+             deliveries/s (5000 of 5000), p50 3.00 ms, p99 9.00 ms, p999 9.00 ms, 12.5 us CPU \
+             per delivery; highest sustained (p99 <= 50 ms): none; load 1.00"
+        );
+    }
+
+    #[test]
+    fn the_nodes_line_tells_cross_node_latency_redis_cpu_and_upstreams_apart() {
+        let split = Split {
+            holder: latency(2, 7, 3000),
+            other: latency(4, 11, 2000),
+            held_after: [20, 20],
+            exact: true,
+        };
+        let line = super::fanout(
+            "gateway on two nodes + Redis",
+            &fanout(Some(split), Some(1.5), vec![20, 20]),
+            Duration::from_millis(50),
+            1.0,
+        );
+        assert!(
+            line.starts_with(
+                "fan-out gateway on two nodes + Redis: 200 connections spread over 2 nodes \
+                 (upstreams held 20 + 20); peak 900 deliveries/s;"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "p99 9.00 ms, p999 9.00 ms (upstream's node: p99 7.00 ms of 3000; other node, \
+                 cross-node: p50 4.00 ms, p99 11.00 ms of 2000), 12.5 us CPU per delivery \
+                 (nodes together) + 1.5 us Redis;"
+            ),
+            "{line}"
+        );
+        let moved = Split {
+            exact: false,
+            held_after: [31, 9],
+            ..split
+        };
+        let line = super::fanout(
+            "gateway on two nodes + Redis",
+            &fanout(Some(moved), None, vec![31, 9]),
+            Duration::from_millis(50),
+            1.0,
+        );
+        assert!(
+            line.contains(
+                "of 2000; upstreams moved between the nodes, 31 + 9 held after the round, so the \
+                 split is by the first holder), 12.5 us CPU per delivery (nodes together);"
+            ),
+            "{line}"
+        );
+    }
 }
