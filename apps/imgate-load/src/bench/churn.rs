@@ -3,10 +3,11 @@
 //! offline when the gateway has closed their upstreams.
 //!
 //! Going online is the whole path: token cache miss, provider login, upstream connect and
-//! subscriptions. Events are posted to a channel of the churn users every
-//! [`PROBE_EVERY`], so "online" is known to within that.
+//! subscriptions. Every [`PROBE_EVERY`] an event is posted to each channel (of
+//! [`CHURN_GROUP`] churn users) whose users have started connecting and are not all online
+//! yet, so "online" is known to within that.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,11 @@ use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::clients::{open_many, Publisher, Receiver};
+use futures::StreamExt;
+
+use super::clients::{Publisher, Receiver};
 use super::probe::Probe;
-use super::{Bench, SET_UP_CONCURRENCY};
+use super::{Bench, CHURN_GROUP, SET_UP_CONCURRENCY};
 use crate::signalr::HubClient;
 
 /// How often an event is posted while users come online.
@@ -47,49 +50,88 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Churn> {
     let tokens: Vec<String> = users.iter().map(|user| bench.api.token(user)).collect();
     let arrived: Arc<Vec<AtomicU64>> = Arc::new(users.iter().map(|_| AtomicU64::new(0)).collect());
 
+    // Group `g` is the users of `churn_rooms[g]`; it is probed from the first connect of one
+    // of its users until all of them got an event.
+    let started: Arc<Vec<AtomicBool>> = Arc::new(
+        bench
+            .churn_rooms
+            .iter()
+            .map(|_| AtomicBool::new(false))
+            .collect(),
+    );
     let probing = CancellationToken::new();
-    let publisher = Publisher::Provider {
-        sender: bench.sender.clone(),
-        room: bench.churn_room.clone(),
-    };
     let probes = {
         let (probe, stop, http) = (probe.clone(), probing.clone(), bench.http.clone());
+        let (started, arrived) = (started.clone(), arrived.clone());
+        let publishers: Vec<Publisher> = bench
+            .churn_rooms
+            .iter()
+            .map(|room| Publisher::Provider {
+                sender: bench.sender.clone(),
+                room: room.clone(),
+            })
+            .collect();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PROBE_EVERY);
             while !stop.is_cancelled() {
                 tick.tick().await;
-                publisher.publish(&http, &probe.event(1)).await?;
+                for (g, publisher) in publishers.iter().enumerate() {
+                    let waiting = arrived[g * CHURN_GROUP..]
+                        .iter()
+                        .take(CHURN_GROUP)
+                        .any(|at| at.load(Ordering::Relaxed) == 0);
+                    if started[g].load(Ordering::Relaxed) && waiting {
+                        publisher.publish(&http, &probe.event(1)).await?;
+                    }
+                }
             }
             Ok::<_, super::clients::PublishError>(())
         })
     };
 
     println!("[bench] churn: {} users going online", users.len());
-    let start_us = probe.now_us();
-    let opened = open_many(0..users.len(), SET_UP_CONCURRENCY, PATIENCE, |i| {
-        let token = &tokens[i];
-        async move {
-            let client = HubClient::connect_from(
-                &bench.http,
-                bench.api.base(),
-                token,
-                PATIENCE,
-                bench.source(i),
-            )
-            .await?;
-            Ok(Receiver::Hub(client))
-        }
-    })
-    .await
-    .map_err(anyhow::Error::msg)?;
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    for (i, receiver) in opened {
-        let arrived = arrived.clone();
-        let first = move |at: u64| {
-            let _ = arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
-        };
-        tracker.spawn(receiver.run(i, probe.clone(), stop.clone(), first));
+    let start_us = probe.now_us();
+    // Each connection reads from the moment it is open: a user counts as online at its first
+    // event, not when the last user has connected.
+    let failures: Vec<String> = futures::stream::iter(0..users.len())
+        .map(|i| {
+            let (token, source) = (&tokens[i], bench.source(i));
+            let (tracker, probe, stop) = (&tracker, &probe, &stop);
+            let (started, arrived) = (&started, &arrived);
+            async move {
+                started[i / CHURN_GROUP].store(true, Ordering::Relaxed);
+                let connect =
+                    HubClient::connect_from(&bench.http, bench.api.base(), token, PATIENCE, source);
+                let client = match tokio::time::timeout(PATIENCE, connect).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(err)) => {
+                        return Err(format!("{err}: {:?}", std::error::Error::source(&err)))
+                    }
+                    Err(_) => return Err("timed out".to_owned()),
+                };
+                let arrived = arrived.clone();
+                let first = move |at: u64| {
+                    let _ =
+                        arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+                };
+                tracker.spawn(Receiver::Hub(client).run(i, probe.clone(), stop.clone(), first));
+                Ok(())
+            }
+        })
+        .buffer_unordered(SET_UP_CONCURRENCY)
+        .filter_map(|result| async move { result.err() })
+        .collect()
+        .await;
+    if let Some(first) = failures.first() {
+        probing.cancel();
+        stop.cancel();
+        bail!(
+            "login churn: {} of {} connections failed, e.g. {first}",
+            failures.len(),
+            users.len()
+        );
     }
     let waited = tokio::time::timeout(PATIENCE, async {
         while arrived.iter().any(|at| at.load(Ordering::Relaxed) == 0) {

@@ -106,14 +106,18 @@ pub struct Bench {
     pub sender_id: String,
     /// The channel of the first fan-out users and the sender.
     pub fanout_room: String,
-    /// The channel of the churn users and the sender.
-    pub churn_room: String,
+    /// The channels of the churn users, [`CHURN_GROUP`] users each, with the sender.
+    pub churn_rooms: Vec<String>,
     /// The gateway nodes sharing Redis, each with its process id.
     pub nodes: Vec<(GatewayApi, u32)>,
 }
 
 /// Users created or connected at once during set-up.
 pub const SET_UP_CONCURRENCY: usize = 64;
+
+/// Churn users per channel. The churn posts only to the channels of users still coming
+/// online, so its probe events do not become a fan-out to everyone already online.
+pub const CHURN_GROUP: usize = SET_UP_CONCURRENCY;
 
 impl Bench {
     /// Creates the users (through the gateway, as a host back end would) and the fan-out
@@ -197,7 +201,13 @@ impl Bench {
         let per_user = config.connections / config.users;
         let fanout_users = &users[..config.fanout_connections.div_ceil(per_user)];
         let fanout_room = channel(format!("b{tag}-fanout"), fanout_users).await?;
-        let churn_room = channel(format!("b{tag}-churn"), &churn_users).await?;
+        let churn_rooms = futures::future::try_join_all(
+            churn_users
+                .chunks(CHURN_GROUP)
+                .enumerate()
+                .map(|(g, members)| channel(format!("b{tag}-churn{g}"), members)),
+        )
+        .await?;
         Ok(Self {
             config,
             api,
@@ -207,7 +217,7 @@ impl Bench {
             sender,
             sender_id,
             fanout_room,
-            churn_room,
+            churn_rooms,
             nodes,
         })
     }
