@@ -1,7 +1,8 @@
 //! The bookkeeping of local subscribers per user, shared by every `EventPublisher` adapter:
 //! an in-process publisher is just this, a backplane adapter feeds it from the wire.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -17,7 +18,35 @@ struct Subscriber {
     lagged: Arc<AtomicBool>,
 }
 
-type Registry = Mutex<HashMap<UserId, Vec<Subscriber>>>;
+/// Room messages remembered per user to drop repeats.
+const RECENT_MESSAGES: usize = 64;
+
+/// One user's local subscribers, and the room messages they were handed last.
+#[derive(Default)]
+struct Feed {
+    subscribers: Vec<Subscriber>,
+    /// Digests of (message id, edit time), oldest first. A publish that timed out may still
+    /// have gone through, and its retry then repeats it; a takeover of the upstream by
+    /// another node may repeat the last messages too. A scan of a few dozen integers is
+    /// cheaper than a set, and empty until the first message.
+    recent: VecDeque<u64>,
+}
+
+impl Feed {
+    /// Whether the message of `digest` is new to this user's connections; remembers it.
+    fn first_time(&mut self, digest: u64) -> bool {
+        if self.recent.contains(&digest) {
+            return false;
+        }
+        if self.recent.len() == RECENT_MESSAGES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(digest);
+        true
+    }
+}
+
+type Registry = Mutex<HashMap<UserId, Feed>>;
 
 /// Local subscribers per user, each with a bounded buffer.
 ///
@@ -27,6 +56,7 @@ pub struct LocalFanout {
     registry: Arc<Registry>,
     capacity: usize,
     next_id: AtomicU64,
+    hasher: RandomState,
 }
 
 /// Removes its subscriber from the registry when the subscription is dropped.
@@ -45,10 +75,10 @@ impl Drop for Registration {
     }
 }
 
-fn remove_subscriber(map: &mut HashMap<UserId, Vec<Subscriber>>, user: &UserId, id: u64) {
-    if let Some(list) = map.get_mut(user) {
-        list.retain(|s| s.id != id);
-        if list.is_empty() {
+fn remove_subscriber(map: &mut HashMap<UserId, Feed>, user: &UserId, id: u64) {
+    if let Some(feed) = map.get_mut(user) {
+        feed.subscribers.retain(|s| s.id != id);
+        if feed.subscribers.is_empty() {
             map.remove(user);
         }
     }
@@ -61,6 +91,7 @@ impl LocalFanout {
             registry: Arc::default(),
             capacity: capacity.max(1),
             next_id: AtomicU64::new(1),
+            hasher: RandomState::new(),
         }
     }
 
@@ -72,6 +103,7 @@ impl LocalFanout {
         self.lock()
             .entry(user.clone())
             .or_default()
+            .subscribers
             .push(Subscriber {
                 id,
                 events: tx,
@@ -85,17 +117,24 @@ impl LocalFanout {
         EventSubscription::new(rx, lagged, Box::new(registration))
     }
 
-    /// Hands `event` to every local subscriber of `user` without waiting; returns how many got it.
+    /// Hands `event` to every local subscriber of `user` without waiting; returns how many
+    /// have it. A room message these subscribers were handed already (same id, same edit) is
+    /// not handed again, so that each connection gets it once.
     ///
     /// A subscriber whose buffer is full is cut off: a connection that stops reading must not
     /// hold memory without bound nor delay the user's other connections.
     pub fn deliver(&self, user: &UserId, event: Arc<UserEvent>) -> usize {
         let mut map = self.lock();
-        let Some(list) = map.get_mut(user) else {
+        let Some(feed) = map.get_mut(user) else {
             return 0;
         };
+        if let UserEvent::RoomMessage { message } = &*event {
+            if !feed.first_time(self.hasher.hash_one((&message.id, message.edited_at))) {
+                return feed.subscribers.len();
+            }
+        }
         let mut delivered = 0;
-        list.retain(
+        feed.subscribers.retain(
             |subscriber| match subscriber.events.try_send(event.clone()) {
                 Ok(()) => {
                     delivered += 1;
@@ -109,7 +148,7 @@ impl LocalFanout {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             },
         );
-        if list.is_empty() {
+        if feed.subscribers.is_empty() {
             map.remove(user);
         }
         delivered
@@ -117,7 +156,9 @@ impl LocalFanout {
 
     /// How many local subscribers `user` has.
     pub fn subscriber_count(&self, user: &UserId) -> usize {
-        self.lock().get(user).map_or(0, Vec::len)
+        self.lock()
+            .get(user)
+            .map_or(0, |feed| feed.subscribers.len())
     }
 
     /// How many users have at least one local subscriber.
@@ -130,7 +171,7 @@ impl LocalFanout {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Subscriber>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Feed>> {
         // A panic while holding this lock leaves the map consistent (every edit is one call),
         // so a poisoned lock is still safe to use.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)

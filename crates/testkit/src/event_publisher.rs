@@ -7,8 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::DateTime;
+use imgate_domain::model::{Message, Sender};
 use imgate_domain::ports::{EventPublisher, EventSubscription};
-use imgate_domain::{RoomId, UserEvent};
+use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 
 use crate::{user, within};
 
@@ -21,6 +23,27 @@ pub fn typing(n: usize) -> UserEvent {
         room_id: RoomId::parse("room").expect("valid id"),
         username: format!("user-{n}"),
         typing: n.is_multiple_of(2),
+    }
+}
+
+/// A room message with `id`, edited at `edited_s` (Unix seconds) if given.
+pub fn room_message(id: &str, edited_s: Option<i64>) -> UserEvent {
+    UserEvent::RoomMessage {
+        message: Box::new(Message {
+            id: MessageId::parse(id).expect("valid id"),
+            room_id: RoomId::parse("room").expect("valid id"),
+            sender: Sender {
+                id: UserId::parse("bob").expect("valid id"),
+                username: "bob".into(),
+                name: "Bob".into(),
+            },
+            text: format!("text of {id}"),
+            created_at: DateTime::from_timestamp(1_700_000_000, 0).expect("valid time"),
+            edited_at: edited_s.map(|s| DateTime::from_timestamp(s, 0).expect("valid time")),
+            thread_id: None,
+            system: None,
+            file: None,
+        }),
     }
 }
 
@@ -42,6 +65,8 @@ where
     a_dropped_subscription_receives_nothing_more(&*a, &*b).await;
     let (a, b) = make(SUITE_BUFFER).await;
     a_subscriber_that_does_not_read_is_cut_off_alone(&*a, &*b).await;
+    let (a, b) = make(SUITE_BUFFER).await;
+    a_room_message_published_again_reaches_each_connection_once(&*a, &*b).await;
 }
 
 async fn next(sub: &mut EventSubscription, what: &str) -> UserEvent {
@@ -141,4 +166,36 @@ async fn a_subscriber_that_does_not_read_is_cut_off_alone(
     assert!(buffered <= SUITE_BUFFER, "buffered {buffered} events");
     assert!(stalled.lagged(), "the cut-off feed must say it lagged");
     assert!(!reader.lagged());
+}
+
+/// A publish that timed out may have gone through, and its retry then repeats it; an edit of
+/// the message is news.
+async fn a_room_message_published_again_reaches_each_connection_once(
+    a: &dyn EventPublisher,
+    b: &dyn EventPublisher,
+) {
+    let mut near = a.subscribe(&user("alice")).await.unwrap();
+    let mut far = b.subscribe(&user("alice")).await.unwrap();
+    a.publish(&user("alice"), &room_message("m1", None))
+        .await
+        .unwrap();
+    b.publish(&user("alice"), &room_message("m1", None))
+        .await
+        .unwrap();
+    a.publish(&user("alice"), &room_message("m1", Some(1_700_000_100)))
+        .await
+        .unwrap();
+    a.publish(&user("alice"), &room_message("m1", None))
+        .await
+        .unwrap();
+    // A marker published last: a repeat would come before it.
+    a.publish(&user("alice"), &typing(1)).await.unwrap();
+    for (sub, name) in [(&mut near, "near"), (&mut far, "far")] {
+        assert_eq!(next(sub, name).await, room_message("m1", None));
+        assert_eq!(
+            next(sub, name).await,
+            room_message("m1", Some(1_700_000_100))
+        );
+        assert_eq!(next(sub, name).await, typing(1));
+    }
 }

@@ -59,6 +59,8 @@ impl EventSubscription {
 /// - An event published to a user reaches every current subscription of that user once,
 ///   in publication order, wherever the subscriber lives (one process, or any node sharing
 ///   the backplane); other users' subscriptions get nothing.
+/// - A room message published again (same id, same edit time; say, the retry of a publish
+///   that timed out but went through) reaches each subscription once.
 /// - Publishing to a user with no subscription is `Ok(())` and is dropped.
 /// - A subscription dropped before an event is published does not receive it.
 /// - A subscriber whose buffer is full is cut off (its feed ends with `lagged() == true`)
