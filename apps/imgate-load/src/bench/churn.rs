@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use futures::StreamExt;
 
 use super::clients::{Publisher, Receiver};
 use super::probe::Probe;

@@ -301,15 +301,6 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
             }
         }
     }
-    if config.scenarios.contains(&Scenario::Nodes) {
-        let fanout = nodes::run(bench).await.context("fan-out over two nodes")?;
-        say(report::fanout(
-            nodes::NAME,
-            &fanout,
-            config.p99_bound,
-            load().await,
-        ));
-    }
     if config.scenarios.contains(&Scenario::Churn) {
         let churn = churn::run(bench).await.context("login churn")?;
         say(report::churn(&churn, load().await));
@@ -319,6 +310,16 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
         say(report::rest(
             &overheads,
             config.rest_in_flight,
+            load().await,
+        ));
+    }
+    // Last: three gateway processes at saturation leave the machine busy for a while after.
+    if config.scenarios.contains(&Scenario::Nodes) {
+        let fanout = nodes::run(bench).await.context("fan-out over two nodes")?;
+        say(report::fanout(
+            nodes::NAME,
+            &fanout,
+            config.p99_bound,
             load().await,
         ));
     }
