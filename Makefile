@@ -21,7 +21,7 @@ fmt:
 
 # Benchmarks against release builds, next to a plain WebSocket server and a Socket.IO server;
 # each run appends its figures to docs/benchmarks.md. Not part of CI. `bench` takes about
-# 15 minutes, `bench-full` holds 100 000 connections, `bench-smoke` checks the tool in seconds.
+# 10 minutes, `bench-full` holds 100 000 connections, `bench-smoke` checks the tool in seconds.
 bench:
 	bash scripts/bench.sh
 

@@ -7,7 +7,7 @@
 # by `imgate-load bench`. Each scenario prints one line; the lines are
 # appended to BENCH_REPORT (default docs/benchmarks.md; empty = write nothing).
 #
-# BENCH_SIZE=small (default, about 15 minutes) or full (100 000 idle connections).
+# BENCH_SIZE=small (default, about 10 minutes) or full (100 000 idle connections).
 # BENCH_GATEWAY_BIN runs another build of the gateway (e.g. an older commit's, to compare);
 # BENCH_PEERS=no leaves the limit and Socket.IO servers out.
 # Arguments go to `imgate-load bench` (see its --help), e.g. `bash scripts/bench.sh
