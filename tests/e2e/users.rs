@@ -40,11 +40,11 @@ async fn users_are_upserted_idempotently_read_and_deleted(provider: Provider) {
     let (status, read) = gw
         .send(gw.get("/api/v1/users/dave-1").header("X-Api-Key", API_KEY))
         .await;
-    assert_eq!((status, read["name"].clone()), (200, json!("Dave")));
-    // The Rocket.Chat-compatible server does not give the nickname back on users.info.
-    if provider == Provider::Matrix {
-        assert_eq!(read["username"], "dave", "{read}");
-    }
+    assert_eq!(
+        (status, read["name"].clone(), read["username"].clone()),
+        (200, json!("Dave"), json!("dave")),
+        "{read}"
+    );
 
     let (status, _) = gw
         .send(

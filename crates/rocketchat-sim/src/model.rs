@@ -61,6 +61,8 @@ pub struct User {
     pub utc_offset: i64,
     pub custom_fields: Option<Value>,
     pub require_password_change: bool,
+    /// Set by `users.create`/`users.update`; absent when empty, as Meteor unsets it.
+    pub nickname: Option<String>,
 }
 
 impl User {
@@ -109,6 +111,9 @@ impl User {
         if self.require_password_change {
             me.insert("requirePasswordChange".into(), json!(true));
         }
+        if let Some(nickname) = &self.nickname {
+            me.insert("nickname".into(), json!(nickname));
+        }
         if let Some(cf) = &self.custom_fields {
             me.insert("customFields".into(), cf.clone());
         }
@@ -131,6 +136,9 @@ impl User {
         if self.require_password_change {
             u["requirePasswordChange"] = json!(true);
         }
+        if let Some(nickname) = &self.nickname {
+            u["nickname"] = json!(nickname);
+        }
         u
     }
 
@@ -140,6 +148,10 @@ impl User {
             "_id": self.id, "username": self.username, "name": self.name, "type": self.user_type,
             "status": self.status, "active": self.active, "utcOffset": self.utc_offset,
         });
+        // `nickname` is one of users.info's default fields, shown to every caller.
+        if let Some(nickname) = &self.nickname {
+            u["nickname"] = json!(nickname);
+        }
         if full {
             u["roles"] = json!(self.roles);
             u["emails"] = self.emails_json();

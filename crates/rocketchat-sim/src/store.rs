@@ -38,6 +38,7 @@ pub struct NewUser {
     pub join_default_channels: bool,
     pub require_password_change: bool,
     pub custom_fields: Option<Value>,
+    pub nickname: Option<String>,
 }
 
 /// Input of `channels.create` / `groups.create`.
@@ -422,6 +423,7 @@ impl Store {
             utc_offset: 0,
             custom_fields: new.custom_fields,
             require_password_change: new.require_password_change,
+            nickname: new.nickname.filter(|n| !n.trim().is_empty()),
         };
         self.by_username
             .insert(new.username.to_lowercase(), id.clone());
@@ -562,6 +564,9 @@ impl Store {
         }
         if let Some(b) = data.get("requirePasswordChange").and_then(Value::as_bool) {
             user.require_password_change = b;
+        }
+        if let Some(Value::String(nickname)) = data.get("nickname") {
+            user.nickname = Some(nickname.trim().to_owned()).filter(|n| !n.is_empty());
         }
         user.updated_at = now;
         let new_username = user.username.clone();

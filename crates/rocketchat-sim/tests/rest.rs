@@ -252,7 +252,7 @@ async fn users_update_info_set_active_and_delete() {
     let (status, body) = admin
         .post(
             "users.update",
-            json!({"userId": bob.id, "data": {"name": "Robert"}}),
+            json!({"userId": bob.id, "data": {"name": "Robert", "nickname": "Bobby"}}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -260,6 +260,8 @@ async fn users_update_info_set_active_and_delete() {
     let (status, body) = admin.get(&format!("users.info?userId={}", bob.id)).await;
     assert_eq!(status, 200);
     assert_eq!(body["user"]["username"], "bob");
+    // One of users.info's default fields, as the nickname of users.update gave it.
+    assert_eq!(body["user"]["nickname"], "Bobby");
     assert!(body["user"].get("services").is_none());
     let (status, body) = admin.get("users.info?username=nobody").await;
     assert_eq!(

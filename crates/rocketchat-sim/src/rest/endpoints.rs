@@ -381,6 +381,11 @@ fn users_create(st: &mut Store, call: &Call) -> Result<Reply, ApiError> {
         join_default_channels: call.flag("joinDefaultChannels").unwrap_or(true),
         require_password_change: call.flag("requirePasswordChange").unwrap_or(false),
         custom_fields: call.body.get("customFields").cloned(),
+        nickname: call
+            .body
+            .get("nickname")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     };
     let uid = st.create_user(new, Some(call.me()?))?;
     Ok(Reply::Ok(
