@@ -3,7 +3,8 @@
 # `rocketchat-sim` on loopback, driven by `imgate-load soak` for SOAK_SECONDS (default 600)
 # with churn of connections and users, while the gateway's RSS and descriptors are sampled
 # each minute. The results replace the "## Soak" section of SOAK_REPORT (default
-# docs/reliability.md; empty = write nothing). Arguments go to `imgate-load soak` (see its
+# docs/reliability.md; empty = write nothing). SOAK_GATEWAY_BIN runs another build of the
+# gateway (e.g. one on the system allocator, for heaptrack). Arguments go to `imgate-load soak` (see its
 # --help), e.g. `bash scripts/soak.sh --connections 200`. Logs stay in a temporary folder,
 # named at the end.
 set -euo pipefail
@@ -23,7 +24,7 @@ name=soak
 source scripts/lib/loopback.sh
 grace_s=2
 start_sim
-start_gateway "$bin/imgate" IMGATE__REALTIME__GRACE_S="$grace_s"
+start_gateway "${SOAK_GATEWAY_BIN:-$bin/imgate}" IMGATE__REALTIME__GRACE_S="$grace_s"
 
 commit="$(git rev-parse --short HEAD)"
 if ! git diff --quiet HEAD -- . ':(exclude)docs/reliability.md'; then

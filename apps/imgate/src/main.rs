@@ -12,6 +12,7 @@ use imgate::settings::Settings;
 // live heap and kept it at its peak after the load ended. jemalloc keeps RSS flat under that
 // churn, costs no more per connection than glibc, and fans out fastest of the three tried
 // (docs/reliability.md, "Memory under churn"; docs/benchmarks.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
