@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::clients::{Publisher, Receiver};
+use super::clients::{open_many, Publisher, Receiver};
 use super::probe::Probe;
 use super::{Bench, CHURN_GROUP, SET_UP_CONCURRENCY};
 use crate::signalr::HubClient;
@@ -94,43 +93,28 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Churn> {
     let start_us = probe.now_us();
     // Each connection reads from the moment it is open: a user counts as online at its first
     // event, not when the last user has connected.
-    let failures: Vec<String> = futures::stream::iter(0..users.len())
-        .map(|i| {
-            let (token, source) = (&tokens[i], bench.source(i));
-            let (tracker, probe, stop) = (&tracker, &probe, &stop);
-            let (started, arrived) = (&started, &arrived);
-            async move {
-                started[i / CHURN_GROUP].store(true, Ordering::Relaxed);
-                let connect =
-                    HubClient::connect_from(&bench.http, bench.api.base(), token, PATIENCE, source);
-                let client = match tokio::time::timeout(PATIENCE, connect).await {
-                    Ok(Ok(client)) => client,
-                    Ok(Err(err)) => {
-                        return Err(format!("{err}: {:?}", std::error::Error::source(&err)))
-                    }
-                    Err(_) => return Err("timed out".to_owned()),
-                };
-                let arrived = arrived.clone();
-                let first = move |at: u64| {
-                    let _ =
-                        arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
-                };
-                tracker.spawn(Receiver::Hub(client).run(i, probe.clone(), stop.clone(), first));
-                Ok(())
-            }
-        })
-        .buffer_unordered(SET_UP_CONCURRENCY)
-        .filter_map(|result| async move { result.err() })
-        .collect()
-        .await;
-    if let Some(first) = failures.first() {
+    let opened = open_many(0..users.len(), SET_UP_CONCURRENCY, PATIENCE, |i| {
+        let (token, source) = (&tokens[i], bench.source(i));
+        let (tracker, probe, stop) = (&tracker, &probe, &stop);
+        let (started, arrived) = (&started, &arrived);
+        async move {
+            started[i / CHURN_GROUP].store(true, Ordering::Relaxed);
+            let client =
+                HubClient::connect_from(&bench.http, bench.api.base(), token, PATIENCE, source)
+                    .await?;
+            let arrived = arrived.clone();
+            let first = move |at: u64| {
+                let _ = arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+            };
+            tracker.spawn(Receiver::Hub(client).run(i, probe.clone(), stop.clone(), first));
+            Ok(())
+        }
+    })
+    .await;
+    if let Err(failed) = opened {
         probing.cancel();
         stop.cancel();
-        bail!(
-            "login churn: {} of {} connections failed, e.g. {first}",
-            failures.len(),
-            users.len()
-        );
+        bail!(failed);
     }
     let waited = tokio::time::timeout(PATIENCE, async {
         while arrived.iter().any(|at| at.load(Ordering::Relaxed) == 0) {

@@ -241,22 +241,22 @@ impl Drop for Publisher {
 
 /// Opens a connection with `open(i)` for each `i` of `range`, `concurrency` at a time, each
 /// within `timeout`; any failure ends the set-up with their count and the first one's text.
-pub async fn open_many<F, Fut>(
+pub async fn open_many<T, F, Fut>(
     range: std::ops::Range<usize>,
     concurrency: usize,
     timeout: Duration,
     open: F,
-) -> Result<Vec<(usize, Receiver)>, String>
+) -> Result<Vec<(usize, T)>, String>
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<Receiver, OpenError>>,
+    Fut: std::future::Future<Output = Result<T, OpenError>>,
 {
     let results: Vec<_> = futures::stream::iter(range)
         .map(|i| {
             let attempt = open(i);
             async move {
                 match tokio::time::timeout(timeout, attempt).await {
-                    Ok(Ok(receiver)) => Ok((i, receiver)),
+                    Ok(Ok(opened)) => Ok((i, opened)),
                     Ok(Err(err)) => Err(format!("{err}: {:?}", std::error::Error::source(&err))),
                     Err(_) => Err(OpenError::Timeout.to_string()),
                 }
