@@ -250,15 +250,11 @@ fn non_empty_str(object: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// A server → client message. Only spec fields are written: pysignalr refuses unknown keys.
+///
+/// Pushed events (type 1 without an invocation id) are written by
+/// [`crate::backend::event_frame`], straight from the domain types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
-    /// Type 1 without an invocation id: a pushed event.
-    Invocation {
-        /// The client method, exact casing (Python clients match case-sensitively).
-        target: &'static str,
-        /// The arguments.
-        arguments: Vec<Value>,
-    },
     /// Type 3: the one answer to an invocation.
     Completion {
         /// The invocation being answered.
@@ -281,9 +277,6 @@ impl Outgoing {
     /// Serializes and frames the message.
     pub fn encode(&self) -> String {
         let value = match self {
-            Self::Invocation { target, arguments } => {
-                json!({ "type": 1, "target": target, "arguments": arguments })
-            }
             Self::Completion {
                 invocation_id,
                 outcome,
@@ -490,13 +483,6 @@ mod tests {
             assert!(text.ends_with(RS));
             serde_json::from_str(text.trim_end_matches(RS)).unwrap()
         };
-        assert_eq!(
-            decode_out(Outgoing::Invocation {
-                target: "typing",
-                arguments: vec![json!({"roomId": "r"})]
-            }),
-            json!({"type": 1, "target": "typing", "arguments": [{"roomId": "r"}]})
-        );
         assert_eq!(
             decode_out(Outgoing::Completion {
                 invocation_id: "1".into(),
