@@ -25,7 +25,7 @@ const RECENT_MESSAGES: usize = 64;
 #[derive(Default)]
 struct Feed {
     subscribers: Vec<Subscriber>,
-    /// Digests of (message id, edit time), oldest first. A publish that timed out may still
+    /// Digests of [`crate::model::Message::revision`], oldest first. A publish that timed out may still
     /// have gone through, and its retry then repeats it; a takeover of the upstream by
     /// another node may repeat the last messages too. A scan of a few dozen integers is
     /// cheaper than a set, and empty until the first message.
@@ -129,7 +129,7 @@ impl LocalFanout {
             return 0;
         };
         if let UserEvent::RoomMessage { message } = &*event {
-            if !feed.first_time(self.hasher.hash_one((&message.id, message.edited_at))) {
+            if !feed.first_time(self.hasher.hash_one(message.revision())) {
                 return feed.subscribers.len();
             }
         }

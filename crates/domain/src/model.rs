@@ -150,6 +150,14 @@ pub struct Message {
     pub file: Option<FileRef>,
 }
 
+impl Message {
+    /// What makes two copies of a message the same delivery: its id and its last edit. An
+    /// edit is news; the same revision again is a repeat.
+    pub fn revision(&self) -> (&MessageId, Option<DateTime<Utc>>) {
+        (&self.id, self.edited_at)
+    }
+}
+
 /// A new room as the caller asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoom {

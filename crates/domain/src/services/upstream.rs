@@ -337,7 +337,7 @@ struct Seen {
 
 impl Seen {
     fn digest(&self, message: &Message) -> u64 {
-        self.hasher.hash_one((&message.id, message.edited_at))
+        self.hasher.hash_one(message.revision())
     }
 
     /// Forgets `message`, so it counts as new again (it was never delivered after all).
