@@ -71,7 +71,7 @@ if [ "$with_nodes" = yes ]; then
   for node in a b; do
     start_gateway --log "imgate-node-$node" "${BENCH_GATEWAY_BIN:-$bin/imgate}" \
       IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 IMGATE__REALTIME__GRACE_S="$grace_s" \
-      IMGATE__CACHE__KIND=redis IMGATE__PUSH__KIND=redis \
+      IMGATE__CACHE__KIND=redis IMGATE__PUSH__KIND=redis IMGATE__HUB__ROUTE="$node" \
       IMGATE__REDIS__URL=redis://127.0.0.1:6379 IMGATE__REDIS__PREFIX="$redis_prefix"
     node_args+=(--node "$base,$gateway_pid")
     node_pids+=("$gateway_pid")

@@ -151,12 +151,31 @@ impl HubClient {
         timeout: Duration,
         source: Option<IpAddr>,
     ) -> Result<Self, HubClientError> {
+        Self::connect_routed(http, base, &[], token, timeout, source).await
+    }
+
+    /// [`Self::connect_from`], with the transport opened where a proxy routing by connection
+    /// id would send it: to the base of `routes` whose route starts the id (`b.Xy3...`), else
+    /// to `base`, which negotiated.
+    pub async fn connect_routed(
+        http: &reqwest::Client,
+        base: &str,
+        routes: &[(String, String)],
+        token: &str,
+        timeout: Duration,
+        source: Option<IpAddr>,
+    ) -> Result<Self, HubClientError> {
         let deadline = Instant::now() + timeout;
         let base = base.trim_end_matches('/');
         let negotiated = tokio::time::timeout_at(deadline, negotiate(http, base, token))
             .await
             .map_err(|_| HubClientError::Timeout("negotiate"))??;
-        let url = transport_url(base, &negotiated.connection_token, token)?;
+        let transport_base = negotiated
+            .connection_token
+            .split_once('.')
+            .and_then(|(route, _)| routes.iter().find(|(name, _)| name == route))
+            .map_or(base, |(_, routed)| routed.trim_end_matches('/'));
+        let url = transport_url(transport_base, &negotiated.connection_token, token)?;
         let socket = tokio::time::timeout_at(deadline, crate::ws::open(&url, source))
             .await
             .map_err(|_| HubClientError::Timeout("websocket connect"))?

@@ -23,9 +23,9 @@ pub struct Settings {
     /// The chat provider.
     pub provider: ProviderSettings,
     /// Where provider sessions are cached.
-    pub cache: BackendChoice,
+    pub cache: CacheSettings,
     /// How events reach connections.
-    pub push: PushSettings,
+    pub push: BackendChoice,
     /// Redis, when `cache.kind` or `push.kind` is `redis`.
     pub redis: imgate_redis::RedisConfig,
     /// Realtime mode.
@@ -124,22 +124,23 @@ pub struct ProviderSettings {
     pub namespace: String,
 }
 
+/// `[cache]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// `memory` or `redis`.
+    pub kind: String,
+    /// With `redis`: how long a node keeps the sessions it uses in its own memory too, so they
+    /// keep working while Redis is down; 0 keeps none.
+    pub local_ttl_s: u64,
+}
+
 /// A section that only chooses an implementation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendChoice {
     /// `memory` or `redis`.
     pub kind: String,
-}
-
-/// `[push]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushSettings {
-    /// `memory` or `redis`.
-    pub kind: String,
-    /// Events buffered per connection before a slow one is cut off.
-    pub connection_buffer: usize,
 }
 
 /// `[realtime]`
@@ -397,8 +398,11 @@ impl Settings {
                 ));
             }
         }
-        if self.push.connection_buffer == 0 {
-            problems.push(problem("push.connection_buffer", "must be at least 1"));
+        if !self.hub.route_valid() {
+            problems.push(problem(
+                "hub.route",
+                "must be at most 32 characters of a-z, 0-9 and '-'",
+            ));
         }
         if self.realtime.upstream_ping_s == 0 {
             problems.push(problem("realtime.upstream_ping_s", "must be at least 1"));

@@ -10,7 +10,7 @@ use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{
-    DeploymentCheck, EventPublisher, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
+    Backplane, DeploymentCheck, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
 };
 use imgate_domain::services::{
     AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
@@ -22,12 +22,14 @@ use imgate_http::client_addr::TrustedProxies;
 use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_matrix::{MatrixConfig, MatrixProvider};
-use imgate_memory::{MemoryEventPublisher, MemoryLease, MemoryPasswordStore, MemoryTokenCache};
+use imgate_memory::{
+    MemoryBackplane, MemoryLease, MemoryPasswordStore, MemoryTokenCache, TieredTokenCache,
+};
 use imgate_redis::{
-    RedisEventPublisher, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
+    RedisBackplane, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
 };
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
-use imgate_signalr::{DomainBackend, Hub};
+use imgate_signalr::{DomainBackend, Hub, HubLifetimeManager};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rocketchat_sim::{Sim, SimConfig};
 use secrecy::ExposeSecret;
@@ -89,11 +91,13 @@ const HUB_SHUTDOWN: Duration = Duration::from_secs(10);
 /// How long shutdown waits for upstreams to close and their leases to be released.
 const UPSTREAM_SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// This process's id among the nodes sharing leases: host name (when set) and a random part.
-fn node_id() -> String {
+/// This process's id among the nodes sharing leases: its hub route (when set), host name
+/// (when set) and a random part.
+fn node_id(route: &str) -> String {
     use rand::distr::{Alphanumeric, SampleString};
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "imgate".into());
-    format!("{host}-{}", Alphanumeric.sample_string(&mut rand::rng(), 8))
+    let unique = format!("{host}-{}", Alphanumeric.sample_string(&mut rand::rng(), 8));
+    imgate_signalr::node_id(route, &unique)
 }
 
 async fn shutdown_signal() {
@@ -319,7 +323,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
     );
     let parts = provider_parts(&settings).await?;
     let (provider, provider_health) = provider_adapter(&settings, &parts.url).await?;
-    let redis = redis_parts(&settings).await?;
+    let node = node_id(&settings.hub.route);
+    let redis = redis_parts(&settings, &node).await?;
     let cache: Arc<dyn TokenCache> = match &redis.cache {
         Some(cache) => cache.clone(),
         None => Arc::new(MemoryTokenCache::default()),
@@ -345,22 +350,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
                 user_role: settings.provider.mirrored_user_role.clone(),
             }),
     );
-    let publisher: Arc<dyn EventPublisher> = match &redis.publisher {
-        Some(publisher) => publisher.clone(),
-        None => Arc::new(MemoryEventPublisher::new(settings.push.connection_buffer)),
+    let backplane: Arc<dyn Backplane> = match &redis.backplane {
+        Some(backplane) => backplane.clone(),
+        None => Arc::new(MemoryBackplane::new()),
     };
+    // The node's hub connections: where the upstreams send users' events, whether or not
+    // this node serves the hub itself.
+    let connections = HubLifetimeManager::new(backplane);
     let ownership = Ownership {
         lease: match &redis.lease {
             Some(lease) => lease.clone(),
             None => Arc::new(MemoryLease::default()),
         },
-        node: node_id(),
+        node,
         ttl: Duration::from_secs(settings.realtime.lease_ttl_s),
     };
     let upstreams = UpstreamService::new(
         provider.clone(),
         sessions.clone(),
-        publisher.clone(),
+        connections.clone(),
         ownership,
         Duration::from_secs(settings.realtime.grace_s),
     );
@@ -400,7 +408,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             .extend(settings.server.cors_origins.iter().cloned());
         Hub::new(
             config,
-            publisher.clone(),
+            connections.clone(),
             Arc::new(DomainBackend::new(chat.clone(), upstreams.clone())),
         )
     });
@@ -492,23 +500,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
     })
 }
 
+/// Sessions a node keeps in its own memory in front of Redis, at most: the users online on
+/// one node, with room to spare.
+const LOCAL_SESSIONS: u64 = 200_000;
+
 /// The Redis adapters the settings ask for; `None` where memory serves.
 struct RedisParts {
     cache: Option<Arc<dyn TokenCache>>,
     // Beside the sessions: a node that shares them must log users in with the same passwords.
     passwords: Option<Arc<dyn PasswordStore>>,
-    publisher: Option<Arc<dyn EventPublisher>>,
+    backplane: Option<Arc<dyn Backplane>>,
     // Several nodes share Redis for push; then they must share leases too.
     lease: Option<Arc<dyn Lease>>,
     health: Option<Arc<dyn HealthCheck>>,
 }
 
-async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
+async fn redis_parts(settings: &Settings, node: &str) -> anyhow::Result<RedisParts> {
     let config = &settings.redis;
     let mut parts = RedisParts {
         cache: None,
         passwords: None,
-        publisher: None,
+        backplane: None,
         lease: None,
         health: None,
     };
@@ -524,18 +536,26 @@ async fn redis_parts(settings: &Settings) -> anyhow::Result<RedisParts> {
             .context("redis.url: setting up the token cache")?;
         // The check pings the cache's own connection, so it reports what requests meet.
         health = Some(cache.health_check());
-        parts.cache = Some(Arc::new(cache));
+        parts.cache = Some(if settings.cache.local_ttl_s == 0 {
+            Arc::new(cache)
+        } else {
+            Arc::new(TieredTokenCache::new(
+                Arc::new(cache),
+                LOCAL_SESSIONS,
+                Duration::from_secs(settings.cache.local_ttl_s),
+            ))
+        });
         let passwords = RedisPasswordStore::connect(config)
             .await
             .context("redis.url: setting up the password store")?;
         parts.passwords = Some(Arc::new(passwords));
     }
     if settings.push.kind == "redis" {
-        let publisher = RedisEventPublisher::connect(config, settings.push.connection_buffer)
+        let backplane = RedisBackplane::connect(config, node)
             .await
-            .context("redis.url: setting up the event backplane")?;
-        health.get_or_insert_with(|| publisher.health_check());
-        parts.publisher = Some(Arc::new(publisher));
+            .context("redis.url: setting up the backplane")?;
+        health.get_or_insert_with(|| backplane.health_check());
+        parts.backplane = Some(Arc::new(backplane));
         let lease = RedisLease::connect(config)
             .await
             .context("redis.url: setting up the lease store")?;

@@ -54,7 +54,7 @@ struct Node {
 }
 
 impl Node {
-    async fn start(sim: &Sim, prefix: &str, config_dir: &Path) -> Node {
+    async fn start(sim: &Sim, prefix: &str, config_dir: &Path, route: &str) -> Node {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_imgate"));
         command.arg("--config-dir").arg(config_dir);
@@ -77,6 +77,7 @@ impl Node {
             .env("IMGATE__PUSH__KIND", "redis")
             .env("IMGATE__REDIS__URL", redis_url())
             .env("IMGATE__REDIS__PREFIX", prefix)
+            .env("IMGATE__HUB__ROUTE", route)
             .env("IMGATE__REALTIME__LEASE_TTL_S", &lease_ttl)
             // Raise it to see the nodes' logs when a test fails.
             .env(
@@ -243,8 +244,9 @@ impl Cluster {
         let sim = Arc::new(Sim::start(SimConfig::default()).await.unwrap());
         let dir = scratch(name);
         let prefix = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let a = Node::start(&sim, &prefix, &dir).await;
-        let b = Node::start(&sim, &prefix, &dir).await;
+        // The routes `config/nginx.conf` maps connection ids to.
+        let a = Node::start(&sim, &prefix, &dir, "a").await;
+        let b = Node::start(&sim, &prefix, &dir, "b").await;
         let nginx = Nginx::start([&a, &b], &dir).await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -286,33 +288,68 @@ impl Cluster {
         ]
     }
 
-    /// Opens alice's connections through nginx, cycling over `transports`, until there are
-    /// at least as many as transports and each node serves one; returns each with the index
-    /// of the node it landed on.
-    async fn connect_alice_to_both(&self, transports: &[&str]) -> Vec<(HubClient, usize)> {
-        let mut clients = Vec::new();
-        for n in 0..16 {
-            let on_both = (0..2).all(|node| clients.iter().any(|(_, at)| *at == node));
-            if on_both && clients.len() >= transports.len() {
-                return clients;
+    /// Which node a connection opened after `before` was counted landed on.
+    async fn landed(&self, before: [f64; 2]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.hub_connections().await;
+            if let Some(node) = (0..2).find(|&i| now[i] > before[i]) {
+                return node;
             }
+            assert!(Instant::now() < deadline, "no node counted the connection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens alice's connections through nginx, one per transport, and checks that they all
+    /// reach the node holding her upstream; then one more straight to the other node, without
+    /// negotiating, as a client that skips negotiation does: the backplane serves that one.
+    /// Returns each with the index of the node it is on.
+    async fn connect_alice_to_both(&self, transports: &[&str]) -> Vec<(HubClient, usize)> {
+        let mut clients: Vec<(HubClient, usize)> = Vec::new();
+        for transport in transports {
             let before = self.hub_connections().await;
             let mut client = HubClient::spawn_node(
                 &format!("{}/hub", self.nginx.url()),
                 &token("alice"),
-                transports[n % transports.len()],
+                transport,
             );
             client.connected().await;
-            let node = loop {
-                let now = self.hub_connections().await;
-                if let Some(node) = (0..2).find(|&i| now[i] > before[i]) {
-                    break node;
+            let node = self.landed(before).await;
+            if clients.is_empty() {
+                // The first connection makes its node take the upstream; negotiate routes
+                // the next ones by who holds it.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while self.nodes[node].upstreams_held().await < 1.0 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {node} never took the upstream"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            }
             clients.push((client, node));
         }
-        panic!("16 connections through nginx never reached both nodes");
+        let home = clients[0].1;
+        assert!(
+            clients.iter().all(|(_, node)| *node == home),
+            "every connection through nginx reaches the node holding the upstream: {:?}",
+            clients
+                .iter()
+                .map(|(c, node)| (&c.name, node))
+                .collect::<Vec<_>>()
+        );
+        let other = 1 - home;
+        let before = self.hub_connections().await;
+        let mut client = HubClient::spawn_node(
+            &format!("{}/hub", self.nodes[other].url()),
+            &token("alice"),
+            "websockets+skip",
+        );
+        client.connected().await;
+        assert_eq!(self.landed(before).await, other);
+        clients.push((client, other));
+        clients
     }
 
     /// Bob writes through nginx until every client has seen one of his probes: the single
@@ -387,7 +424,8 @@ fn assert_never_two_at_once(log: &[ConnectionRecord]) {
 }
 
 #[tokio::test]
-async fn through_nginx_a_user_on_both_nodes_has_one_upstream_and_every_message_once_everywhere() {
+async fn through_nginx_a_users_connections_meet_on_one_node_and_every_message_reaches_every_connection_once(
+) {
     let cluster = Cluster::start("routing").await;
     // Server-Sent Events and Long Polling need every request of a connection on one node.
     let mut clients = cluster

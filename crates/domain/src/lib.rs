@@ -8,7 +8,6 @@
 //! [`services::AdminAgent`] (the provider admin account).
 
 pub mod event;
-pub mod fanout;
 pub mod id_escaping;
 pub mod ids;
 pub mod model;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use imgate_domain::ports::{CacheError, ProviderError, PublishError};
+use imgate_domain::ports::{BackplaneError, CacheError, ProviderError};
 use imgate_domain::services::{AdminError, SessionError};
 use serde::Serialize;
 
@@ -172,8 +172,8 @@ impl From<CacheError> for ApiError {
     }
 }
 
-impl From<PublishError> for ApiError {
-    fn from(err: PublishError) -> Self {
+impl From<BackplaneError> for ApiError {
+    fn from(err: BackplaneError) -> Self {
         Self::ServiceUnavailable {
             what: "the gateway's event backplane",
             detail: err.to_string(),

@@ -93,7 +93,19 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
         "admin".into(),
         Password::new("pw"),
     ));
-    let publisher = Arc::new(imgate_memory::MemoryEventPublisher::new(16));
+    // The REST API under test opens no hub connection: nobody receives events.
+    struct NoConnections;
+    impl imgate_domain::ports::EventDelivery for NoConnections {
+        fn deliver(
+            &self,
+            _: &imgate_domain::UserId,
+            _: &imgate_domain::UserEvent,
+            _: imgate_domain::ports::Reach,
+        ) {
+        }
+        fn hold(&self, _: &imgate_domain::UserId) {}
+        fn release(&self, _: &imgate_domain::UserId) {}
+    }
     let ownership = imgate_domain::services::Ownership {
         lease: Arc::new(imgate_memory::MemoryLease::default()),
         node: "test".into(),
@@ -102,7 +114,7 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
     let upstreams = UpstreamService::new(
         provider.clone(),
         sessions.clone(),
-        publisher,
+        Arc::new(NoConnections),
         ownership,
         Duration::from_secs(1),
     );

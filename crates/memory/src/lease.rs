@@ -102,4 +102,13 @@ impl Lease for MemoryLease {
             .map(|(_, expires)| expires.saturating_duration_since(Instant::now()))
             .filter(|left| !left.is_zero()))
     }
+
+    async fn holder(&self, user: &UserId) -> Result<Option<String>, LeaseError> {
+        let state = self.lock();
+        Ok(state
+            .held
+            .get(user)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(token, _)| token.holder.clone()))
+    }
 }

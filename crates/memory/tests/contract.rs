@@ -1,6 +1,9 @@
 //! The port contract suites, run against the in-process adapters.
 
-use imgate_memory::{MemoryEventPublisher, MemoryTokenCache};
+use std::sync::Arc;
+
+use imgate_memory::{MemoryBus, MemoryTokenCache};
+use imgate_testkit::backplane::SuiteNode;
 
 #[tokio::test]
 async fn memory_token_cache_meets_the_token_cache_contract() {
@@ -8,12 +11,22 @@ async fn memory_token_cache_meets_the_token_cache_contract() {
 }
 
 #[tokio::test]
-async fn memory_event_publisher_meets_the_event_publisher_contract() {
-    imgate_testkit::event_publisher::run_all(|_buffer| async move {
-        let publisher = MemoryEventPublisher::new(_buffer);
-        // One process is one node: both "nodes" of the suite are the same publisher.
-        let publisher = std::sync::Arc::new(publisher);
-        (publisher.clone(), publisher)
+async fn memory_backplane_meets_the_backplane_contract() {
+    imgate_testkit::backplane::run_all(|| async {
+        let bus = MemoryBus::new();
+        ["a", "b", "c"].map(|name| SuiteNode::attached(Arc::new(bus.node(name))))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tiered_token_cache_meets_the_token_cache_contract() {
+    imgate_testkit::token_cache::run_all(|| async {
+        imgate_memory::TieredTokenCache::new(
+            Arc::new(MemoryTokenCache::default()),
+            1_000,
+            std::time::Duration::from_secs(30),
+        )
     })
     .await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, FromRedisValue, RedisError, ScriptInvocation};
+use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
 
 use crate::{ConnectError, RedisConfig};
 
@@ -81,6 +81,19 @@ impl Redis {
         tokio::time::timeout(self.timeout, async {
             let mut conn = self.conn.manager().await?;
             cmd.query_async(&mut conn).await.map_err(CallError::from)
+        })
+        .await
+        .map_err(|_| CallError::Timeout(self.timeout))?
+    }
+
+    /// Sends a pipeline of commands in one write and reads all their answers.
+    pub(crate) async fn pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, CallError> {
+        tokio::time::timeout(self.timeout, async {
+            let mut conn = self.conn.manager().await?;
+            pipe.query_async(&mut conn).await.map_err(CallError::from)
         })
         .await
         .map_err(|_| CallError::Timeout(self.timeout))?

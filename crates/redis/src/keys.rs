@@ -3,7 +3,8 @@
 //! Every name is `{prefix}:{<user>}:<what>`. The braces are a Redis Cluster hash tag: all of a
 //! user's keys land in one slot, so the Lua scripts that touch two of them stay legal there.
 //! Whatever the prefix or user id contain, the first `{…}` of a name lies within the common
-//! start `{prefix}:{<user>}`, so a user's keys always share a slot.
+//! start `{prefix}:{<user>}`, so a user's keys always share a slot. The one name of no user is
+//! the backplane's channel to every node, `{prefix}:all`.
 
 use imgate_domain::UserId;
 
@@ -54,16 +55,15 @@ impl Keys {
         self.user_key(user, "password")
     }
 
-    /// The pub/sub channel of the user's events.
-    pub(crate) fn events(&self, user: &UserId) -> String {
+    /// The pub/sub channel of backplane messages for one user's connections.
+    pub(crate) fn user_channel(&self, user: &UserId) -> String {
         self.user_key(user, "events")
     }
 
-    /// The user a channel name belongs to, if it is one of this deployment's event channels.
-    pub(crate) fn user_of_channel(&self, channel: &str) -> Option<UserId> {
-        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
-        let user = rest.strip_suffix("}:events")?;
-        UserId::parse(user).ok()
+    /// The pub/sub channel of backplane messages for every connection; every node
+    /// subscribes to it.
+    pub(crate) fn all_channel(&self) -> String {
+        format!("{}:all", self.prefix)
     }
 }
 
@@ -83,18 +83,8 @@ mod tests {
             keys.lease_fence(&user("alice")),
             "imgate:{alice}:lease-fence"
         );
-        assert_eq!(keys.events(&user("bob")), "imgate:{bob}:events");
+        assert_eq!(keys.user_channel(&user("bob")), "imgate:{bob}:events");
+        assert_eq!(keys.all_channel(), "imgate:all");
         assert_eq!(keys.password(&user("bob")), "imgate:{bob}:password");
-    }
-
-    #[test]
-    fn channel_names_map_back_to_their_user() {
-        let keys = Keys::new("a:b");
-        for id in ["alice", "x}:events", "with{brace"] {
-            let Ok(id) = UserId::parse(id) else { continue };
-            assert_eq!(keys.user_of_channel(&keys.events(&id)), Some(id));
-        }
-        assert_eq!(keys.user_of_channel("other:{alice}:events"), None);
-        assert_eq!(keys.user_of_channel("a:b:{alice}:session"), None);
     }
 }

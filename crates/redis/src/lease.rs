@@ -156,4 +156,15 @@ impl Lease for RedisLease {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis))
     }
+
+    #[tracing::instrument(skip(self), fields(user = %user))]
+    async fn holder(&self, user: &UserId) -> Result<Option<String>, LeaseError> {
+        let stored: Option<String> = self
+            .redis
+            .query(redis::cmd("GET").arg(self.keys.lease(user)))
+            .await
+            .map_err(unavailable)?;
+        // `holder:fence`; holder ids may hold colons themselves, the fence never does.
+        Ok(stored.and_then(|value| value.rsplit_once(':').map(|(holder, _)| holder.to_owned())))
+    }
 }

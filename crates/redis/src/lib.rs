@@ -3,8 +3,9 @@
 //! - [`RedisTokenCache`]: users' provider sessions as JSON with a TTL, and `get_or_login`
 //!   single-flight across nodes (a lock key per user, waiters poll until the holder stores
 //!   its result).
-//! - [`RedisEventPublisher`]: the pub/sub backplane, one channel per user; a dedicated
-//!   subscriber connection feeds the local [`LocalFanout`](imgate_domain::fanout::LocalFanout).
+//! - [`RedisBackplane`]: hub messages between nodes over pub/sub, a channel per user and one
+//!   to every node, in the backplane's versioned wire format; pipelined writes, and one
+//!   subscriber connection that renews every subscription after a reconnect.
 //! - [`RedisLease`]: which node owns a user's upstream, with fencing numbers.
 //! - [`RedisPasswordStore`]: the provider passwords the host set for its users, in clear
 //!   (the gateway logs in with them), with no TTL.
@@ -14,19 +15,20 @@
 //! [`RedisConfig::prefix`] and is listed in `docs/redis.md`. Redis failures become each port's
 //! `Unavailable` error and never a panic.
 
+mod backplane;
 mod connection;
-mod event_publisher;
 mod health;
 mod keys;
 mod lease;
 mod password_store;
+mod telemetry;
 mod token_cache;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use event_publisher::RedisEventPublisher;
+pub use backplane::RedisBackplane;
 pub use health::RedisHealthCheck;
 pub use lease::RedisLease;
 pub use password_store::RedisPasswordStore;

@@ -1,5 +1,5 @@
 //! The port contract suites against a real Redis, plus the cross-node cases only a shared
-//! store has: single-flight across two caches, and a publisher surviving a killed connection.
+//! store has: single-flight across two caches, and a backplane surviving a killed connection.
 //!
 //! Redis is `IMGATE_TEST_REDIS_URL` or `redis://127.0.0.1:6379`; a test that cannot reach it
 //! fails, saying how to start one. Each instance gets its own key prefix, so tests run in
@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use imgate_domain::ports::backplane::wire;
 use imgate_domain::ports::{
-    EventPublisher, HealthCheck, Lease, LoginError, PasswordStore, ProviderError, TokenCache,
+    BackplaneError, HealthCheck, Lease, LoginError, PasswordStore, ProviderError, TokenCache,
 };
 use imgate_redis::{
-    RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease, RedisPasswordStore,
-    RedisTokenCache, SingleFlight,
+    RedisBackplane, RedisConfig, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
+    SingleFlight,
 };
-use imgate_testkit::event_publisher::typing;
+use imgate_testkit::backplane::{marker, to_user, SuiteNode};
 use imgate_testkit::token_cache::session;
 use imgate_testkit::{user, within};
 
@@ -294,168 +296,6 @@ async fn a_dead_nodes_login_lock_expires_and_another_takes_over() {
     );
 }
 
-#[tokio::test]
-async fn redis_event_publisher_meets_the_event_publisher_contract() {
-    imgate_testkit::event_publisher::run_all(|buffer| async move {
-        // Two publishers on one prefix are two nodes sharing the backplane.
-        let config = fresh_config().await;
-        let a = RedisEventPublisher::connect(&config, buffer)
-            .await
-            .expect("connect");
-        let b = RedisEventPublisher::connect(&config, buffer)
-            .await
-            .expect("connect");
-        (Arc::new(a), Arc::new(b))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn publishers_with_different_prefixes_do_not_hear_each_other() {
-    let url = redis_url().await;
-    let a = RedisEventPublisher::connect(&fresh_config().await, 16)
-        .await
-        .expect("connect");
-    let b = RedisEventPublisher::connect(
-        &RedisConfig::new(url, format!("{}-other", uuid::Uuid::new_v4().simple())),
-        16,
-    )
-    .await
-    .expect("connect");
-    let mut other = b.subscribe(&user("alice")).await.unwrap();
-    let mut own = a.subscribe(&user("alice")).await.unwrap();
-    a.publish(&user("alice"), &typing(1)).await.unwrap();
-    b.publish(&user("alice"), &typing(2)).await.unwrap();
-    assert_eq!(*within("a's event", own.next()).await.unwrap(), typing(1));
-    assert_eq!(*within("b's event", other.next()).await.unwrap(), typing(2));
-}
-
-/// Ids of the pub/sub connections on `db`, from `CLIENT LIST`.
-async fn pubsub_clients_on_db(
-    conn: &mut redis::aio::MultiplexedConnection,
-    db: u32,
-) -> Vec<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(conn)
-        .await
-        .unwrap();
-    list.lines()
-        .filter(|line| line.split(' ').any(|field| field == format!("db={db}")))
-        .filter_map(|line| {
-            line.split(' ')
-                .find_map(|field| field.strip_prefix("id="))
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn a_publisher_recovers_after_its_subscriber_connection_is_killed() {
-    // A database of its own, so the kill below finds only this test's connection: pub/sub
-    // ignores databases, but `CLIENT LIST` shows which one a connection selected.
-    const DB: u32 = 13;
-    let base = redis_url().await;
-    let url = format!("{}/{DB}", base.trim_end_matches('/'));
-    let config = RedisConfig::new(
-        url.clone(),
-        format!("imgate-test-{}", uuid::Uuid::new_v4().simple()),
-    );
-    let publisher = RedisEventPublisher::connect(&config, 16)
-        .await
-        .expect("connect");
-    let mut alice = publisher.subscribe(&user("alice")).await.unwrap();
-    publisher.publish(&user("alice"), &typing(1)).await.unwrap();
-    assert_eq!(
-        *within("the first event", alice.next()).await.unwrap(),
-        typing(1)
-    );
-
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let victims = pubsub_clients_on_db(&mut admin, DB).await;
-    assert!(
-        !victims.is_empty(),
-        "the publisher's subscriber connection is not listed"
-    );
-    for id in victims {
-        let _: redis::Value = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(&id)
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-    }
-
-    // Events published while it reconnects would be lost to it, so its feed ends rather than
-    // silently skipping them; a new subscription gets events again once it is back.
-    assert_eq!(within("the feed to end", alice.next()).await, None);
-    within("events to flow again", async {
-        for n in 2.. {
-            let Ok(mut again) = publisher.subscribe(&user("alice")).await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            publisher.publish(&user("alice"), &typing(n)).await.unwrap();
-            if let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_millis(100), again.next()).await
-            {
-                assert!(matches!(*event, imgate_domain::UserEvent::Typing { .. }));
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_user_without_local_subscribers_is_unsubscribed() {
-    let config = fresh_config().await;
-    let publisher = RedisEventPublisher::connect(&config, 16)
-        .await
-        .expect("connect");
-    let channel = format!("{}:{{alice}}:events", config.prefix);
-    let client = redis::Client::open(config.url.as_str()).unwrap();
-    let admin = client.get_multiplexed_async_connection().await.unwrap();
-    let subscribers = |mut conn: redis::aio::MultiplexedConnection, channel: String| async move {
-        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        counts.first().map_or(0, |(_, n)| *n)
-    };
-    let first = publisher.subscribe(&user("alice")).await.unwrap();
-    let second = publisher.subscribe(&user("alice")).await.unwrap();
-    assert_eq!(
-        subscribers(admin.clone(), channel.clone()).await,
-        1,
-        "one SUBSCRIBE per node"
-    );
-    drop(first);
-    drop(second);
-    within("the channel to be unsubscribed", async {
-        while subscribers(admin.clone(), channel.clone()).await > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    // Coming back after the sweep subscribes the channel again.
-    let mut again = publisher.subscribe(&user("alice")).await.unwrap();
-    assert_eq!(subscribers(admin.clone(), channel.clone()).await, 1);
-    publisher.publish(&user("alice"), &typing(5)).await.unwrap();
-    assert_eq!(
-        *within("an event after resubscribing", again.next())
-            .await
-            .unwrap(),
-        typing(5)
-    );
-}
-
 /// A raw connection to the tests' Redis, for planting values and inspecting state.
 async fn raw(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
     redis::Client::open(config.url.as_str())
@@ -532,27 +372,6 @@ async fn a_holder_id_with_colons_keeps_its_lease() {
 }
 
 #[tokio::test]
-async fn an_unreadable_event_on_the_wire_is_skipped() {
-    let config = fresh_config().await;
-    let publisher = RedisEventPublisher::connect(&config, 16)
-        .await
-        .expect("connect");
-    let mut alice = publisher.subscribe(&user("alice")).await.unwrap();
-    let mut conn = raw(&config).await;
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("{}:{{alice}}:events", config.prefix))
-        .arg("{\"type\":\"nonsense\"}")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    publisher.publish(&user("alice"), &typing(7)).await.unwrap();
-    assert_eq!(
-        *within("the good event", alice.next()).await.unwrap(),
-        typing(7)
-    );
-}
-
-#[tokio::test]
 async fn a_login_whose_callers_gave_up_is_not_joined_later() {
     let cache = RedisTokenCache::connect(&fresh_config().await)
         .await
@@ -584,37 +403,246 @@ async fn a_login_whose_callers_gave_up_is_not_joined_later() {
     assert_eq!(later.token.expose(), "later");
 }
 
-#[tokio::test]
-async fn many_users_subscribing_at_once_each_get_their_own_events() {
-    let config = fresh_config().await;
-    let a = Arc::new(
-        RedisEventPublisher::connect(&config, 16)
-            .await
-            .expect("connect"),
-    );
-    let b = RedisEventPublisher::connect(&config, 16)
+// The backplane.
+
+/// A backplane on `config` named `node_id`, with a recorder attached.
+async fn node(config: &RedisConfig, node_id: &str) -> SuiteNode {
+    let backplane = RedisBackplane::connect(config, node_id)
         .await
         .expect("connect");
-    let subscribing = (0..100).map(|n| {
-        let a = a.clone();
-        tokio::spawn(async move { a.subscribe(&user(&format!("user-{n}"))).await })
-    });
-    let mut subscriptions: Vec<_> =
-        within("100 subscriptions", futures::future::join_all(subscribing))
+    SuiteNode::attached(Arc::new(backplane))
+}
+
+#[tokio::test]
+async fn redis_backplane_meets_the_backplane_contract() {
+    imgate_testkit::backplane::run_all(|| async {
+        // Three backplanes on one prefix are three nodes.
+        let config = fresh_config().await;
+        [
+            node(&config, "node-a").await,
+            node(&config, "node-b").await,
+            node(&config, "node-c").await,
+        ]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backplanes_with_different_prefixes_do_not_hear_each_other() {
+    let (here, there) = (fresh_config().await, fresh_config().await);
+    let a = node(&here, "node-a").await;
+    let b = node(&here, "node-b").await;
+    let x = node(&there, "node-x").await;
+    let y = node(&there, "node-y").await;
+    b.subscribe("alice").await;
+    x.subscribe("alice").await;
+    a.publish(&to_user("alice", "m1"));
+    a.publish(&marker("here"));
+    b.expect(&to_user("alice", "m1"), "a's message on b").await;
+    b.expect(&marker("here"), "a's marker on b").await;
+    // Published after Redis handed a's messages out: x would have got those first.
+    y.publish(&marker("there"));
+    x.expect(
+        &marker("there"),
+        "y's marker on x, with nothing of a's before it",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn what_goes_on_a_channel_is_exactly_the_wire_format() {
+    let config = fresh_config().await;
+    let a = node(&config, "node-a").await;
+    let _b = node(&config, "node-b").await;
+    let mut listener = redis::Client::open(config.url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    let alice_channel = format!("{}:{{alice}}:events", config.prefix);
+    let all_channel = format!("{}:all", config.prefix);
+    listener.subscribe(&alice_channel).await.unwrap();
+    listener.subscribe(&all_channel).await.unwrap();
+    assert_eq!(
+        subscribers(&config, &all_channel).await,
+        3,
+        "both nodes listen to the all-channel from the start, as does this test"
+    );
+    a.publish(&to_user("alice", "m1"));
+    a.publish(&marker("everyone"));
+    let mut messages = listener.on_message();
+    for (channel, message) in [
+        (&alice_channel, to_user("alice", "m1")),
+        (&all_channel, marker("everyone")),
+    ] {
+        let got = within("a message on the raw listener", messages.next())
             .await
-            .into_iter()
-            .map(|result| result.expect("task").expect("subscribe"))
-            .collect();
-    for n in 0..100 {
-        b.publish(&user(&format!("user-{n}")), &typing(n))
+            .expect("listening");
+        assert_eq!(got.get_channel_name(), channel);
+        assert_eq!(
+            got.get_payload_bytes(),
+            &wire::encode("node-a", &message)[..],
+            "the payload is the wire format, with the publisher's node id"
+        );
+    }
+}
+
+/// How many connections listen to `channel`, from `PUBSUB NUMSUB`.
+async fn subscribers(config: &RedisConfig, channel: &str) -> i64 {
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut raw(config).await)
+        .await
+        .unwrap();
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+async fn a_users_channel_is_subscribed_once_per_node_and_unsubscribed_at_once() {
+    let config = fresh_config().await;
+    let a = node(&config, "node-a").await;
+    let channel = format!("{}:{{alice}}:events", config.prefix);
+    assert_eq!(subscribers(&config, &channel).await, 0);
+    a.subscribe("alice").await;
+    a.subscribe("alice").await;
+    assert_eq!(
+        subscribers(&config, &channel).await,
+        1,
+        "one SUBSCRIBE per node"
+    );
+    a.unsubscribe("alice").await;
+    assert_eq!(
+        subscribers(&config, &channel).await,
+        0,
+        "unsubscribed when the future resolves, not later"
+    );
+    a.subscribe("alice").await;
+    assert_eq!(subscribers(&config, &channel).await, 1);
+}
+
+#[tokio::test]
+async fn unreadable_and_own_messages_on_a_channel_are_skipped() {
+    let config = fresh_config().await;
+    let a = node(&config, "node-a").await;
+    a.subscribe("alice").await;
+    let channel = format!("{}:{{alice}}:events", config.prefix);
+    let mut newer = wire::encode("node-x", &to_user("alice", "v2")).to_vec();
+    newer[0] = 2;
+    let planted: [Vec<u8>; 4] = [
+        b"{\"type\":\"nonsense\"}".to_vec(),
+        newer,
+        // Claims to come from node a itself: an echo of its own, which it delivered already.
+        wire::encode("node-a", &to_user("alice", "echo")).to_vec(),
+        wire::encode("node-x", &to_user("alice", "good")).to_vec(),
+    ];
+    let mut conn = raw(&config).await;
+    for payload in planted {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut conn)
             .await
             .unwrap();
     }
-    for (n, subscription) in subscriptions.iter_mut().enumerate() {
-        assert_eq!(
-            *within("a user's event", subscription.next()).await.unwrap(),
-            typing(n)
-        );
+    a.expect(
+        &to_user("alice", "good"),
+        "the one readable message of another node",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn many_users_subscribed_at_once_each_get_their_own_messages() {
+    let config = fresh_config().await;
+    let a = node(&config, "node-a").await;
+    let b = node(&config, "node-b").await;
+    let users: Vec<String> = (0..300).map(|n| format!("user-{n}")).collect();
+    // Called together, so they queue together and go to Redis in a few batched commands.
+    let changes: Vec<_> = users
+        .iter()
+        .map(|name| a.backplane.subscribe(&user(name)))
+        .collect();
+    for outcome in within("300 subscriptions", futures::future::join_all(changes)).await {
+        outcome.expect("subscribe");
     }
-    assert_eq!(a.fanout().user_count(), 100);
+    for name in &users {
+        b.publish(&to_user(name, &format!("for-{name}")));
+    }
+    for name in &users {
+        a.expect(&to_user(name, &format!("for-{name}")), "a user's message")
+            .await;
+    }
+}
+
+/// Ids of the pub/sub connections on `db`, from `CLIENT LIST`.
+async fn pubsub_clients_on_db(
+    conn: &mut redis::aio::MultiplexedConnection,
+    db: u32,
+) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|line| line.split(' ').any(|field| field == format!("db={db}")))
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backplane_recovers_after_its_subscriber_connection_is_killed() {
+    // A database of its own, so the kill below finds only this test's connection: pub/sub
+    // ignores databases, but `CLIENT LIST` shows which one a connection selected.
+    const DB: u32 = 13;
+    let base = fresh_config().await;
+    let url = format!("{}/{DB}", base.url.trim_end_matches('/'));
+    let killed_config = RedisConfig::new(url.clone(), base.prefix.clone());
+    let a = node(&killed_config, "node-a").await;
+    // Node b shares the prefix from the default database, so the kill spares it.
+    let b = node(&base, "node-b").await;
+    a.subscribe("alice").await;
+    b.publish(&to_user("alice", "m1"));
+    a.expect(&to_user("alice", "m1"), "the first message").await;
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let victims = pubsub_clients_on_db(&mut admin, DB).await;
+    assert!(
+        !victims.is_empty(),
+        "the backplane's subscriber connection is not listed"
+    );
+    for id in victims {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    // Messages published while it reconnects are lost to it, so it says so once it is back,
+    // with the subscription to alice renewed without being asked.
+    a.recorder
+        .resumed_at_least(1, Duration::from_secs(15))
+        .await;
+    b.publish(&to_user("alice", "m2"));
+    a.expect(&to_user("alice", "m2"), "a message after the reconnect")
+        .await;
+    // Its own publishing works again too, once the writer checked Redis.
+    within("a's publish to work again", async {
+        while let Err(BackplaneError::Unavailable(_)) = a.backplane.publish(&marker("from-a")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    b.expect(&marker("from-a"), "a's marker on b").await;
 }

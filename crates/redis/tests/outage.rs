@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgate_domain::ports::{
-    CacheError, EventPublisher, HealthCheck, Lease, LeaseError, PasswordStore, PasswordStoreError,
-    PublishError, TokenCache,
+    BackplaneError, CacheError, HealthCheck, Lease, LeaseError, PasswordStore, PasswordStoreError,
+    TokenCache,
 };
 use imgate_domain::Password;
 use imgate_redis::{
-    ConnectError, RedisConfig, RedisEventPublisher, RedisHealthCheck, RedisLease,
-    RedisPasswordStore, RedisTokenCache,
+    ConnectError, RedisBackplane, RedisConfig, RedisHealthCheck, RedisLease, RedisPasswordStore,
+    RedisTokenCache,
 };
-use imgate_testkit::event_publisher::typing;
+use imgate_testkit::backplane::{to_user, SuiteNode};
 use imgate_testkit::token_cache::session;
 use imgate_testkit::{user, within};
 
@@ -125,7 +125,7 @@ async fn an_invalid_url_is_still_a_connect_error() {
         Err(ConnectError::InvalidUrl(_))
     ));
     assert!(matches!(
-        RedisEventPublisher::connect(&config, 16).await,
+        RedisBackplane::connect(&config, "node-a").await,
         Err(ConnectError::InvalidUrl(_))
     ));
 }
@@ -213,25 +213,110 @@ async fn a_password_store_created_while_redis_is_down_works_once_it_answers() {
     assert_eq!(store.get(&alice).await.unwrap(), Some(password));
 }
 
-#[tokio::test]
-async fn a_publisher_created_while_redis_is_down_subscribes_once_it_answers() {
-    let port = free_port();
-    let publisher = within(
-        "creating the publisher",
-        RedisEventPublisher::connect(&config(port), 16),
+/// How long a reconnecting backplane may take: its backoff grows to 5 s between attempts.
+const RECONNECT: Duration = Duration::from_secs(15);
+
+/// A backplane on `config` named `node_id`, with a recorder attached.
+async fn backplane_node(config: &RedisConfig, node_id: &str) -> SuiteNode {
+    let backplane = within(
+        "creating the backplane",
+        RedisBackplane::connect(config, node_id),
     )
     .await
-    .expect("created although Redis is down");
-    let err = fails_quickly("publish", publisher.publish(&user("alice"), &typing(1))).await;
-    assert!(matches!(err, PublishError::Unavailable(_)), "{err:?}");
-    let err = fails_quickly("subscribe", publisher.subscribe(&user("alice"))).await;
-    assert!(matches!(err, PublishError::Unavailable(_)), "{err:?}");
+    .expect("created whether or not Redis answers");
+    SuiteNode::attached(Arc::new(backplane))
+}
+
+/// Calls `publish`, which must be refused at once.
+fn refused_at_once(node: &SuiteNode, user_id: &str) {
+    let started = Instant::now();
+    let outcome = node.backplane.publish(&to_user(user_id, "refused"));
+    assert!(
+        matches!(outcome, Err(BackplaneError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "publish took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_backplane_created_while_redis_is_down_subscribes_once_it_answers() {
+    let port = free_port();
+    let config = config(port);
+    let a = backplane_node(&config, "node-a").await;
+    refused_at_once(&a, "alice");
+    let err = fails_quickly("subscribe", a.backplane.subscribe(&user("alice"))).await;
+    assert!(matches!(err, BackplaneError::Unavailable(_)), "{err:?}");
 
     let _redis = PrivateRedis::start(port);
+    // The subscription refused above was kept, and made with the first connection.
+    a.recorder.resumed_at_least(1, RECONNECT).await;
+    let b = backplane_node(&config, "node-b").await;
+    b.publish(&to_user("alice", "m1"));
+    a.expect(&to_user("alice", "m1"), "b's message on a").await;
     let alice = user("alice");
-    let mut feed = eventually("subscribe", || publisher.subscribe(&alice)).await;
-    publisher.publish(&alice, &typing(2)).await.unwrap();
-    assert_eq!(*within("the event", feed.next()).await.unwrap(), typing(2));
+    eventually("a's publish", || {
+        std::future::ready(a.backplane.publish(&to_user("bob", "m2")))
+    })
+    .await;
+    eventually("subscribe", || a.backplane.subscribe(&alice)).await;
+}
+
+#[tokio::test]
+async fn a_backplane_that_loses_redis_refuses_to_publish_and_resumes_once_it_is_back() {
+    let port = free_port();
+    let config = config(port);
+    let redis = PrivateRedis::start(port);
+    let a = backplane_node(&config, "node-a").await;
+    let b = backplane_node(&config, "node-b").await;
+    a.subscribe("alice").await;
+    b.publish(&to_user("alice", "m1"));
+    a.expect(&to_user("alice", "m1"), "the message before the outage")
+        .await;
+
+    drop(redis);
+    // The subscriber connection notices the loss at once; from then on publish refuses
+    // immediately instead of queuing what cannot be sent.
+    within("publish to be refused", async {
+        loop {
+            let started = Instant::now();
+            let outcome = b.backplane.publish(&to_user("alice", "during"));
+            assert!(started.elapsed() < Duration::from_millis(50));
+            if outcome.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    refused_at_once(&b, "alice");
+    // A subscription made while down is refused, but kept for the reconnect.
+    let err = fails_quickly("subscribe", a.backplane.subscribe(&user("bob"))).await;
+    assert!(matches!(err, BackplaneError::Unavailable(_)), "{err:?}");
+    assert_eq!(a.recorder.resumed(), 0);
+
+    let _redis = PrivateRedis::start(port);
+    a.recorder.resumed_at_least(1, RECONNECT).await;
+    b.recorder.resumed_at_least(1, RECONNECT).await;
+    let m2 = to_user("alice", "m2");
+    eventually("b's publish", || {
+        std::future::ready(b.backplane.publish(&m2))
+    })
+    .await;
+    b.publish(&to_user("bob", "m3"));
+    a.expect(
+        &m2,
+        "alice's message after the outage: her subscription was renewed",
+    )
+    .await;
+    a.expect(
+        &to_user("bob", "m3"),
+        "bob's message: subscribed while Redis was down",
+    )
+    .await;
 }
 
 #[tokio::test]

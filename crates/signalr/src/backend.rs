@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use imgate_domain::event::SubscriptionChange;
 use imgate_domain::model::{Message, Room};
-use imgate_domain::ports::ProviderError;
+use imgate_domain::ports::{MessageStamp, ProviderError};
 use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use serde::Serialize;
 use serde_json::Value;
@@ -79,11 +79,16 @@ impl From<ProviderError> for HubError {
 ///
 /// Contract:
 /// - `connection_opened` is called once per connection after the client's handshake was
-///   read and after the hub subscribed to the user's events, before the handshake is
-///   answered: an `Err` refuses the connection with the error as handshake error. Keep it
-///   quick (open the user's upstream in the background): the client is waiting.
+///   read, before the handshake is answered: an `Err` refuses the connection with the error
+///   as handshake error. Keep it quick: the client is waiting.
 /// - `connection_closed` is called exactly once for every `connection_opened` that returned
 ///   `Ok`, when that connection ends for whatever reason.
+/// - `user_online` is called when a user's first connection on this node is past its
+///   handshake, `user_offline` when the last such connection ended; they alternate per user.
+///   Both run under the hub's registry lock: never block in them (start work in the
+///   background).
+/// - `first_delivery` decides whether a room message another node sent is new to this node's
+///   connections of the user.
 /// - The invocation methods run one at a time per connection, in the order the client sent
 ///   them; their errors become the invocation's completion error.
 #[async_trait]
@@ -92,6 +97,16 @@ pub trait HubBackend: Send + Sync {
     async fn connection_opened(&self, caller: &Caller) -> Result<(), HubError>;
     /// `caller` has one connection fewer.
     async fn connection_closed(&self, caller: &Caller);
+    /// `user` has a first connection on this node.
+    fn user_online(&self, user: &UserId);
+    /// `user` has no connection on this node any more.
+    fn user_offline(&self, user: &UserId);
+    /// Whether the message revision `stamp`, sent to `user` by another node, is new here.
+    fn first_delivery(&self, user: &UserId, stamp: &MessageStamp) -> bool;
+    /// The backplane was down and is back: what other nodes sent meanwhile was lost.
+    fn backplane_resumed(&self);
+    /// The id of the node holding `user`'s upstream, if any node does (see `routing`).
+    async fn upstream_node(&self, user: &UserId) -> Option<String>;
     /// `SendMessage(roomId, text)`: posts a message as the caller.
     async fn send_message(
         &self,

@@ -17,8 +17,9 @@ pub struct HubConfig {
     pub handshake_timeout_ms: u64,
     /// How long a negotiated connection id waits for its transport before it is forgotten.
     pub negotiate_timeout_ms: u64,
-    /// Outgoing messages buffered per connection. When it is full the connection stops
-    /// taking events (they wait in the publisher's bounded feed) and stops reading the client.
+    /// Outgoing messages queued per connection: the one queue for the user's messages and the
+    /// connection's own records. A message for a connection whose queue is full cuts it off
+    /// (lagged); the session's own records wait, and it stops reading the client meanwhile.
     pub outbound_buffer: usize,
     /// A connection whose outbound buffer stayed full this long is disconnected: its client
     /// does not read.
@@ -38,6 +39,11 @@ pub struct HubConfig {
     pub max_connections_per_user: usize,
     /// Hub connections this node holds at most; more are refused.
     pub max_connections: usize,
+    /// This node's name in the proxy's routing (`[a-z0-9-]`, at most 32; empty: none). When
+    /// set, negotiate hands out connection ids that start with the route of the node holding
+    /// the user's upstream, and a proxy that maps that prefix to the node (`config/nginx.conf`)
+    /// sends the user's connections there.
+    pub route: String,
 }
 
 impl Default for HubConfig {
@@ -47,7 +53,7 @@ impl Default for HubConfig {
             client_timeout_ms: 30_000,
             handshake_timeout_ms: 15_000,
             negotiate_timeout_ms: 30_000,
-            outbound_buffer: 256,
+            outbound_buffer: 512,
             slow_client_timeout_ms: 10_000,
             max_message_size: 32 * 1024,
             max_pending_invocations: 32,
@@ -55,6 +61,7 @@ impl Default for HubConfig {
             long_poll_timeout_ms: 90_000,
             max_connections_per_user: 100,
             max_connections: 100_000,
+            route: String::new(),
         }
     }
 }
@@ -88,6 +95,15 @@ impl HubConfig {
     /// The long-poll timeout as a duration (at least 10 ms).
     pub fn long_poll_timeout(&self) -> Duration {
         Duration::from_millis(self.long_poll_timeout_ms.max(10))
+    }
+
+    /// Whether `route` is empty or a valid route name.
+    pub fn route_valid(&self) -> bool {
+        self.route.len() <= 32
+            && self
+                .route
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     }
 
     /// Whether a browser origin is on the allow-list.

@@ -1,12 +1,13 @@
-//! [`HubBackend`] on the domain services: hub connections drive the upstream lifecycle, and
-//! hub methods call the same chat service as the REST API.
+//! [`HubBackend`] on the domain services: a user's first and last connection drive the
+//! upstream lifecycle, and hub methods call the same chat service as the REST API.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use imgate_domain::model::{Message, NewMessage};
+use imgate_domain::ports::MessageStamp;
 use imgate_domain::services::{ChatService, SessionError, UpstreamService};
-use imgate_domain::RoomId;
+use imgate_domain::{RoomId, UserId};
 
 use crate::backend::{Caller, HubBackend, HubError};
 
@@ -34,14 +35,31 @@ impl From<SessionError> for HubError {
 
 #[async_trait]
 impl HubBackend for DomainBackend {
-    async fn connection_opened(&self, caller: &Caller) -> Result<(), HubError> {
-        // Opens the upstream in the background when this is the user's first connection.
-        self.upstreams.connected(&caller.user);
+    async fn connection_opened(&self, _caller: &Caller) -> Result<(), HubError> {
         Ok(())
     }
 
-    async fn connection_closed(&self, caller: &Caller) {
-        self.upstreams.disconnected(&caller.user);
+    async fn connection_closed(&self, _caller: &Caller) {}
+
+    fn user_online(&self, user: &UserId) {
+        // Opens the upstream in the background.
+        self.upstreams.online(user);
+    }
+
+    fn user_offline(&self, user: &UserId) {
+        self.upstreams.offline(user);
+    }
+
+    fn first_delivery(&self, user: &UserId, stamp: &MessageStamp) -> bool {
+        self.upstreams.observe(user, stamp)
+    }
+
+    fn backplane_resumed(&self) {
+        self.upstreams.backplane_resumed();
+    }
+
+    async fn upstream_node(&self, user: &UserId) -> Option<String> {
+        self.upstreams.holder(user).await
     }
 
     async fn send_message(

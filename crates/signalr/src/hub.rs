@@ -1,21 +1,20 @@
-//! [`Hub`]: the registry of connections, from negotiate to close, and [`Hub::shutdown`].
+//! [`Hub`]: connections from negotiate to close, what arrives from the other nodes, and
+//! [`Hub::shutdown`]. The connections themselves live in the [`HubLifetimeManager`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
-use imgate_domain::ports::EventPublisher;
-use imgate_domain::UserId;
+use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{Caller, HubBackend};
 use crate::config::HubConfig;
-use crate::frames::FrameCache;
+use crate::lifetime::{HubLifetimeManager, Refused};
+use crate::routing::{is_id_shaped, random_id, route_of, routed_id};
 use crate::session;
 
 /// Inbound items a transport hands to the connection's session task.
@@ -30,8 +29,8 @@ pub(crate) enum Inbound {
 /// Outbound items the session task hands to the transport.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// One or more whole, framed records.
-    Frame(String),
+    /// One or more whole, framed records; shared with every connection sent the same.
+    Frame(ByteString),
     /// Nothing follows: close the transport once the frames before have been written.
     End,
 }
@@ -75,6 +74,13 @@ pub(crate) struct Connection {
     pub inbound: mpsc::Sender<Inbound>,
     inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
     outbound_tx: Mutex<Option<mpsc::Sender<Outbound>>>,
+    /// Where the lifetime manager queues the messages for this connection: the same channel
+    /// as the session's own records, so there is one queue and one slow-consumer rule.
+    pub events: mpsc::Sender<Outbound>,
+    /// Why the server ended the connection, once it did.
+    eviction: OnceLock<Eviction>,
+    /// Cancelled when `eviction` is set: the session closes the connection.
+    pub evicted: CancellationToken,
     /// The transport side of the outbound channel; a transport holds the lock while it reads.
     pub outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>,
     /// Everything about this connection must stop now.
@@ -98,7 +104,28 @@ pub(crate) struct Connection {
     epoch: Instant,
 }
 
+/// Why the server ends a connection from outside its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// Its queue was full: the client does not read fast enough.
+    Lagged,
+    /// Closed for good, with this text (say, the account was deleted).
+    Closed(String),
+}
+
 impl Connection {
+    /// Ends the connection for `why`; the first reason stands.
+    pub fn evict(&self, why: Eviction) {
+        if self.eviction.set(why).is_ok() {
+            self.evicted.cancel();
+        }
+    }
+
+    /// Why the connection was evicted, if it was.
+    pub fn eviction(&self) -> Option<&Eviction> {
+        self.eviction.get()
+    }
+
     /// Records that the client was heard from.
     pub fn touch(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -124,68 +151,15 @@ pub(crate) enum StartError {
     AlreadyConnected,
 }
 
-/// Connections by the id transports send, and how many each user has.
-#[derive(Default)]
-struct Registry {
-    by_key: HashMap<String, Arc<Connection>>,
-    per_user: HashMap<UserId, usize>,
-}
-
-impl Registry {
-    /// Adds `connection` unless its user or the node is at the limit.
-    fn insert(&mut self, connection: Arc<Connection>, config: &HubConfig) -> Result<(), Refused> {
-        if self.by_key.len() >= config.max_connections {
-            return Err(Refused::NodeFull(config.max_connections));
-        }
-        let count = self
-            .per_user
-            .entry(connection.caller.user.clone())
-            .or_default();
-        if *count >= config.max_connections_per_user {
-            return Err(Refused::UserFull(config.max_connections_per_user));
-        }
-        *count += 1;
-        self.by_key.insert(connection.key.clone(), connection);
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &str) {
-        let Some(connection) = self.by_key.remove(key) else {
-            return;
-        };
-        let user = &connection.caller.user;
-        if let Some(count) = self.per_user.get_mut(user) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_user.remove(user);
-            }
-        }
-    }
-}
-
-/// Why a new connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refused {
-    /// The user has `max_connections_per_user` open here.
-    #[error("this user already has {0} hub connections open on this node; close one first")]
-    UserFull(usize),
-    /// The node holds `max_connections`.
-    #[error("this node holds its maximum of {0} hub connections; try again later")]
-    NodeFull(usize),
-}
-
 /// The SignalR hub: negotiates connections, runs one session task per connection, and
 /// closes them all on [`Hub::shutdown`].
 pub struct Hub {
     pub(crate) config: HubConfig,
-    pub(crate) publisher: Arc<dyn EventPublisher>,
+    pub(crate) manager: Arc<HubLifetimeManager>,
     pub(crate) backend: Arc<dyn HubBackend>,
-    connections: Mutex<Registry>,
     /// Ids of connections that ended here lately: a request naming one gets 404 (the client
     /// then reconnects at once) rather than being adopted as a new connection.
     ended: moka::sync::Cache<String, ()>,
-    /// Each event encoded once for all the connections it goes to.
-    pub(crate) frames: FrameCache,
     epoch: Instant,
 }
 
@@ -199,42 +173,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Length of [`random_id`]'s output: 16 random bytes in unpadded URL-safe base64.
-const ID_LEN: usize = 22;
-
-fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Whether `key` has the shape of an id this hub hands out, so only those are adopted.
-fn is_id_shaped(key: &str) -> bool {
-    key.len() == ID_LEN
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl Hub {
-    /// A hub that feeds each connection from `publisher` and calls `backend` for
-    /// connection lifecycle and hub methods.
+    /// A hub whose connections `manager` keeps, and that calls `backend` for connection
+    /// lifecycle and hub methods; the manager asks `backend` about what other nodes send.
     pub fn new(
         config: HubConfig,
-        publisher: Arc<dyn EventPublisher>,
+        manager: Arc<HubLifetimeManager>,
         backend: Arc<dyn HubBackend>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let hub = Arc::new(Self {
             config,
-            publisher,
+            manager,
             backend,
-            connections: Mutex::new(Registry::default()),
             ended: moka::sync::Cache::builder()
                 .max_capacity(ENDED_CAPACITY)
                 .time_to_live(ENDED_MEMORY)
                 .build(),
-            frames: FrameCache::default(),
             epoch: Instant::now(),
-        })
+        });
+        hub.manager.attach(Arc::downgrade(&hub.backend));
+        hub
+    }
+
+    /// The node's connections.
+    pub fn manager(&self) -> &Arc<HubLifetimeManager> {
+        &self.manager
     }
 
     /// The settings in force.
@@ -244,11 +207,7 @@ impl Hub {
 
     /// Connections whose transport has started and that have not ended yet.
     pub fn open_connections(&self) -> usize {
-        lock(&self.connections)
-            .by_key
-            .values()
-            .filter(|c| c.transport().is_some())
-            .count()
+        self.manager.started()
     }
 
     /// Closes every open connection with a Close message carrying `allowReconnect: true`
@@ -259,8 +218,7 @@ impl Hub {
     /// actix, `ServerHandle::stop(true)` stops the listeners at once), then call this, so
     /// the graceful drain is not held up by long-lived hub connections.
     pub async fn shutdown(&self, timeout: Duration) {
-        let connections: Vec<Arc<Connection>> =
-            lock(&self.connections).by_key.values().cloned().collect();
+        let connections = self.manager.all();
         tracing::info!(
             connections = connections.len(),
             "closing hub connections for shutdown"
@@ -292,13 +250,29 @@ impl Hub {
         caller: Caller,
         separate_token: bool,
     ) -> Result<Arc<Connection>, Refused> {
-        let connection_id = random_id();
-        let key = if separate_token {
-            random_id()
+        let route = self.own_route();
+        let (connection_id, key) = if separate_token {
+            (random_id(), routed_id(route))
         } else {
-            connection_id.clone()
+            let id = routed_id(route);
+            (id.clone(), id)
         };
         self.register(caller, connection_id, key)
+    }
+
+    /// This node's route, when it has one.
+    pub(crate) fn own_route(&self) -> Option<&str> {
+        Some(self.config.route.as_str()).filter(|route| !route.is_empty())
+    }
+
+    /// The route of the node holding `user`'s upstream, when routing is on and that is
+    /// another node: the user's connections belong there.
+    pub(crate) async fn route_elsewhere(&self, user: &imgate_domain::UserId) -> Option<String> {
+        let own = self.own_route()?;
+        let node = self.backend.upstream_node(user).await?;
+        route_of(&node)
+            .filter(|route| *route != own)
+            .map(str::to_owned)
     }
 
     /// Takes over a connection another node negotiated: a transport arrived here with an id
@@ -314,13 +288,17 @@ impl Hub {
         if !is_id_shaped(key) || self.ended.contains_key(key) {
             return Ok(None);
         }
-        let mut registry = lock(&self.connections);
-        if let Some(existing) = registry.by_key.get(key) {
-            return Ok(Some(existing.clone()));
+        if let Some(existing) = self.manager.find(key) {
+            return Ok(Some(existing));
         }
         let connection = self.new_connection(caller, random_id(), key.to_owned());
-        registry.insert(connection.clone(), &self.config)?;
-        drop(registry);
+        if let Err(refused) = self.manager.insert(connection.clone(), &self.config) {
+            // Two requests adopting one id at once: the other one registered it.
+            return match self.manager.find(key) {
+                Some(existing) => Ok(Some(existing)),
+                None => Err(refused),
+            };
+        }
         // Started by the caller at once; if its upgrade fails, it must not linger.
         self.expire_unless_started(&connection);
         tracing::debug!(connection_id = %connection.connection_id, "adopted a connection negotiated elsewhere");
@@ -334,7 +312,7 @@ impl Hub {
         key: String,
     ) -> Result<Arc<Connection>, Refused> {
         let connection = self.new_connection(caller, connection_id, key);
-        lock(&self.connections).insert(connection.clone(), &self.config)?;
+        self.manager.insert(connection.clone(), &self.config)?;
         Ok(connection)
     }
 
@@ -347,6 +325,7 @@ impl Hub {
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         let (outbound_tx, outbound_rx) =
             mpsc::channel(self.config.outbound_buffer.max(1) + RESERVED_OUTBOUND);
+        let events = outbound_tx.clone();
         let connection = Arc::new(Connection {
             connection_id,
             key,
@@ -355,6 +334,9 @@ impl Hub {
             inbound,
             inbound_rx: Mutex::new(Some(inbound_rx)),
             outbound_tx: Mutex::new(Some(outbound_tx)),
+            events,
+            eviction: OnceLock::new(),
+            evicted: CancellationToken::new(),
             outbound: Arc::new(tokio::sync::Mutex::new(outbound_rx)),
             closed: CancellationToken::new(),
             transport_gone: CancellationToken::new(),
@@ -394,18 +376,11 @@ impl Hub {
 
     /// The connection transports address as `key`.
     pub(crate) fn find(&self, key: &str) -> Option<Arc<Connection>> {
-        lock(&self.connections).by_key.get(key).cloned()
+        self.manager.find(key)
     }
 
     pub(crate) fn remove(&self, connection: &Connection) {
-        let mut registry = lock(&self.connections);
-        if registry
-            .by_key
-            .get(&connection.key)
-            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), connection))
-        {
-            registry.remove(&connection.key);
-            drop(registry);
+        if self.manager.remove(connection) {
             self.ended.insert(connection.key.clone(), ());
         }
     }

@@ -14,7 +14,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 
 use crate::backend::Caller;
-use crate::hub::{Connection, Hub, Inbound, Outbound, Refused, StartError, Transport};
+use crate::hub::{Connection, Hub, Inbound, Outbound, StartError, Transport};
+use crate::lifetime::Refused;
+use crate::routing::{random_id, routed_id};
 use crate::websocket;
 
 /// Mounts `POST /hub/negotiate`, `GET|POST|DELETE /hub` and their CORS preflights.
@@ -116,11 +118,26 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
         .unwrap_or(0);
     let version = requested.min(1);
     let hub = hub.into_inner();
-    let connection = match hub.create(caller(user), version >= 1) {
-        Ok(connection) => connection,
-        Err(refused) => return error(&hub, &req, refused.into()),
+    let (connection_id, key) = match hub.route_elsewhere(&user.id).await {
+        // The user's connections belong with the upstream on another node: ids the proxy
+        // routes there, and nothing to keep here (that node takes the connection over).
+        Some(route) => {
+            let id = routed_id(Some(&route));
+            tracing::debug!(route = %route, "negotiated for the node holding the user's upstream");
+            if version >= 1 {
+                (random_id(), id)
+            } else {
+                (id.clone(), id)
+            }
+        }
+        None => match hub.create(caller(user), version >= 1) {
+            Ok(connection) => {
+                hub.expire_unless_started(&connection);
+                (connection.connection_id.clone(), connection.key.clone())
+            }
+            Err(refused) => return error(&hub, &req, refused.into()),
+        },
     };
-    hub.expire_unless_started(&connection);
     let transports = json!([
         {"transport": "WebSockets", "transferFormats": ["Text"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
@@ -128,19 +145,19 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
     ]);
     let body = if version >= 1 {
         json!({
-            "connectionId": connection.connection_id,
-            "connectionToken": connection.key,
+            "connectionId": connection_id,
+            "connectionToken": key,
             "negotiateVersion": 1,
             "availableTransports": transports,
         })
     } else {
         json!({
-            "connectionId": connection.connection_id,
+            "connectionId": connection_id,
             "negotiateVersion": 0,
             "availableTransports": transports,
         })
     };
-    tracing::debug!(connection_id = %connection.connection_id, version, "negotiated");
+    tracing::debug!(connection_id = %connection_id, version, "negotiated");
     with_cors(&hub, &req, HttpResponse::Ok().json(body))
 }
 
@@ -346,7 +363,7 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
         item = receiver.recv() => item,
     };
     let mut body = match first {
-        Some(Outbound::Frame(text)) => text,
+        Some(Outbound::Frame(text)) => String::from(&*text),
         Some(Outbound::End) | None => {
             connection.poll_ended.store(true, Ordering::Release);
             connection.transport_gone.cancel();

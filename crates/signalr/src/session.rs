@@ -1,25 +1,26 @@
 //! The session task: one per connection, whatever the transport. It reads records from the
-//! transport, answers the handshake and invocations, pushes the user's events, keeps the
-//! connection alive, and decides when it ends.
+//! transport, answers the handshake and invocations, keeps the connection alive, and decides
+//! when it ends.
 //!
-//! It is the only writer of the connection's outbound channel, and it never waits on it
-//! (`try_send`): a client that does not read fills the buffer and is disconnected, so one
-//! slow browser costs bounded memory and never delays anyone else.
+//! The user's messages do not pass through it: the lifetime manager queues them on the
+//! connection's outbound channel directly. Neither ever waits on that channel (`try_send`): a
+//! client that does not read fills it and is disconnected, so one slow browser costs bounded
+//! memory and never delays anyone else.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use imgate_domain::ports::EventSubscription;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backend::{HubCall, HubError};
-use crate::hub::{Connection, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
+use crate::hub::{Connection, Eviction, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
 use crate::protocol::{self, handshake_response, Incoming, Outgoing, ProtocolError, RecordBuffer};
 use crate::telemetry::{self, CloseReason};
 
@@ -54,13 +55,13 @@ impl Ending {
 
 /// The writing end of the outbound channel.
 ///
-/// Frames that do not fit wait in `backlog`; while it is not empty the session reads neither
-/// the event feed nor the client, so the backlog holds at most the frames one inbound
-/// message or one finished invocation produces. Events then wait in the publisher's bounded
-/// feed, which cuts the connection off (lagged) when it overflows.
+/// Frames that do not fit wait in `backlog`; while it is not empty the session does not read
+/// the client, so the backlog holds at most the frames one inbound message or one finished
+/// invocation produces. The user's messages meanwhile find the channel full, and the lifetime
+/// manager cuts the connection off (lagged).
 struct Outbox {
     tx: mpsc::Sender<Outbound>,
-    backlog: VecDeque<String>,
+    backlog: VecDeque<ByteString>,
     /// Since when the channel has been too full to take the backlog.
     blocked_since: Option<Instant>,
     last_sent: Instant,
@@ -84,10 +85,10 @@ impl Outbox {
     }
 
     fn push(&mut self, message: &Outgoing) -> Result<(), Gone> {
-        self.push_raw(message.encode())
+        self.push_raw(message.encode().into())
     }
 
-    fn push_raw(&mut self, frame: String) -> Result<(), Gone> {
+    fn push_raw(&mut self, frame: ByteString) -> Result<(), Gone> {
         let frame = if self.backlog.is_empty() {
             match self.try_send(frame)? {
                 None => return Ok(()),
@@ -102,7 +103,7 @@ impl Outbox {
     }
 
     /// Sends `frame` if there is room (keeping the reserved slots free); gives it back if not.
-    fn try_send(&mut self, frame: String) -> Result<Option<String>, Gone> {
+    fn try_send(&mut self, frame: ByteString) -> Result<Option<ByteString>, Gone> {
         if self.tx.is_closed() {
             return Err(Gone);
         }
@@ -141,7 +142,7 @@ impl Outbox {
     fn finish(&mut self, close: Option<Outgoing>) {
         self.backlog.clear();
         if let Some(close) = close {
-            let _ = self.tx.try_send(Outbound::Frame(close.encode()));
+            let _ = self.tx.try_send(Outbound::Frame(close.encode().into()));
         }
         let _ = self.tx.try_send(Outbound::End);
     }
@@ -180,7 +181,7 @@ pub(crate) async fn run(
     let mut opened = false;
     let ending = match handshake(&hub, &connection, &mut inbound, &mut outbox, &mut records).await {
         Err(ending) => ending,
-        Ok((subscription, leftover)) => {
+        Ok(leftover) => {
             opened = true;
             let mut session = Session {
                 hub: &hub,
@@ -189,9 +190,7 @@ pub(crate) async fn run(
                 queue: VecDeque::new(),
                 running: FuturesUnordered::new(),
             };
-            session
-                .serve(subscription, &mut inbound, &mut records, leftover)
-                .await
+            session.serve(&mut inbound, &mut records, leftover).await
         }
     };
     match &ending.close {
@@ -203,6 +202,8 @@ pub(crate) async fn run(
     outbox.finish(ending.close);
     drop(outbox);
     if opened {
+        hub.manager
+            .leave(&connection, |user| hub.backend.user_offline(user));
         hub.backend.connection_closed(&connection.caller).await;
     }
     telemetry::connection_closed(ending.reason);
@@ -217,17 +218,18 @@ pub(crate) async fn run(
     connection.finished.cancel();
 }
 
-/// Waits for the handshake request, subscribes, tells the backend, answers `{}`.
+/// Waits for the handshake request, tells the backend, subscribes, answers `{}` and makes the
+/// connection a receiver of its user's messages.
 async fn handshake(
     hub: &Hub,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     inbound: &mut mpsc::Receiver<Inbound>,
     outbox: &mut Outbox,
     records: &mut RecordBuffer,
-) -> Result<(EventSubscription, Vec<String>), Ending> {
+) -> Result<Vec<String>, Ending> {
     let deadline = Instant::now() + hub.config.handshake_timeout();
     let refuse = |outbox: &mut Outbox, reason: CloseReason, error: &str| {
-        let _ = outbox.push_raw(handshake_response(Some(error)));
+        let _ = outbox.push_raw(handshake_response(Some(error)).into());
         Ending::silent(reason)
     };
     let mut received = loop {
@@ -271,18 +273,6 @@ async fn handshake(
             &err.to_string(),
         ));
     }
-    // Subscribe before the backend opens the user's upstream, so no event falls in between.
-    let subscription = match hub.publisher.subscribe(&connection.caller.user).await {
-        Ok(subscription) => subscription,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot subscribe to the user's events");
-            return Err(refuse(
-                outbox,
-                CloseReason::BackendError,
-                "the gateway's event backplane is unavailable",
-            ));
-        }
-    };
     if let Err(err) = hub.backend.connection_opened(&connection.caller).await {
         tracing::warn!(error = %err, "backend refused the hub connection");
         return Err(refuse(
@@ -291,13 +281,21 @@ async fn handshake(
             &err.client_message(),
         ));
     }
-    if outbox.push_raw(handshake_response(None)).is_err() {
-        // The caller only reports closes of opened connections; this one is opened already.
-        hub.backend.connection_closed(&connection.caller).await;
-        return Err(Ending::silent(CloseReason::ClientClosed));
+    let user = &connection.caller.user;
+    if !hub.manager.has_members(user) {
+        // Subscribed before the handshake is answered, so what another node sends the user
+        // after that reaches this connection. Without the backplane the connection still
+        // works here, and the subscription is made when the backplane is back.
+        if let Err(err) = hub.manager.subscribe(user).await {
+            tracing::warn!(error = %err, "cannot subscribe to the user's messages from other nodes yet");
+        }
     }
+    hub.manager
+        .join(connection, handshake_response(None).into(), |user| {
+            hub.backend.user_online(user)
+        });
     tracing::debug!("hub handshake done");
-    Ok((subscription, received))
+    Ok(received)
 }
 
 struct Session<'a> {
@@ -313,7 +311,6 @@ struct Session<'a> {
 impl Session<'_> {
     async fn serve(
         &mut self,
-        mut subscription: EventSubscription,
         inbound: &mut mpsc::Receiver<Inbound>,
         records: &mut RecordBuffer,
         leftover: Vec<String>,
@@ -412,32 +409,18 @@ impl Session<'_> {
                         }
                     }
                 },
-                event = subscription.next(), if !blocked => match event {
-                    Some(event) => match self.hub.frames.frame(&event) {
-                        Some(frame) => {
-                            if let Err(err) = self.outbox.push_raw(frame) {
-                                return gone(err);
-                            }
+                _ = self.connection.evicted.cancelled() => {
+                    return match self.connection.eviction() {
+                        Some(Eviction::Closed(reason)) => {
+                            Ending::with_error(CloseReason::ClosedByServer, reason.clone(), false)
                         }
-                        None => {
-                            return Ending::with_error(
-                                CloseReason::AccountDeleted,
-                                "the user's account was deleted",
-                                false,
-                            );
-                        }
-                    },
-                    None if subscription.lagged() => {
-                        return Ending::with_error(
+                        _ => Ending::with_error(
                             CloseReason::Lagged,
-                            "connection closed because it fell behind its event feed (lagged)",
+                            "connection closed because it fell behind its messages (lagged)",
                             true,
-                        );
-                    }
-                    None => {
-                        return Ending::with_error(CloseReason::FeedEnded, "the event feed ended", true);
-                    }
-                },
+                        ),
+                    };
+                }
                 Some((invocation_id, method, outcome)) = self.running.next(), if !self.running.is_empty() => {
                     if let Err(ending) = self.finish_invocation(invocation_id, method, outcome) {
                         return ending;

@@ -13,10 +13,8 @@ pub enum CloseReason {
     HandshakeFailed,
     /// The outbound buffer filled: the client does not read.
     SlowClient,
-    /// The event feed was cut because the connection fell behind.
+    /// The connection's queue was full when a message for it came: it fell behind.
     Lagged,
-    /// The event feed ended for another reason (publisher shut down).
-    FeedEnded,
     /// A message over the size limit.
     MessageTooLarge,
     /// Bytes that are not the JSON hub protocol, or too many queued invocations.
@@ -27,8 +25,8 @@ pub enum CloseReason {
     BackendError,
     /// The JWT the connection was opened with expired.
     TokenExpired,
-    /// The user's account was deleted.
-    AccountDeleted,
+    /// The server closed it for good: the user's account was deleted, or the host asked.
+    ClosedByServer,
 }
 
 impl CloseReason {
@@ -40,13 +38,12 @@ impl CloseReason {
             Self::HandshakeFailed => "handshake_failed",
             Self::SlowClient => "slow_client",
             Self::Lagged => "lagged",
-            Self::FeedEnded => "feed_ended",
             Self::MessageTooLarge => "message_too_large",
             Self::ProtocolError => "protocol_error",
             Self::Shutdown => "shutdown",
             Self::BackendError => "backend_error",
             Self::TokenExpired => "token_expired",
-            Self::AccountDeleted => "account_deleted",
+            Self::ClosedByServer => "closed_by_server",
         }
     }
 }
@@ -69,10 +66,10 @@ pub(crate) fn invocation(method: &'static str, outcome: &'static str) {
 }
 
 /// A new connection was refused at a limit.
-pub(crate) fn connection_refused(refused: crate::hub::Refused) {
+pub(crate) fn connection_refused(refused: crate::lifetime::Refused) {
     let limit = match refused {
-        crate::hub::Refused::UserFull(_) => "per_user",
-        crate::hub::Refused::NodeFull(_) => "per_node",
+        crate::lifetime::Refused::UserFull(_) => "per_user",
+        crate::lifetime::Refused::NodeFull(_) => "per_node",
     };
     counter!("imgate_hub_connections_refused_total", "limit" => limit).increment(1);
     tracing::info!(error = %refused, "hub connection refused");

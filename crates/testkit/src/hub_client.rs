@@ -177,6 +177,11 @@ impl HubClient {
         }
     }
 
+    /// How many events named `event` (`reconnecting`, `closed`, …) the client reported so far.
+    pub fn count_events(&self, event: &str) -> usize {
+        self.seen.iter().filter(|v| v["event"] == event).count()
+    }
+
     /// Received invocations (pushed events) so far.
     pub fn received(&self) -> Vec<&Value> {
         self.seen.iter().filter(|v| v["event"] == "recv").collect()

@@ -25,6 +25,31 @@ where
     release_frees_it_and_a_stale_release_does_nothing(&make().await).await;
     of_many_concurrent_acquirers_exactly_one_wins(Arc::new(make().await)).await;
     expires_in_tells_a_standby_when_to_try_again(&make().await).await;
+    holder_names_who_holds_the_lease(&make().await).await;
+}
+
+async fn holder_names_who_holds_the_lease(lease: &dyn Lease) {
+    let alice = user("alice");
+    assert_eq!(lease.holder(&alice).await.unwrap(), None, "free");
+    let token = lease
+        .acquire(&alice, "node:a", LONG)
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert_eq!(
+        lease.holder(&alice).await.unwrap().as_deref(),
+        Some("node:a")
+    );
+    assert_eq!(lease.holder(&user("bob")).await.unwrap(), None, "per user");
+    lease.release(&alice, &token).await.unwrap();
+    assert_eq!(lease.holder(&alice).await.unwrap(), None, "released");
+    lease
+        .acquire(&alice, "node-b", Duration::from_millis(50))
+        .await
+        .unwrap()
+        .expect("released lease");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(lease.holder(&alice).await.unwrap(), None, "expired");
 }
 
 async fn expires_in_tells_a_standby_when_to_try_again(lease: &dyn Lease) {

@@ -4,7 +4,7 @@
 //! Each suite is a generic async function taking a factory; its cases take `&dyn Port`, which
 //! also proves the port is object safe.
 
-pub mod event_publisher;
+pub mod backplane;
 pub mod hub_client;
 pub mod lease;
 pub mod password_store;

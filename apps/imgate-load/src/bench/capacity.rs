@@ -152,6 +152,8 @@ pub struct Fanout {
     pub peak: f64,
     /// For several nodes: the upstreams each held after the last round.
     pub upstreams_held: Vec<u64>,
+    /// For several nodes: the hub connections each served once all were open.
+    pub hub_connections: Vec<u64>,
 }
 
 /// Runs idle capacity and fan-out against `server` (with process `pid`).
@@ -251,6 +253,16 @@ pub(crate) async fn open_into(
             .collect(),
         _ => Vec::new(),
     };
+    // The nodes' routes, so that connections go where nginx's map would send them.
+    let routes: Vec<(String, String)> = match server {
+        Server::Nodes => bench
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, (node, _))| (super::nodes::route(n), node.base().to_owned()))
+            .collect(),
+        _ => Vec::new(),
+    };
     let open = |i: usize| {
         let source = bench.source(i);
         let token = tokens.get(i / per_user).cloned();
@@ -261,12 +273,14 @@ pub(crate) async fn open_into(
             }
             _ => bench.api.base(),
         };
+        let routes = &routes;
         async move {
             Ok(match server {
                 Server::Gateway | Server::Nodes => Receiver::Hub(
-                    HubClient::connect_from(
+                    HubClient::connect_routed(
                         &bench.http,
                         base,
+                        routes,
                         &token.unwrap_or_default(),
                         CONNECT_TIMEOUT,
                         source,
@@ -388,6 +402,7 @@ pub(crate) async fn fan_out(
         broke,
         peak,
         upstreams_held: Vec::new(),
+        hub_connections: Vec::new(),
     })
 }
 

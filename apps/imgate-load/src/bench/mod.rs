@@ -261,6 +261,15 @@ pub async fn upstreams_held(api: &GatewayApi) -> anyhow::Result<u64> {
     Ok(gauge(&text, "imgate_upstreams_held").unwrap_or(0.0) as u64)
 }
 
+/// The `imgate_hub_connections_open` gauge of the gateway (node) `api`.
+pub async fn hub_connections(api: &GatewayApi) -> anyhow::Result<u64> {
+    let text = api
+        .metrics()
+        .await
+        .with_context(|| format!("reading the metrics of {}", api.base()))?;
+    Ok(gauge(&text, "imgate_hub_connections_open").unwrap_or(0.0) as u64)
+}
+
 /// Runs the configured scenarios in order: capacity (gateway, then limit, then Socket.IO),
 /// two nodes, churn, REST; each line is printed as it is known. Returns the lines.
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {

@@ -1,7 +1,9 @@
-//! The fan-out over two gateway nodes sharing Redis: the fan-out users' connections are
-//! spread so that every user has connections on both nodes, while exactly one node holds the
-//! user's upstream (a Redis lease) and the events reach the other node's connections through
-//! Redis pub/sub.
+//! The fan-out over two gateway nodes sharing Redis, as behind `config/nginx.conf`: every
+//! user negotiates on both nodes in turn, and each connection's transport goes where the
+//! nginx map would send it, to the node whose route (`hub.route`: `a`, `b`) starts its id.
+//! The nodes give out ids of the node holding the user's upstream, so a user's connections
+//! meet there and the events reach them without Redis; the latency is split by whether the
+//! connection negotiated on the other node (and was routed).
 //!
 //! Which node holds a user's upstream is decided here, not guessed: each user's first
 //! connection is opened alone, on the node [`node_of`] gives it, and only once every node holds
@@ -9,7 +11,7 @@
 //! `imgate_upstreams_held`) are the others opened. A node can only hold the lease of a user it
 //! has a connection of, so at that point each user's upstream is on their first connection's
 //! node, and a holder renews its lease for as long as the user stays online. The counts are
-//! read again after the last round, and reported.
+//! read again after the last round, and reported, with each node's hub connections.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::capacity::{self, Fanout, Measured, Server};
 use super::probe::Probe;
-use super::{upstreams_held, Bench};
+use super::{hub_connections, upstreams_held, Bench};
 
 /// The scenario's name in the report.
 pub const NAME: &str = "gateway on two nodes + Redis";
@@ -35,8 +37,13 @@ pub fn node_of(user: usize, k: usize, nodes: usize) -> usize {
     (user + k) % nodes.max(1)
 }
 
-/// Whether connection `k` of `user` is on a node other than the one holding the user's
-/// upstream (the node of the user's first connection): its deliveries cross nodes.
+/// The route of node `node` (0-based): `a`, `b`, …, as `scripts/bench.sh` sets `hub.route`.
+pub fn route(node: usize) -> String {
+    char::from(b'a' + u8::try_from(node % 26).unwrap_or(0)).to_string()
+}
+
+/// Whether connection `k` of `user` negotiates on a node other than the one holding the
+/// user's upstream (the node of the user's first connection), and is routed there.
 pub fn crosses_nodes(user: usize, k: usize, nodes: usize) -> bool {
     node_of(user, k, nodes) != node_of(user, 0, nodes)
 }
@@ -85,6 +92,10 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     }
     .await;
     let expected = expected_upstreams(users, nodes);
+    let mut connections = Vec::with_capacity(nodes);
+    for (node, _) in &bench.nodes {
+        connections.push(hub_connections(node).await?);
+    }
     let fanout = match opened {
         Ok(()) => {
             let measured = Measured {
@@ -113,6 +124,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     }
     let mut fanout = fanout?;
     fanout.upstreams_held = held;
+    fanout.hub_connections = connections;
     Ok(fanout)
 }
 

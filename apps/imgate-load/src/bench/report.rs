@@ -59,8 +59,8 @@ fn round(round: &Round) -> String {
                 )
             };
             format!(
-                " (upstream's node: p99 {} ms of {}; other node, cross-node: p50 {} ms, p99 {} \
-                 ms of {}{moved})",
+                " (negotiated on the upstream's node: p99 {} ms of {}; negotiated on the other \
+                 node and routed: p50 {} ms, p99 {} ms of {}{moved})",
                 ms(split.holder.p99_us),
                 split.holder.count,
                 ms(split.other.p50_us),
@@ -111,10 +111,16 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
             .iter()
             .map(ToString::to_string)
             .collect();
+        let connections: Vec<String> = fanout
+            .hub_connections
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         format!(
-            " spread over {} nodes (upstreams held {})",
+            " spread over {} nodes (upstreams held {}, hub connections {})",
             counts.len(),
-            counts.join(" + ")
+            counts.join(" + "),
+            connections.join(" + ")
         )
     };
     format!(
@@ -246,6 +252,7 @@ mod tests {
             best: None,
             broke: None,
             peak: 900.0,
+            hub_connections: held.iter().map(|h| h * 5).collect(),
             upstreams_held: held,
         }
     }
@@ -267,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn the_nodes_line_tells_cross_node_latency_redis_cpu_and_upstreams_apart() {
+    fn the_nodes_line_tells_routed_latency_redis_cpu_upstreams_and_connections_apart() {
         let split = Split {
             holder: latency(2, 7, 3000),
             other: latency(4, 11, 2000),
@@ -283,14 +290,15 @@ mod tests {
         assert!(
             line.starts_with(
                 "fan-out gateway on two nodes + Redis: 200 connections spread over 2 nodes \
-                 (upstreams held 20 + 20); peak 900 deliveries/s;"
+                 (upstreams held 20 + 20, hub connections 100 + 100); peak 900 deliveries/s;"
             ),
             "{line}"
         );
         assert!(
             line.contains(
-                "p99 9.00 ms, p999 9.00 ms (upstream's node: p99 7.00 ms of 3000; other node, \
-                 cross-node: p50 4.00 ms, p99 11.00 ms of 2000), 12.5 us CPU per delivery \
+                "p99 9.00 ms, p999 9.00 ms (negotiated on the upstream's node: p99 7.00 ms of \
+                 3000; negotiated on the other node and routed: p50 4.00 ms, p99 11.00 ms of \
+                 2000), 12.5 us CPU per delivery \
                  (nodes together) + 1.5 us Redis;"
             ),
             "{line}"

@@ -38,6 +38,7 @@ pub struct LeaseToken {
 /// - `release` with the current token frees it; with a stale token it changes nothing.
 /// - `expires_in` of a held lease is how long it has left (at most its `ttl`); of a free one,
 ///   `None`.
+/// - `holder` of a held lease is its holder's id; of a free (released, expired) one, `None`.
 #[async_trait]
 pub trait Lease: Send + Sync {
     /// Takes the lease on `user` for `ttl` unless someone else holds it.
@@ -59,4 +60,7 @@ pub trait Lease: Send + Sync {
     /// How long the lease on `user` has left, whoever holds it; `None` when it is free. A
     /// standby uses it to try again the moment a dead holder's lease runs out.
     async fn expires_in(&self, user: &UserId) -> Result<Option<Duration>, LeaseError>;
+    /// Who holds the lease on `user`; `None` when it is free. Lets any node send a user's
+    /// connections to the node that holds the user's upstream.
+    async fn holder(&self, user: &UserId) -> Result<Option<String>, LeaseError>;
 }

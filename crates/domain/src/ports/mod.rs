@@ -2,14 +2,19 @@
 //! doc comments are their contracts. Adapters live in other crates; `imgate-testkit` holds one
 //! contract suite per port that every adapter runs.
 
-pub mod event_publisher;
+pub mod backplane;
+pub mod event_delivery;
 pub mod health;
 pub mod lease;
 pub mod password_store;
 pub mod provider;
 pub mod token_cache;
 
-pub use event_publisher::{EventPublisher, EventSubscription, PublishError};
+pub use backplane::{
+    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, MessageStamp,
+    Payload, ProtocolCode, SubscriptionChange,
+};
+pub use event_delivery::{EventDelivery, Reach};
 pub use health::HealthCheck;
 pub use lease::{Lease, LeaseError, LeaseToken};
 pub use password_store::{PasswordStore, PasswordStoreError};

@@ -1,18 +1,21 @@
-//! Upstream lifecycle: one provider realtime connection per online user. The first live
-//! connection of a user opens it, the last one leaving starts a grace period after which it
-//! closes; deleting or logging out the user closes it at once. Across nodes, a lease decides
-//! which node holds it; the others stand by and take over when the holder dies. Events go to
-//! the publisher, and
-//! after a reconnect what arrived meanwhile is fetched from history and delivered first, each
-//! message once.
+//! Upstream lifecycle: one provider realtime connection per online user. The hub says when a
+//! user's first connection on this node arrives and when the last one leaves; the last starts
+//! a grace period after which the upstream closes; deleting or logging out the user closes it
+//! at once. Across nodes, a lease decides which node holds it; the others stand by and take
+//! over when the holder dies. Events go to [`EventDelivery`], and after a reconnect what
+//! arrived meanwhile is fetched from history and delivered first, each message once.
+//!
+//! Repeats are dropped here and only here: every room message a node hands its connections,
+//! from its own upstream or from the node holding it, passes the user's [`Seen`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +23,7 @@ use crate::event::{SubscriptionChange, UserEvent};
 use crate::ids::UserId;
 use crate::model::{HistoryQuery, Message};
 use crate::ports::{
-    EventPublisher, EventSubscription, ImProvider, Lease, LeaseToken, RealtimeSignal,
+    EventDelivery, ImProvider, Lease, LeaseToken, MessageStamp, Reach, RealtimeSignal,
 };
 use crate::services::{SessionService, UserSessions};
 
@@ -29,19 +32,28 @@ use crate::services::{SessionService, UserSessions};
 const GAP_MARGIN: Duration = Duration::from_secs(2);
 /// Added to a lease's remaining time before a standby tries for it, so it finds it expired.
 const STANDBY_SLACK: Duration = Duration::from_millis(20);
-/// How often undelivered events are tried again while no new event comes.
-const REDELIVER_EVERY: Duration = Duration::from_secs(1);
+/// A recovery from history that fails is tried again after this, then twice as long, …
+const RECOVER_RETRY: Duration = Duration::from_millis(250);
+/// … this many times in all (some 16 s).
+const RECOVER_TRIES: u32 = 7;
+/// How soon a failed lease renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_millis(500);
 /// Messages remembered per user to drop duplicates between history and live events.
 const REMEMBERED: usize = 2048;
 /// Messages fetched per room when filling a gap.
 const GAP_PAGE: u16 = 100;
 
+/// A user with connections on this node (or within the grace period after the last).
 struct Online {
-    connections: usize,
     // Cancelling ends the user's task, which closes the upstream and releases the lease.
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// The grace period's timer, after the last connection left.
     closing: Option<JoinHandle<()>>,
+    /// What this node's connections of the user were handed, shared with the user's task.
+    watch: Arc<Mutex<Watch>>,
+    /// Wakes a standby task to recover from history what the backplane lost.
+    recover: Arc<Notify>,
 }
 
 /// How a node takes part in "one upstream per user across all nodes".
@@ -59,7 +71,7 @@ pub struct Ownership {
 pub struct UpstreamService {
     provider: Arc<dyn ImProvider>,
     sessions: Arc<SessionService>,
-    publisher: Arc<dyn EventPublisher>,
+    delivery: Arc<dyn EventDelivery>,
     ownership: Ownership,
     grace: Duration,
     online: Mutex<HashMap<UserId, Online>>,
@@ -71,14 +83,14 @@ impl UpstreamService {
     pub fn new(
         provider: Arc<dyn ImProvider>,
         sessions: Arc<SessionService>,
-        publisher: Arc<dyn EventPublisher>,
+        delivery: Arc<dyn EventDelivery>,
         ownership: Ownership,
         grace: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
             sessions,
-            publisher,
+            delivery,
             ownership,
             grace,
             online: Mutex::new(HashMap::new()),
@@ -90,39 +102,40 @@ impl UpstreamService {
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One more live connection of `user`; the first starts competing for the user's upstream.
-    pub fn connected(self: &Arc<Self>, user: &UserId) {
+    /// `user`'s first connection on this node arrived: compete for the user's upstream.
+    pub fn online(self: &Arc<Self>, user: &UserId) {
         let mut online = self.lock();
         let entry = online.entry(user.clone()).or_insert_with(|| {
             let cancel = CancellationToken::new();
+            let watch = Arc::default();
+            let recover = Arc::default();
             Online {
-                connections: 0,
-                task: self.spawn_owner(user, cancel.clone()),
+                task: self.spawn_owner(user, cancel.clone(), &watch, &recover),
                 cancel,
                 closing: None,
+                watch,
+                recover,
             }
         });
-        entry.connections += 1;
         if let Some(closing) = entry.closing.take() {
             closing.abort();
         }
         // A task that ended (the user could not log in) gets another chance.
         if entry.task.is_finished() {
             entry.cancel = CancellationToken::new();
-            entry.task = self.spawn_owner(user, entry.cancel.clone());
+            entry.task = self.spawn_owner(user, entry.cancel.clone(), &entry.watch, &entry.recover);
         }
         metrics::gauge!("imgate_upstream_users").set(online.len() as f64);
     }
 
-    /// One fewer live connection of `user`; after the last, the upstream closes once `grace`
-    /// has passed without a new one.
-    pub fn disconnected(self: &Arc<Self>, user: &UserId) {
+    /// `user`'s last connection on this node left: the upstream closes once `grace` has
+    /// passed without a new one.
+    pub fn offline(self: &Arc<Self>, user: &UserId) {
         let mut online = self.lock();
         let Some(entry) = online.get_mut(user) else {
             return;
         };
-        entry.connections = entry.connections.saturating_sub(1);
-        if entry.connections == 0 && entry.closing.is_none() {
+        if entry.closing.is_none() {
             let this = Arc::clone(self);
             let user = user.clone();
             entry.closing = Some(tokio::spawn(async move {
@@ -132,9 +145,31 @@ impl UpstreamService {
         }
     }
 
+    /// Whether the room message of `stamp`, delivered by the node holding `user`'s upstream,
+    /// is new to this node's connections; remembers it, so a takeover or a recovery from
+    /// history does not send it again. `false` for a user without connections here.
+    pub fn observe(&self, user: &UserId, stamp: &MessageStamp) -> bool {
+        let watch = match self.lock().get(user) {
+            Some(entry) => entry.watch.clone(),
+            None => return false,
+        };
+        let fresh = lock_watch(&watch).note(stamp);
+        fresh
+    }
+
+    /// The backplane lost what the other nodes published for a while: every user whose
+    /// upstream another node holds gets from history what this node's connections missed.
+    pub fn backplane_resumed(&self) {
+        for entry in self.lock().values() {
+            // A permit, not a wake-up: the task may be busy asking for the lease right now.
+            // A task holding the upstream takes it later, harmlessly: repeats are dropped.
+            entry.recover.notify_one();
+        }
+    }
+
     fn close_if_idle(&self, user: &UserId) {
         let mut online = self.lock();
-        if online.get(user).is_some_and(|e| e.connections == 0) {
+        if online.get(user).is_some_and(|e| e.closing.is_some()) {
             if let Some(entry) = online.remove(user) {
                 entry.cancel.cancel();
                 tracing::info!(user = %user, "upstream closed after the grace period");
@@ -156,15 +191,21 @@ impl UpstreamService {
     }
 
     /// Closes a deleted user's upstream and ends their live connections on every node.
-    pub async fn account_deleted(&self, user: &UserId) {
+    pub fn account_deleted(&self, user: &UserId) {
         self.close(user);
-        if let Err(error) = self
-            .publisher
-            .publish(user, &UserEvent::AccountDeleted)
-            .await
-        {
-            // Their connections then end when their token expires or they next call.
-            tracing::warn!(user = %user, error = %error, "could not tell a deleted user's connections");
+        self.delivery
+            .deliver(user, &UserEvent::AccountDeleted, Reach::AllNodes);
+    }
+
+    /// The id of the node holding `user`'s upstream, if any does; `None` also when the lease
+    /// store cannot say.
+    pub async fn holder(&self, user: &UserId) -> Option<String> {
+        match self.ownership.lease.holder(user).await {
+            Ok(holder) => holder,
+            Err(error) => {
+                tracing::debug!(user = %user, error = %error, "cannot read the lease holder");
+                None
+            }
         }
     }
 
@@ -191,18 +232,23 @@ impl UpstreamService {
         let _ = tokio::time::timeout(deadline, futures::future::join_all(tasks)).await;
     }
 
-    fn spawn_owner(&self, user: &UserId, cancel: CancellationToken) -> JoinHandle<()> {
+    fn spawn_owner(
+        &self,
+        user: &UserId,
+        cancel: CancellationToken,
+        watch: &Arc<Mutex<Watch>>,
+        recover: &Arc<Notify>,
+    ) -> JoinHandle<()> {
         let owner = Owner {
             ownership: self.ownership.clone(),
             user: user.clone(),
+            recover: recover.clone(),
             pump: Pump {
                 provider: self.provider.clone(),
                 sessions: self.sessions.clone(),
-                publisher: self.publisher.clone(),
+                delivery: self.delivery.clone(),
                 user: user.clone(),
-                seen: Seen::default(),
-                last_event: None,
-                undelivered_since: None,
+                watch: watch.clone(),
             },
         };
         tokio::spawn(owner.run(cancel))
@@ -213,6 +259,7 @@ impl UpstreamService {
 struct Owner {
     ownership: Ownership,
     user: UserId,
+    recover: Arc<Notify>,
     pump: Pump,
 }
 
@@ -229,8 +276,6 @@ enum Held {
 impl Owner {
     async fn run(mut self, cancel: CancellationToken) {
         let Ownership { lease, node, ttl } = self.ownership.clone();
-        // While another node holds the upstream, its deliveries as this node sees them.
-        let mut watch: Option<EventSubscription> = None;
         loop {
             let acquired = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -238,7 +283,6 @@ impl Owner {
             };
             match acquired {
                 Ok(Some(token)) => {
-                    watch = None;
                     tracing::debug!(user = %self.user, fence = token.fence, "holding the upstream");
                     metrics::gauge!("imgate_upstreams_held").increment(1.0);
                     let held = self.hold(&*lease, &token, ttl, &cancel).await;
@@ -251,19 +295,18 @@ impl Owner {
                     match held {
                         Held::Cancelled | Held::Ended => return,
                         Held::Lost => {
-                            tracing::info!(user = %self.user, "upstream lease lost, standing by")
+                            // A store that restarted empty forgot the lease rather than gave
+                            // it to another node: ask again at once before standing by.
+                            tracing::info!(user = %self.user, "upstream lease lost");
+                            continue;
                         }
                     }
                 }
                 // Another node holds it; its events reach this node's connections through the
-                // publisher. Watch them go by, so that if that node dies, the takeover fills
-                // exactly what it did not deliver; and try again in case it does.
-                Ok(None) => {
-                    if watch.is_none() {
-                        self.pump.watch_from_now();
-                        watch = self.pump.publisher.subscribe(&self.user).await.ok();
-                    }
-                }
+                // backplane, and the hub notes each message as it goes by (`observe`), so
+                // that if that node dies, the takeover fills exactly what it did not deliver.
+                // Try again in case it does.
+                Ok(None) => self.pump.watch_from_now(),
                 Err(error) => {
                     tracing::warn!(user = %self.user, error = %error, "lease store failed")
                 }
@@ -274,13 +317,34 @@ impl Owner {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = &mut pause => break,
-                    event = next_watched(&mut watch) => match event {
-                        Some(event) => self.pump.observe(&event),
-                        None => watch = None,
-                    },
+                    _ = self.recover.notified() => self.recover(&cancel).await,
                 }
             }
         }
+    }
+
+    /// Delivers to this node's connections, from history, what the holder sent while the
+    /// backplane was down; tries again while the provider or the session store (likely just
+    /// back itself) cannot answer.
+    async fn recover(&self, cancel: &CancellationToken) {
+        let Some(since) = self.pump.last_event() else {
+            return;
+        };
+        // What the holder sends meanwhile is newer: it waits, so the connections get
+        // everything in order.
+        self.pump.delivery.hold(&self.user);
+        let mut wait = RECOVER_RETRY;
+        for _ in 0..RECOVER_TRIES {
+            if self.pump.fill_gap(since, Reach::ThisNode).await {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait *= 2;
+        }
+        self.pump.delivery.release(&self.user);
     }
 
     /// How long to wait before trying for the lease again: until the holder's lease runs out
@@ -301,14 +365,26 @@ impl Owner {
         cancel: &CancellationToken,
     ) -> Held {
         let renew = async {
+            // The lease is ours until this, whatever the store says meanwhile: a store that
+            // is down for a moment (Redis restarting) must not take the upstream away.
+            let mut ours_until = tokio::time::Instant::now() + ttl;
+            let mut wait = ttl / 3;
             loop {
-                tokio::time::sleep(ttl / 3).await;
+                tokio::time::sleep(wait).await;
                 match lease.renew(&self.user, token, ttl).await {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        ours_until = tokio::time::Instant::now() + ttl;
+                        wait = ttl / 3;
+                    }
                     Ok(false) => return,
                     Err(error) => {
-                        tracing::warn!(user = %self.user, error = %error, "cannot renew the lease");
-                        return;
+                        wait = RENEW_RETRY.min(ttl / 3);
+                        // Another node may take it once it has run out.
+                        if tokio::time::Instant::now() + wait + STANDBY_SLACK >= ours_until {
+                            tracing::warn!(user = %self.user, error = %error, "cannot renew the lease before it runs out");
+                            return;
+                        }
+                        tracing::debug!(user = %self.user, error = %error, "cannot renew the lease; trying again");
                     }
                 }
             }
@@ -336,21 +412,13 @@ struct Seen {
 }
 
 impl Seen {
-    fn digest(&self, message: &Message) -> u64 {
-        self.hasher.hash_one(message.revision())
+    fn digest(&self, stamp: &MessageStamp) -> u64 {
+        self.hasher.hash_one(stamp.revision())
     }
 
-    /// Forgets `message`, so it counts as new again (it was never delivered after all).
-    fn forget(&mut self, message: &Message) {
-        let key = self.digest(message);
-        if self.keys.remove(&key) {
-            self.order.retain(|k| *k != key);
-        }
-    }
-
-    /// Whether `message` is new; remembers it.
-    fn first_time(&mut self, message: &Message) -> bool {
-        let key = self.digest(message);
+    /// Whether `stamp`'s revision is new; remembers it.
+    fn first_time(&mut self, stamp: &MessageStamp) -> bool {
+        let key = self.digest(stamp);
         if !self.keys.insert(key) {
             return false;
         }
@@ -364,48 +432,51 @@ impl Seen {
     }
 }
 
-/// Moves one user's upstream signals to the publisher.
+/// What one node's connections of a user were handed: the digests of the room messages and
+/// the newest message time, where a gap fill starts.
+#[derive(Default)]
+struct Watch {
+    seen: Seen,
+    last_event: Option<DateTime<Utc>>,
+}
+
+impl Watch {
+    /// Whether the revision of `stamp` is new here; remembers it and its time.
+    fn note(&mut self, stamp: &MessageStamp) -> bool {
+        if !self.seen.first_time(stamp) {
+            return false;
+        }
+        self.last_event = Some(self.last_event.map_or(stamp.at, |last| last.max(stamp.at)));
+        true
+    }
+}
+
+fn lock_watch(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
+    // Every edit is one call on plain collections, so a poisoned lock is still consistent.
+    watch.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Moves one user's upstream signals to the connections.
 struct Pump {
     provider: Arc<dyn ImProvider>,
     sessions: Arc<SessionService>,
-    publisher: Arc<dyn EventPublisher>,
+    delivery: Arc<dyn EventDelivery>,
     user: UserId,
-    seen: Seen,
-    last_event: Option<DateTime<Utc>>,
-    /// The time of the oldest event the publisher refused, while any wait for redelivery.
-    undelivered_since: Option<DateTime<Utc>>,
-}
-
-/// The next event of `watch`; pending forever when there is none.
-async fn next_watched(watch: &mut Option<EventSubscription>) -> Option<Arc<UserEvent>> {
-    match watch {
-        Some(subscription) => subscription.next().await,
-        None => std::future::pending().await,
-    }
+    watch: Arc<Mutex<Watch>>,
 }
 
 impl Pump {
     /// Starts counting from now what another node delivers, unless already counting: a
     /// takeover fills the gap from here.
-    fn watch_from_now(&mut self) {
-        self.last_event.get_or_insert_with(Utc::now);
+    fn watch_from_now(&self) {
+        lock_watch(&self.watch)
+            .last_event
+            .get_or_insert_with(Utc::now);
     }
 
-    /// Notes a message another node delivered, as if this one had.
-    fn observe(&mut self, event: &UserEvent) {
-        if let UserEvent::RoomMessage { message } = event {
-            self.note(message);
-        }
-    }
-
-    /// Whether `message` is new to this user's upstream; remembers it and its time.
-    fn note(&mut self, message: &Message) -> bool {
-        if !self.seen.first_time(message) {
-            return false;
-        }
-        let at = message.edited_at.unwrap_or(message.created_at);
-        self.last_event = Some(self.last_event.map_or(at, |last| last.max(at)));
-        true
+    /// The newest message time delivered here, if any.
+    fn last_event(&self) -> Option<DateTime<Utc>> {
+        lock_watch(&self.watch).last_event
     }
 
     async fn run(&mut self) {
@@ -431,22 +502,18 @@ impl Pump {
                 let signal = tokio::select! {
                     signal = stream.next() => signal,
                     _ = &mut expires => break,
-                    _ = tokio::time::sleep(REDELIVER_EVERY), if self.undelivered_since.is_some() => {
-                        self.redeliver().await;
-                        continue;
-                    }
                 };
-                if matches!(signal, Some(RealtimeSignal::Event(_))) {
-                    // What the publisher could not take goes out first, in order.
-                    self.redeliver().await;
-                }
                 match signal {
-                    Some(RealtimeSignal::Connected) => match self.last_event {
+                    Some(RealtimeSignal::Connected) => match self.last_event() {
                         // The first connection: what came before is history the client reads itself.
-                        None => self.last_event = Some(Utc::now()),
-                        Some(since) => self.fill_gap(since).await,
+                        None => self.watch_from_now(),
+                        Some(since) => {
+                            // Not filled completely: the provider's own reconnect logic
+                            // brings the next chance; what could be read went out.
+                            self.fill_gap(since, Reach::AllNodes).await;
+                        }
                     },
-                    Some(RealtimeSignal::Event(event)) => self.deliver(event).await,
+                    Some(RealtimeSignal::Event(event)) => self.deliver(event, Reach::AllNodes),
                     None => {
                         tracing::info!(user = %self.user, "upstream ended");
                         return;
@@ -457,45 +524,19 @@ impl Pump {
         }
     }
 
-    async fn deliver(&mut self, event: UserEvent) {
+    fn deliver(&self, event: UserEvent, reach: Reach) {
         if let UserEvent::RoomMessage { message } = &event {
-            if !self.note(message) {
+            if !lock_watch(&self.watch).note(&MessageStamp::of(message)) {
                 return;
             }
         }
-        if let Err(error) = self.publisher.publish(&self.user, &event).await {
-            // History has every message: deliver from there once the publisher takes events
-            // again. Other events cannot be replayed; the rooms' state is sent afresh instead.
-            let at = match &event {
-                UserEvent::RoomMessage { message } => {
-                    self.seen.forget(message);
-                    message.edited_at.unwrap_or(message.created_at)
-                }
-                _ => self.last_event.unwrap_or_else(Utc::now),
-            };
-            match self.undelivered_since {
-                None => {
-                    tracing::warn!(user = %self.user, error = %error, "could not publish an event; delivering it from history when the publisher is back");
-                    self.undelivered_since = Some(at);
-                }
-                Some(since) => self.undelivered_since = Some(since.min(at)),
-            }
-        }
+        self.delivery.deliver(&self.user, &event, reach);
     }
 
-    /// Delivers from history what the publisher refused earlier.
-    async fn redeliver(&mut self) {
-        if let Some(since) = self.undelivered_since.take() {
-            self.fill_gap(since).await;
-            if self.undelivered_since.is_none() {
-                tracing::info!(user = %self.user, "the publisher is back; undelivered events sent");
-            }
-        }
-    }
-
-    /// Delivers what arrived in the user's rooms since `since`, oldest first, before any live
-    /// event that follows the reconnect.
-    async fn fill_gap(&mut self, since: DateTime<Utc>) {
+    /// Delivers within `reach` what arrived in the user's rooms since `since`, oldest first,
+    /// before any live event that follows the reconnect. `false` when some of it could not
+    /// be read; what could was delivered.
+    async fn fill_gap(&self, since: DateTime<Utc>, reach: Reach) -> bool {
         let from = since - chrono::Duration::from_std(GAP_MARGIN).unwrap_or_default();
         let sessions = &self.sessions;
         let provider = &self.provider;
@@ -506,9 +547,10 @@ impl Pump {
             Ok(rooms) => rooms,
             Err(error) => {
                 tracing::warn!(user = %self.user, error = %error, "gap fill: cannot list rooms");
-                return;
+                return false;
             }
         };
+        let mut complete = true;
         let mut missed: Vec<Message> = Vec::new();
         for room in rooms.iter().filter(|room| room.updated_at >= from) {
             let query = HistoryQuery {
@@ -527,6 +569,7 @@ impl Pump {
                 // millisecond in order through the stable sort below.
                 Ok(page) => missed.extend(page.messages.into_iter().rev()),
                 Err(error) => {
+                    complete = false;
                     tracing::warn!(user = %self.user, room = %room.id, error = %error, "gap fill: cannot read history")
                 }
             }
@@ -534,10 +577,10 @@ impl Pump {
         missed.sort_by_key(|m| m.edited_at.unwrap_or(m.created_at));
         let found = missed.len();
         for message in missed {
-            self.deliver(UserEvent::RoomMessage {
+            let event = UserEvent::RoomMessage {
                 message: Box::new(message),
-            })
-            .await;
+            };
+            self.deliver(event, reach);
         }
         // Unread counts may have moved while we were away.
         for room in rooms.into_iter().filter(|room| room.updated_at >= from) {
@@ -545,9 +588,10 @@ impl Pump {
                 method: SubscriptionChange::Updated,
                 room: Box::new(room),
             };
-            self.deliver(event).await;
+            self.deliver(event, reach);
         }
-        tracing::info!(user = %self.user, messages = found, "upstream reconnected, gap filled");
+        tracing::info!(user = %self.user, messages = found, "gap filled from history");
+        complete
     }
 }
 
@@ -557,8 +601,8 @@ mod tests {
     use crate::ids::{MessageId, RoomId};
     use crate::model::Sender;
 
-    fn message(id: &str, edited_s: Option<i64>) -> Message {
-        Message {
+    fn message(id: &str, edited_s: Option<i64>) -> MessageStamp {
+        MessageStamp::of(&Message {
             id: MessageId::parse(id).unwrap(),
             room_id: RoomId::parse("room").unwrap(),
             sender: Sender {
@@ -572,7 +616,7 @@ mod tests {
             thread_id: None,
             system: None,
             file: None,
-        }
+        })
     }
 
     #[test]
@@ -583,17 +627,6 @@ mod tests {
         assert!(seen.first_time(&message("m1", Some(1_700_000_100))));
         assert!(!seen.first_time(&message("m1", Some(1_700_000_100))));
         assert!(seen.first_time(&message("m2", None)));
-    }
-
-    #[test]
-    fn a_forgotten_message_is_new_again() {
-        let mut seen = Seen::default();
-        assert!(seen.first_time(&message("m1", None)));
-        assert!(seen.first_time(&message("m2", None)));
-        seen.forget(&message("m1", None));
-        assert!(seen.first_time(&message("m1", None)));
-        assert!(!seen.first_time(&message("m2", None)));
-        assert_eq!((seen.keys.len(), seen.order.len()), (2, 2));
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl UserService {
                 async move { provider.delete_user(&admin, user).await }
             })
             .await?;
-        self.upstreams.account_deleted(user).await;
+        self.upstreams.account_deleted(user);
         self.sessions.passwords().forget(user).await?;
         self.sessions.forget(user).await?;
         Ok(())

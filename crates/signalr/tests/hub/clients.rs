@@ -97,11 +97,14 @@ async fn every_connection_of_a_user_gets_each_event_once_and_others_get_nothing(
         .await;
     assert_eq!(hub.backend.count("opened:alice"), 3);
     assert_eq!(hub.backend.count("opened:bob"), 1);
+    // The user's first connection brings the user online on this node, once.
+    assert_eq!(hub.backend.count("online:alice"), 1);
+    assert_eq!(hub.backend.count("online:bob"), 1);
 
     for event in events() {
-        hub.publish("alice", &event).await;
+        hub.publish("alice", &event);
     }
-    hub.publish("alice", &typing("r1", "done")).await;
+    hub.publish("alice", &typing("r1", "done"));
     for client in [&mut node_one, &mut node_two, &mut python] {
         expect_events_once(client).await;
     }
@@ -119,6 +122,13 @@ async fn every_connection_of_a_user_gets_each_event_once_and_others_get_nothing(
         h.backend.count("closed:alice") == 1
     })
     .await;
+    assert_eq!(hub.backend.count("offline:alice"), 0);
+    // Her last connection leaving takes her offline here, once.
+    drop((node_two, python));
+    hub.eventually("alice offline", |h| h.backend.count("offline:alice") == 1)
+        .await;
+    assert_eq!(hub.backend.count("closed:alice"), 3);
+    assert_eq!(hub.backend.count("offline:bob"), 0);
     hub.stop().await;
 }
 
@@ -204,9 +214,9 @@ async fn python_clients_receive_events_and_invoke() {
         .await;
 
     for event in events() {
-        hub.publish("alice", &event).await;
+        hub.publish("alice", &event);
     }
-    hub.publish("alice", &typing("r1", "done")).await;
+    hub.publish("alice", &typing("r1", "done"));
     expect_events_once(&mut pysignalr).await;
     expect_events_once(&mut signalrcore).await;
 
@@ -250,9 +260,9 @@ async fn server_sent_events_and_long_polling_carry_events_and_invocations() {
     hub.eventually("two open connections", |h| h.hub.open_connections() == 2)
         .await;
     for event in events() {
-        hub.publish("alice", &event).await;
+        hub.publish("alice", &event);
     }
-    hub.publish("alice", &typing("r1", "done")).await;
+    hub.publish("alice", &typing("r1", "done"));
     expect_events_once(&mut sse).await;
     expect_events_once(&mut polling).await;
 
@@ -266,7 +276,7 @@ async fn server_sent_events_and_long_polling_carry_events_and_invocations() {
     }
     // Long polls time out empty and the client polls again without losing the connection.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    hub.publish("alice", &typing("r2", "after-idle")).await;
+    hub.publish("alice", &typing("r2", "after-idle"));
     polling
         .wait_for("an event after an idle poll", |v| {
             v["arg"]["username"] == "after-idle"
@@ -320,7 +330,7 @@ async fn shutdown_makes_automatic_reconnect_clients_come_back() {
     })
     .await;
     assert_eq!(hub.backend.count("closed:alice"), 3);
-    hub.publish("alice", &typing("r1", "after-reconnect")).await;
+    hub.publish("alice", &typing("r1", "after-reconnect"));
     for client in &mut clients {
         client
             .wait_for("an event after reconnecting", |v| {

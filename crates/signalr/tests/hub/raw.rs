@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use imgate_domain::{RoomId, UserEvent, UserId};
 use imgate_signalr::HubConfig;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{metric, token, typing, TestHub, WAIT};
+use crate::support::{message, metric, token, typing, TestHub, WAIT};
 
 const RS: char = '\u{1e}';
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -179,7 +180,7 @@ async fn a_connection_negotiated_on_another_node_is_taken_over_here() {
         h.backend.count("opened:alice") == 1
     })
     .await;
-    here.publish("alice", &typing("r1", "carol")).await;
+    here.publish("alice", &typing("r1", "carol"));
     let records = next_records(&mut socket).await;
     assert_eq!(
         records[0]["arguments"][0]["username"], "carol",
@@ -419,7 +420,7 @@ async fn long_polling_by_hand_activates_delivers_and_ends_with_delete() {
     assert_eq!(idle.status(), 200);
     assert!(idle.text().await.unwrap().is_empty());
     assert_eq!(hub.hub.open_connections(), 1);
-    hub.publish("alice", &typing("r1", "carol")).await;
+    hub.publish("alice", &typing("r1", "carol"));
     let body = get().await.unwrap().text().await.unwrap();
     let record: Value = serde_json::from_str(body.strip_suffix(RS).unwrap()).unwrap();
     assert_eq!(record["type"], 1);
@@ -588,14 +589,18 @@ async fn idle_connections_get_pings_and_silent_clients_time_out() {
 }
 
 #[tokio::test]
-async fn a_lagging_feed_closes_the_connection_saying_so() {
-    let hub = TestHub::start_with(HubConfig::default(), 2).await;
+async fn a_connection_whose_queue_overflows_is_closed_saying_so() {
+    let hub = TestHub::start(HubConfig {
+        outbound_buffer: 2,
+        ..HubConfig::default()
+    })
+    .await;
     let mut socket = connect(&hub, "alice").await;
     hub.eventually("the connection", |h| h.hub.open_connections() == 1)
         .await;
-    // The publisher does not wait for anyone, so a burst overflows a 2-event feed.
+    // Sending does not wait for anyone, so a burst overflows a queue of 2.
     for n in 0..5_000 {
-        hub.publish("alice", &typing("r1", &format!("u{n}"))).await;
+        hub.publish("alice", &typing("r1", &format!("u{n}")));
     }
     let close = until_close(&mut socket).await;
     assert!(
@@ -608,15 +613,13 @@ async fn a_lagging_feed_closes_the_connection_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_while_its_buffer_is_full_is_not_mistaken_for_a_slow_one() {
-    let hub = TestHub::start_with(
-        HubConfig {
-            outbound_buffer: 4,
-            max_pending_invocations: 2,
-            slow_client_timeout_ms: 1_000,
-            ..HubConfig::default()
-        },
-        1_024,
-    )
+    let hub = TestHub::start(HubConfig {
+        // Room for the 200 events; the client's records pile up behind them.
+        outbound_buffer: 256,
+        max_pending_invocations: 2,
+        slow_client_timeout_ms: 1_000,
+        ..HubConfig::default()
+    })
     .await;
     let mut socket = connect(&hub, "alice").await;
     hub.eventually("the connection", |h| h.hub.open_connections() == 1)
@@ -624,7 +627,7 @@ async fn a_client_that_sends_while_its_buffer_is_full_is_not_mistaken_for_a_slow
     // Many events and many client messages at once, and the client reads only later: the
     // hub must keep writing while it holds off reading.
     for n in 0..200 {
-        hub.publish("alice", &typing("r1", &format!("u{n}"))).await;
+        hub.publish("alice", &typing("r1", &format!("u{n}")));
     }
     for n in 0..100 {
         send(
@@ -670,15 +673,13 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
-    let hub = TestHub::start_with(
-        HubConfig {
-            outbound_buffer: 16,
-            slow_client_timeout_ms: 1_000,
-            ..HubConfig::default()
-        },
-        // Room for bob to fall behind a little on a busy machine without being cut off.
-        1_024,
-    )
+    let hub = TestHub::start(HubConfig {
+        // Room for bob to fall behind a little on a busy machine without being cut off;
+        // alice's queue holds the same shared frames, not copies.
+        outbound_buffer: 1_024,
+        slow_client_timeout_ms: 1_000,
+        ..HubConfig::default()
+    })
     .await;
     let cut_before = cut_off_count();
     let socket = connect(&hub, "alice").await;
@@ -717,20 +718,20 @@ async fn a_client_that_never_reads_is_cut_off_with_bounded_memory() {
         );
         for _ in 0..2 {
             let event = typing("r1", &padding);
-            hub.publish("alice", &event).await;
-            hub.publish("bob", &event).await;
+            hub.publish("alice", &event);
+            hub.publish("bob", &event);
             published += 1;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    hub.publish("bob", &typing("r1", "last")).await;
+    hub.publish("bob", &typing("r1", "last"));
     let grown = resident_bytes().saturating_sub(before);
     eprintln!("published {published} events of 8 KiB; resident memory grew {grown} bytes");
     assert!(
         grown < 64 * 1024 * 1024,
         "memory grew by {grown} bytes after {published} events"
     );
-    // Whichever comes first: the stall timer or the feed overflowing.
+    // Whichever comes first: the stall timer or her queue overflowing.
     assert!(
         cut_off_count() > cut_before,
         "{}",
@@ -857,8 +858,7 @@ async fn a_deleted_user_is_disconnected_for_good() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut socket = connect(&hub, "alice").await;
     let mut bob = connect(&hub, "bob").await;
-    hub.publish("alice", &imgate_domain::UserEvent::AccountDeleted)
-        .await;
+    hub.publish("alice", &imgate_domain::UserEvent::AccountDeleted);
     let close = until_close(&mut socket).await;
     assert!(
         close.get("allowReconnect").is_none() || close["allowReconnect"] == false,
@@ -869,8 +869,148 @@ async fn a_deleted_user_is_disconnected_for_good() {
         "{close}"
     );
     // Bob's connection is untouched.
-    hub.publish("bob", &typing("r1", "carol")).await;
+    hub.publish("bob", &typing("r1", "carol"));
     let records = next_records(&mut bob).await;
     assert_eq!(records[0]["target"], "typing", "{records:?}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_backplane_deliver_each_message_once_everywhere_and_close_a_user_everywhere(
+) {
+    let bus = imgate_memory::MemoryBus::new();
+    let a = TestHub::start_on(HubConfig::default(), bus.node("a")).await;
+    let b = TestHub::start_on(HubConfig::default(), bus.node("b")).await;
+    let mut alice_a = connect(&a, "alice").await;
+    let mut alice_b = connect(&b, "alice").await;
+    let mut bob_b = connect(&b, "bob").await;
+    for (hub, users) in [(&a, &["alice"][..]), (&b, &["alice", "bob"][..])] {
+        for user in users {
+            let line = format!("online:{user}");
+            hub.eventually("the user online on the node", |h| {
+                h.backend.count(&line) == 1
+            })
+            .await;
+        }
+    }
+
+    // Node a holds alice's upstream: its connection gets the message straight away, node b's
+    // through the backplane; node b asks its backend whether the message is new there.
+    let room = RoomId::parse("r1").unwrap();
+    let sender = UserId::parse("bob").unwrap();
+    a.publish(
+        "alice",
+        &UserEvent::RoomMessage {
+            message: Box::new(message(&room, &sender, "hello")),
+        },
+    );
+    a.publish("alice", &typing("r1", "carol"));
+    for socket in [&mut alice_a, &mut alice_b] {
+        let first = next_records(socket).await;
+        assert_eq!(
+            first[0]["target"], "getRoomMessageNotification",
+            "{first:?}"
+        );
+        assert_eq!(first[0]["arguments"][0]["text"], "hello");
+        let mut second = first[1..].to_vec();
+        if second.is_empty() {
+            second = next_records(socket).await;
+        }
+        assert_eq!(second[0]["target"], "typing", "{second:?}");
+    }
+    assert_eq!(b.backend.count("first_delivery:alice:m-hello"), 1);
+    assert_eq!(
+        a.backend.count("first_delivery:alice:m-hello"),
+        0,
+        "no echo on a"
+    );
+
+    // To everyone: bob, who is only on node b, gets it too.
+    let frames = imgate_signalr::Frames::of_event(&typing("r9", "everyone")).unwrap();
+    a.hub.manager().send_all(&frames);
+    for socket in [&mut alice_a, &mut alice_b, &mut bob_b] {
+        let records = next_records(socket).await;
+        assert_eq!(records[0]["arguments"][0]["roomId"], "r9", "{records:?}");
+    }
+
+    // Closing alice's connections on node a closes them on node b too, for good.
+    a.hub
+        .manager()
+        .close_user(&UserId::parse("alice").unwrap(), "access revoked");
+    for socket in [&mut alice_a, &mut alice_b] {
+        let close = until_close(socket).await;
+        assert_eq!(close["error"], "access revoked", "{close}");
+        assert!(close.get("allowReconnect").is_none() || close["allowReconnect"] == false);
+    }
+    for hub in [&a, &b] {
+        hub.eventually("alice offline", |h| h.backend.count("offline:alice") == 1)
+            .await;
+    }
+    b.publish("bob", &typing("r1", "still here"));
+    let records = next_records(&mut bob_b).await;
+    assert_eq!(records[0]["arguments"][0]["username"], "still here");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn negotiate_hands_out_ids_routed_to_the_node_holding_the_users_upstream() {
+    let hub = TestHub::start(HubConfig {
+        route: "a".into(),
+        ..HubConfig::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let negotiate = |version: u8| {
+        let request = http
+            .post(format!(
+                "{}/negotiate?negotiateVersion={version}",
+                hub.url()
+            ))
+            .bearer_auth(token("alice"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // Nobody holds alice's upstream yet: the connection is made here, with this node's route.
+    let here = negotiate(1).await;
+    assert!(
+        here["connectionToken"].as_str().unwrap().starts_with("a."),
+        "{here}"
+    );
+    // Node b holds it: ids for node b, in both negotiate versions.
+    *hub.backend.upstream_node.lock().unwrap() = Some("b@host-1234".into());
+    let routed = negotiate(1).await;
+    assert!(
+        routed["connectionToken"]
+            .as_str()
+            .unwrap()
+            .starts_with("b."),
+        "{routed}"
+    );
+    let routed_v0 = negotiate(0).await;
+    assert!(
+        routed_v0["connectionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("b."),
+        "{routed_v0}"
+    );
+    // This node holds it: here again.
+    *hub.backend.upstream_node.lock().unwrap() = Some("a@host-5678".into());
+    let home = negotiate(1).await;
+    assert!(
+        home["connectionToken"].as_str().unwrap().starts_with("a."),
+        "{home}"
+    );
+    // An id routed elsewhere that reaches this node anyway (that node died) is served here.
+    let id = routed["connectionToken"].as_str().unwrap();
+    let url = format!(
+        "ws://{}/hub?id={id}&access_token={}",
+        hub.addr,
+        token("alice")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    handshake(&mut socket).await;
+    hub.publish("alice", &typing("r1", "carol"));
+    assert_eq!(next_records(&mut socket).await[0]["target"], "typing");
     hub.stop().await;
 }

@@ -1,4 +1,4 @@
-//! A hub on 127.0.0.1:0 with an in-memory publisher and a recording backend, and the
+//! A hub on 127.0.0.1:0 with an in-memory backplane and a recording backend, and the
 //! official clients as subprocesses speaking JSON lines.
 
 use std::net::TcpListener;
@@ -8,11 +8,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use async_trait::async_trait;
 use imgate_domain::model::{Message, Sender};
-use imgate_domain::ports::EventPublisher;
+use imgate_domain::ports::{EventDelivery, MessageStamp, Reach};
 use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use imgate_http::auth::{mint_hs256, AuthSettings, Authenticator, JwtKey};
-use imgate_memory::MemoryEventPublisher;
-use imgate_signalr::{Caller, Hub, HubBackend, HubConfig, HubError};
+use imgate_memory::MemoryBackplane;
+use imgate_signalr::{Caller, Hub, HubBackend, HubConfig, HubError, HubLifetimeManager};
 
 /// The process-wide metrics recorder, so tests can read the hub's counters.
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
@@ -47,6 +47,8 @@ pub fn token(user: &str) -> String {
 #[derive(Default)]
 pub struct RecordingBackend {
     calls: Mutex<Vec<String>>,
+    /// What `upstream_node` answers.
+    pub upstream_node: Mutex<Option<String>>,
 }
 
 impl RecordingBackend {
@@ -75,6 +77,27 @@ impl HubBackend for RecordingBackend {
 
     async fn connection_closed(&self, caller: &Caller) {
         self.record(format!("closed:{}", caller.user));
+    }
+
+    fn user_online(&self, user: &UserId) {
+        self.record(format!("online:{user}"));
+    }
+
+    fn user_offline(&self, user: &UserId) {
+        self.record(format!("offline:{user}"));
+    }
+
+    fn first_delivery(&self, user: &UserId, stamp: &MessageStamp) -> bool {
+        self.record(format!("first_delivery:{user}:{}", stamp.id));
+        true
+    }
+
+    fn backplane_resumed(&self) {
+        self.record("resumed".into());
+    }
+
+    async fn upstream_node(&self, _user: &UserId) -> Option<String> {
+        self.upstream_node.lock().unwrap().clone()
     }
 
     async fn send_message(
@@ -132,27 +155,26 @@ pub fn typing(room: &str, username: &str) -> UserEvent {
 pub struct TestHub {
     pub addr: std::net::SocketAddr,
     pub hub: Arc<Hub>,
-    pub publisher: Arc<MemoryEventPublisher>,
     pub backend: Arc<RecordingBackend>,
     server: actix_web::dev::ServerHandle,
 }
 
 impl TestHub {
     pub async fn start(config: HubConfig) -> Self {
-        Self::start_with(config, 64).await
+        Self::start_on(config, MemoryBackplane::new()).await
     }
 
-    /// A hub whose publisher buffers `feed_buffer` events per connection.
-    pub async fn start_with(config: HubConfig, feed_buffer: usize) -> Self {
+    /// A hub reaching other test hubs through `backplane` (a node of a shared `MemoryBus`).
+    pub async fn start_on(config: HubConfig, backplane: MemoryBackplane) -> Self {
         metrics();
         // RUST_LOG=imgate_signalr=debug shows the hub's side of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let publisher = Arc::new(MemoryEventPublisher::new(feed_buffer));
         let backend = Arc::new(RecordingBackend::default());
-        let hub = Hub::new(config, publisher.clone(), backend.clone());
+        let connections = HubLifetimeManager::new(Arc::new(backplane));
+        let hub = Hub::new(config, connections, backend.clone());
         let auth = web::Data::new(
             Authenticator::new(AuthSettings {
                 key: JwtKey::Hs256(SECRET.to_vec()),
@@ -184,7 +206,6 @@ impl TestHub {
         Self {
             addr,
             hub,
-            publisher,
             backend,
             server: handle,
         }
@@ -194,11 +215,11 @@ impl TestHub {
         format!("http://{}/hub", self.addr)
     }
 
-    pub async fn publish(&self, user: &str, event: &UserEvent) {
-        self.publisher
-            .publish(&UserId::parse(user).unwrap(), event)
-            .await
-            .unwrap();
+    /// Sends `event` to `user` as the node holding the user's upstream does.
+    pub fn publish(&self, user: &str, event: &UserEvent) {
+        self.hub
+            .manager()
+            .deliver(&UserId::parse(user).unwrap(), event, Reach::AllNodes);
     }
 
     /// Waits until `check` holds, failing with `what` after [`WAIT`].
