@@ -28,7 +28,12 @@ fuzz_target!(|data: &[u8]| {
     for line in text.lines() {
         let outcome = session.feed(line);
         let parsed = serde_json::from_str::<Value>(line);
-        assert_eq!(outcome.not_json, parsed.is_err(), "{line}");
+        // A line reported as not JSON is not; the converse does not hold, because the session
+        // skips over what it does not need without building it, so a line a `Value` cannot
+        // hold (nested too deep, a number out of range) may still be read as a frame.
+        if outcome.not_json {
+            assert!(parsed.is_err(), "{line}");
+        }
         if let Some(pong) = &outcome.pong {
             assert_eq!(pong["msg"], "pong");
         }

@@ -1,15 +1,24 @@
 //! A DDP client over tokio-tungstenite (wire reference §5): connect, log in by resume token,
 //! call methods, answer pings. Frames without a known `msg` are ignored, as the reference asks.
+//!
+//! A frame is read into an [`Envelope`] that borrows from its text and leaves the stream
+//! event's `args` unparsed, so the session decides what to decode, and how, once it knows the
+//! event. Only the rare frames (pings, method results) go through a `Value`.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use imgate_domain::ports::ProviderError;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::documents::{Lenient, List, Text};
+use crate::telemetry;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -30,6 +39,51 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> ProviderError {
     ProviderError::Unavailable(format!("realtime {what}: {err}"))
 }
 
+/// The top level of a server frame. Every field is lenient (see `documents`), so any JSON
+/// object reads as an envelope and unknown frames reach the session to be ignored there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Envelope<'a> {
+    #[serde(borrow)]
+    pub msg: Text<'a>,
+    /// Kept as written: a ping's id is echoed back whatever its type.
+    #[serde(borrow)]
+    pub id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub collection: Text<'a>,
+    /// The subscriptions a `ready` reports.
+    #[serde(borrow)]
+    pub subs: List<Text<'a>>,
+    #[serde(borrow)]
+    pub fields: Lenient<Fields<'a>>,
+    #[serde(borrow)]
+    pub error: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub result: Option<&'a RawValue>,
+    /// Why the server refused a frame (`error`).
+    #[serde(borrow)]
+    pub reason: Text<'a>,
+}
+
+/// The `fields` of a stream event (`changed`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Fields<'a> {
+    #[serde(rename = "eventName", borrow)]
+    pub event_name: Text<'a>,
+    /// Left as text: a message's args are decoded once per node, not once per reader.
+    #[serde(borrow)]
+    pub args: Option<&'a RawValue>,
+}
+
+impl Envelope<'_> {
+    /// The frame's `id` if it is a string (method results, `nosub`).
+    pub(crate) fn id_text(&self) -> Option<String> {
+        let id = serde_json::from_str::<Text>(self.id?.get()).ok()?;
+        id.get().map(str::to_owned)
+    }
+}
+
 impl Ddp {
     /// Opens the websocket and completes the DDP `connect` handshake.
     pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Self, ProviderError> {
@@ -47,8 +101,11 @@ impl Ddp {
         ddp.send(json!({"msg": "connect", "version": "1", "support": ["1", "pre2", "pre1"]}))
             .await?;
         loop {
-            let frame = ddp.next_frame().await?;
-            match frame.get("msg").and_then(Value::as_str) {
+            let text = ddp.next_text().await?;
+            let Some(frame) = ddp.envelope(&text).await? else {
+                continue;
+            };
+            match frame.msg.get() {
                 Some("connected") => return Ok(ddp),
                 Some("failed") => {
                     return Err(ProviderError::BadResponse("DDP version refused".into()))
@@ -79,7 +136,10 @@ impl Ddp {
         self.send(json!({"msg": "method", "method": method, "id": id, "params": params}))
             .await?;
         loop {
-            let frame = self.next_frame().await?;
+            let text = self.next_text().await?;
+            let Some(frame) = self.envelope(&text).await? else {
+                continue;
+            };
             if let Some(outcome) = method_outcome(&frame, &id, method) {
                 return outcome;
             }
@@ -102,8 +162,11 @@ impl Ddp {
         .map_err(|e| unavailable("send", e))
     }
 
-    /// The next JSON frame within `wait` (`None` when none came), answering pings on the way.
-    pub(crate) async fn recv(&mut self, wait: Duration) -> Result<Option<Value>, ProviderError> {
+    /// The next text frame within `wait` (`None` when none came), unread: see [`Self::envelope`].
+    pub(crate) async fn recv(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Utf8Bytes>, ProviderError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.socket.next()).await {
@@ -112,18 +175,33 @@ impl Ddp {
                 Ok(Some(Err(err))) => return Err(unavailable("read", err)),
                 Ok(Some(Ok(frame))) => frame,
             };
-            let Frame::Text(text) = frame else {
-                continue;
-            };
-            match inbound(&text) {
-                Inbound::NotJson => tracing::debug!("ignoring a DDP frame that is not JSON"),
-                Inbound::Ping { pong } => self.send(pong).await?,
-                Inbound::Frame(value) => return Ok(Some(value)),
+            if let Frame::Text(text) = frame {
+                return Ok(Some(text));
             }
         }
     }
 
-    async fn next_frame(&mut self) -> Result<Value, ProviderError> {
+    /// Reads a text frame: answers a ping, skips what is not a DDP frame, and hands back the
+    /// envelope of anything else.
+    pub(crate) async fn envelope<'t>(
+        &mut self,
+        text: &'t str,
+    ) -> Result<Option<Envelope<'t>>, ProviderError> {
+        match inbound(text) {
+            Inbound::NotJson => {
+                tracing::debug!("ignoring a DDP frame that is not JSON");
+                Ok(None)
+            }
+            Inbound::Unreadable => {
+                telemetry::frame_ignored();
+                Ok(None)
+            }
+            Inbound::Ping { pong } => self.send(pong).await.map(|()| None),
+            Inbound::Frame(frame) => Ok(Some(frame)),
+        }
+    }
+
+    async fn next_text(&mut self) -> Result<Utf8Bytes, ProviderError> {
         self.recv(self.timeout)
             .await?
             .ok_or_else(|| unavailable("read", "timed out"))
@@ -131,48 +209,59 @@ impl Ddp {
 }
 
 /// What one text frame from the server asks of the client.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Inbound {
+#[derive(Debug)]
+pub(crate) enum Inbound<'a> {
     /// Not JSON: ignored, as the reference asks of frames a client does not understand.
     NotJson,
+    /// JSON, but no DDP frame (not an object, or a key given twice): ignored and counted.
+    Unreadable,
     /// A server ping, answered at once with this pong (it echoes the ping's `id`, if any).
     Ping {
         /// The frame to send back.
         pong: Value,
     },
     /// Anything else, for the session to look at.
-    Frame(Value),
+    Frame(Envelope<'a>),
 }
 
 /// Reads one text frame; kept apart from the socket so garbage frames can be tested.
-pub(crate) fn inbound(text: &str) -> Inbound {
-    let Ok(value) = serde_json::from_str::<Value>(text) else {
-        return Inbound::NotJson;
+pub(crate) fn inbound(text: &str) -> Inbound<'_> {
+    let frame = match serde_json::from_str::<Lenient<Envelope>>(text) {
+        Ok(Lenient(Some(frame))) => frame,
+        Ok(Lenient(None)) => return Inbound::Unreadable,
+        // Rare: tell garbage from JSON the envelope cannot hold with a second, plain pass.
+        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            return Inbound::Unreadable
+        }
+        Err(_) => return Inbound::NotJson,
     };
-    if value.get("msg").and_then(Value::as_str) == Some("ping") {
+    if frame.msg.get() == Some("ping") {
         let mut pong = json!({"msg": "pong"});
-        if let Some(id) = value.get("id") {
-            pong["id"] = id.clone();
+        if let Some(id) = frame.id {
+            // The id was read as JSON already; a number beyond what a `Value` holds is dropped.
+            if let Ok(id) = serde_json::from_str::<Value>(id.get()) {
+                pong["id"] = id;
+            }
         }
         return Inbound::Ping { pong };
     }
-    Inbound::Frame(value)
+    Inbound::Frame(frame)
 }
 
 /// The outcome of the call `id` to `method` if `frame` is its `result`, `None` for any other
 /// frame (the session keeps waiting).
 pub(crate) fn method_outcome(
-    frame: &Value,
+    frame: &Envelope,
     id: &str,
     method: &str,
 ) -> Option<Result<Value, ProviderError>> {
-    if frame.get("msg").and_then(Value::as_str) != Some("result")
-        || frame.get("id").and_then(Value::as_str) != Some(id)
-    {
+    if frame.msg.get() != Some("result") || frame.id_text().as_deref() != Some(id) {
         return None;
     }
-    let Some(error) = frame.get("error") else {
-        return Some(Ok(frame.get("result").cloned().unwrap_or(Value::Null)));
+    // Results are rare (login, typing), so a `Value` is fine here.
+    let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+    let Some(error) = frame.error.map(value) else {
+        return Some(Ok(frame.result.map(value).unwrap_or(Value::Null)));
     };
     let reason = error
         .get("reason")
@@ -205,44 +294,81 @@ pub(crate) fn method_outcome(
 mod tests {
     use super::*;
 
+    fn pong(text: &str) -> Option<Value> {
+        match inbound(text) {
+            Inbound::Ping { pong } => Some(pong),
+            _ => None,
+        }
+    }
+
+    fn outcome(frame: Value, id: &str, method: &str) -> Option<Result<Value, ProviderError>> {
+        let text = frame.to_string();
+        match inbound(&text) {
+            Inbound::Frame(envelope) => method_outcome(&envelope, id, method),
+            other => panic!("{text} read as {other:?}"),
+        }
+    }
+
     #[test]
     fn pings_are_answered_and_garbage_ignored() {
         assert_eq!(
-            inbound(r#"{"msg":"ping","id":"k"}"#),
-            Inbound::Ping {
-                pong: json!({"msg": "pong", "id": "k"})
-            }
+            pong(r#"{"msg":"ping","id":"k"}"#),
+            Some(json!({"msg": "pong", "id": "k"}))
         );
         assert_eq!(
-            inbound(r#"{"msg":"ping"}"#),
-            Inbound::Ping {
-                pong: json!({"msg": "pong"})
-            }
+            pong(r#"{"msg":"ping","id":7}"#),
+            Some(json!({"msg": "pong", "id": 7}))
         );
-        assert_eq!(inbound("{\"msg\":"), Inbound::NotJson);
-        assert_eq!(
+        assert_eq!(pong(r#"{"msg":"ping"}"#), Some(json!({"msg": "pong"})));
+        assert!(matches!(inbound("{\"msg\":"), Inbound::NotJson));
+        assert!(matches!(inbound("[1, 2]"), Inbound::Unreadable));
+        assert!(matches!(
+            inbound(r#"{"msg":"ping","msg":"ping"}"#),
+            Inbound::Unreadable
+        ));
+        assert!(matches!(
             inbound(r#"{"server_id":"0"}"#),
-            Inbound::Frame(json!({"server_id": "0"}))
+            Inbound::Frame(Envelope {
+                msg: Text(None),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn stream_events_keep_their_args_as_text() {
+        let text = r#"{"msg":"changed","collection":"stream-room-messages","id":"id","fields":{"eventName":"__my_messages__","args":[{"_id":"m1"}, {"roomType":"c"}]}}"#;
+        let Inbound::Frame(frame) = inbound(text) else {
+            panic!("not a frame");
+        };
+        assert_eq!(frame.msg.get(), Some("changed"));
+        assert_eq!(frame.collection.get(), Some("stream-room-messages"));
+        let fields = frame.fields.0.unwrap();
+        assert_eq!(fields.event_name.get(), Some("__my_messages__"));
+        assert_eq!(
+            fields.args.map(RawValue::get),
+            Some(r#"[{"_id":"m1"}, {"roomType":"c"}]"#)
         );
     }
 
     #[test]
     fn method_results_and_errors_are_told_apart() {
         let result = json!({"msg": "result", "id": "1", "result": {"id": "u1"}});
-        assert_eq!(method_outcome(&result, "2", "login"), None);
+        assert_eq!(outcome(result.clone(), "2", "login"), None);
+        assert_eq!(outcome(result, "1", "login"), Some(Ok(json!({"id": "u1"}))));
         assert_eq!(
-            method_outcome(&result, "1", "login"),
-            Some(Ok(json!({"id": "u1"})))
+            outcome(json!({"msg": "result", "id": "1"}), "1", "m"),
+            Some(Ok(Value::Null))
         );
         let refused =
             json!({"msg": "result", "id": "1", "error": {"error": 403, "reason": "logged out"}});
         assert!(matches!(
-            method_outcome(&refused, "1", "login"),
+            outcome(refused, "1", "login"),
             Some(Err(ProviderError::Forbidden(reason))) if reason == "logged out"
         ));
         let odd = json!({"msg": "result", "id": "1", "error": "text"});
         assert!(matches!(
-            method_outcome(&odd, "1", "m"),
+            outcome(odd, "1", "m"),
             Some(Err(ProviderError::Invalid { message, .. })) if message == "method failed"
         ));
         // Rocket.Chat's method limiter, as `RateLimiter.limitMethod` words it.
@@ -252,7 +378,7 @@ mod tests {
             "details": {"timeToReset": 1500, "seconds": 2}
         }});
         assert_eq!(
-            method_outcome(&limited, "1", "sendMessage"),
+            outcome(limited, "1", "sendMessage"),
             Some(Err(ProviderError::RateLimited {
                 retry_after: Duration::from_millis(1500)
             }))

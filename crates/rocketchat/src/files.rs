@@ -9,6 +9,7 @@ use reqwest::multipart::{Form, Part};
 use reqwest::Method;
 use serde_json::json;
 
+use crate::documents::read;
 use crate::mapping::{self, bad, text};
 use crate::rest::{classify, transport_error};
 use crate::RocketChatProvider;
@@ -52,11 +53,11 @@ impl ProviderFiles for RocketChatProvider {
                 )
                 .multipart(form);
             let answer = self.rest.send("rooms.upload", request).await?;
-            return mapping::message(
+            return mapping::message(&read(
                 answer
                     .get("message")
                     .ok_or_else(|| bad("the file message"))?,
-            );
+            ));
         }
         let request = self
             .rest
@@ -80,11 +81,11 @@ impl ProviderFiles for RocketChatProvider {
             )
             .json(&json!({"msg": text_body.unwrap_or_default()}));
         let answer = self.rest.send("rooms.mediaConfirm", confirm).await?;
-        mapping::message(
+        mapping::message(&read(
             answer
                 .get("message")
                 .ok_or_else(|| bad("the file message"))?,
-        )
+        ))
     }
 
     async fn download_file(

@@ -9,8 +9,11 @@ use imgate_domain::RoomId;
 use serde_json::Value;
 
 use crate::ddp::{inbound, method_outcome, Inbound};
+use crate::documents::read;
+use crate::frame_cache::FrameCache;
 use crate::mapping;
 use crate::upstream::State;
+use crate::FramesDecoded;
 
 /// The id the fuzzed session gives its one outstanding method call, as the login call is
 /// numbered on a fresh socket.
@@ -21,6 +24,7 @@ pub const CALL_ID: &str = "1";
 pub struct DdpSession {
     state: State,
     kinds: moka::sync::Cache<RoomId, RoomKind>,
+    frames: FrameCache,
 }
 
 /// What one frame did to the session.
@@ -28,7 +32,10 @@ pub struct DdpSession {
 pub struct FrameOutcome {
     /// The pong owed for a server ping.
     pub pong: Option<Value>,
-    /// Whether the frame was ignored as not JSON.
+    /// Whether the frame was ignored as not JSON. What the session does not need (unknown
+    /// keys, a stream event's `args` until the event is known) is only skipped over, so JSON a
+    /// `Value` cannot hold there (nested past serde_json's recursion limit, a number out of
+    /// range) still reads as a frame; documents in it are then ignored as unreadable.
     pub not_json: bool,
     /// The outcome of the call [`CALL_ID`] if the frame is its `result`.
     pub call: Option<Result<Value, ProviderError>>,
@@ -46,6 +53,7 @@ impl DdpSession {
         let session = Self {
             state,
             kinds: moka::sync::Cache::new(1024),
+            frames: FrameCache::default(),
         };
         (session, frames)
     }
@@ -57,13 +65,14 @@ impl DdpSession {
                 not_json: true,
                 ..FrameOutcome::default()
             },
+            Inbound::Unreadable => FrameOutcome::default(),
             Inbound::Ping { pong } => FrameOutcome {
                 pong: Some(pong),
                 ..FrameOutcome::default()
             },
             Inbound::Frame(frame) => {
                 let call = method_outcome(&frame, CALL_ID, "login");
-                let (signals, replies) = self.state.handle(frame, &self.kinds);
+                let (signals, replies) = self.state.handle(&frame, &self.frames, &self.kinds);
                 FrameOutcome {
                     call,
                     signals,
@@ -72,6 +81,12 @@ impl DdpSession {
                 }
             }
         }
+    }
+
+    /// The documents the session decoded so far; a message or room frame fed again is read
+    /// from the session's cache, as from the node's.
+    pub fn decoded(&self) -> FramesDecoded {
+        self.frames.decoded()
     }
 }
 
@@ -88,13 +103,14 @@ pub struct Documents {
     pub bare_subscription: Option<Room>,
 }
 
-/// Maps `value` as every document kind the REST answers and DDP events carry.
+/// Maps `value` as every document kind the REST answers and DDP events carry, read as a REST
+/// answer is (the DDP path reads the same structs from text, through [`DdpSession::feed`]).
 pub fn documents(value: &Value) -> Documents {
     Documents {
-        message: mapping::message(value),
-        room: mapping::room(value),
-        subscribed_room: mapping::subscribed_room(value, Some(value)),
-        bare_subscription: mapping::subscribed_room(value, None),
+        message: mapping::message(&read(value)),
+        room: mapping::room(&read(value)),
+        subscribed_room: mapping::subscribed_room(&read(value), Some(&read(value))),
+        bare_subscription: mapping::subscribed_room(&read(value), None),
     }
 }
 
@@ -128,6 +144,47 @@ mod tests {
                 ..
             })]
         ));
+    }
+
+    #[test]
+    fn odd_frames_are_ignored_and_shared_frames_decoded_once() {
+        let (mut session, _) = DdpSession::start("alice", "u1", &json!({}));
+        session.feed(r#"{"msg":"ready","subs":["s1","s2","s3"]}"#);
+        let deep = format!(
+            r#"{{"msg":"changed","collection":"stream-room-messages","fields":{{"eventName":"__my_messages__","args":{}1{}}}}}"#,
+            "[".repeat(500),
+            "]".repeat(500)
+        );
+        let huge = r#"{"msg":"changed","collection":"stream-room-messages","fields":{"eventName":"__my_messages__","args":[{"_id":"m","ts":1e999}]}}"#;
+        for line in [
+            "",
+            "[]",
+            "5",
+            r#"{"msg":5}"#,
+            r#"{"msg":"changed","fields":"x"}"#,
+            r#"{"msg":"changed","collection":"stream-notify-user","fields":{"eventName":7,"args":{}}}"#,
+            r#"{"msg":"nosub","id":{"a":1}}"#,
+            r#"{"msg":"ping","id":1e999}"#,
+            &deep,
+            huge,
+        ] {
+            let outcome = session.feed(line);
+            assert!(outcome.signals.is_empty(), "{line}");
+            assert!(outcome.replies.is_empty(), "{line}");
+        }
+        assert!(session.feed("").not_json);
+        assert!(!session.feed(&deep).not_json);
+        assert_eq!(
+            session.feed(r#"{"msg":"ping","id":1e999}"#).pong,
+            Some(json!({"msg": "pong"}))
+        );
+
+        let message = r#"{"msg":"changed","collection":"stream-room-messages","id":"id","fields":{"eventName":"__my_messages__","args":[{"_id":"m1","rid":"r1","msg":"hi","ts":{"$date":1},"u":{"_id":"u2","username":"bob"}}]}}"#;
+        let before = session.decoded().message;
+        for _ in 0..3 {
+            assert_eq!(session.feed(message).signals.len(), 1);
+        }
+        assert_eq!(session.decoded().message, before + 1);
     }
 
     #[test]

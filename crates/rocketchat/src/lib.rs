@@ -5,11 +5,18 @@
 //! Everything Rocket.Chat-shaped (`rid`, `msg`, `_id`, the 401 texts, EJSON dates) stays in
 //! this crate; the domain sees host user ids, which map to Rocket.Chat usernames by the rule
 //! in [`naming`]. Not here: caching, retries after re-login, the admin agent (domain services).
+//!
+//! Realtime runs one DDP connection per online user (`upstream`). Frames are decoded typed
+//! from their text (`ddp`, `documents`), and what a room's members all receive alike (a
+//! message, a room document) is decoded once per node and shared (`frame_cache`); the counts
+//! are in [`RocketChatProvider::frames_decoded`] and `imgate_upstream_frames_decoded_total`.
 
 mod accounts;
 mod ddp;
 mod deployment;
+mod documents;
 mod files;
+mod frame_cache;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -23,9 +30,10 @@ mod telemetry;
 mod throttle;
 mod upstream;
 
+pub use frame_cache::FramesDecoded;
 pub use upstream::UpstreamTiming;
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use imgate_domain::model::RoomKind;
@@ -167,6 +175,9 @@ pub struct RocketChatProvider {
     // Room types never change, and history and membership calls are per type; remembering
     // them saves a `rooms.info` round trip per call.
     room_kinds: moka::sync::Cache<RoomId, RoomKind>,
+    // What the upstream connections of all users decode once and share: a message reaches
+    // every online member of its room as the same frame.
+    frames: Arc<frame_cache::FrameCache>,
     // The admin password, kept for Rocket.Chat's 2FA password fallback on `users.update`.
     admin_password: RwLock<Option<Password>>,
 }
@@ -194,6 +205,7 @@ impl RocketChatProvider {
             user_role: config.user_role.clone(),
             version: RwLock::new(None),
             room_kinds: moka::sync::Cache::new(100_000),
+            frames: Arc::default(),
             admin_password: RwLock::new(None),
         })
     }
@@ -214,6 +226,12 @@ impl RocketChatProvider {
             .ok_or_else(|| mapping::bad("a server version"))?;
         *self.version.write().unwrap_or_else(|e| e.into_inner()) = Some(version);
         Ok(version)
+    }
+
+    /// How many upstream documents this provider's realtime connections have decoded, by kind.
+    /// A message posted in a room counts once however many of its members are online here.
+    pub fn frames_decoded(&self) -> FramesDecoded {
+        self.frames.decoded()
     }
 
     async fn known_version(&self) -> Result<ServerVersion, ProviderError> {

@@ -7,6 +7,7 @@ use imgate_domain::{MessageId, RoomId};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::documents::read;
 use crate::mapping::{self, bad, iso};
 use crate::rooms::family;
 use crate::RocketChatProvider;
@@ -50,7 +51,10 @@ impl RocketChatProvider {
             )
             .await
         {
-            Ok(answer) => answer.get("message").map(mapping::message).transpose(),
+            Ok(answer) => answer
+                .get("message")
+                .map(|doc| mapping::message(&read(doc)))
+                .transpose(),
             Err(ProviderError::NotFound(_) | ProviderError::Invalid { .. }) => Ok(None),
             Err(err) => Err(err),
         }
@@ -90,7 +94,7 @@ impl ProviderMessages for RocketChatProvider {
             .ok_or_else(|| bad("a message list"))?;
         let mut messages = docs
             .iter()
-            .map(mapping::message)
+            .map(|doc| mapping::message(&read(doc)))
             .collect::<Result<Vec<_>, _>>()?;
         messages.sort_by_key(|m| std::cmp::Reverse(m.created_at));
         Ok(HistoryPage::newest(messages, limit))
@@ -129,11 +133,11 @@ impl ProviderMessages for RocketChatProvider {
             )
             .await;
         match sent {
-            Ok(answer) => mapping::message(
+            Ok(answer) => mapping::message(&read(
                 answer
                     .get("message")
                     .ok_or_else(|| bad("the sent message"))?,
-            ),
+            )),
             // Refused by the limiter before it did anything: nothing to look for.
             Err(err @ ProviderError::RateLimited { .. }) => Err(err),
             // Two retries raced: the other one stored it.
@@ -162,11 +166,11 @@ impl ProviderMessages for RocketChatProvider {
                 }
                 other => other,
             })?;
-        mapping::message(
+        mapping::message(&read(
             answer
                 .get("message")
                 .ok_or_else(|| bad("the edited message"))?,
-        )
+        ))
     }
 
     async fn delete_message(

@@ -61,6 +61,7 @@ impl ProviderRealtime for RocketChatProvider {
             user: user.clone(),
             sessions,
             room_kinds: self.room_kinds.clone(),
+            frames: self.frames.clone(),
         }
         .spawn();
         Ok(Box::pin(futures::stream::unfold(

@@ -8,6 +8,7 @@ use imgate_domain::ports::{ProviderError, ProviderRooms};
 use imgate_domain::{RoomId, UserId};
 use serde_json::{json, Value};
 
+use crate::documents::read;
 use crate::mapping::{self, bad, room_kind, text};
 use crate::naming::username_for;
 use crate::RocketChatProvider;
@@ -118,7 +119,7 @@ impl ProviderRooms for RocketChatProvider {
             .iter()
             .filter_map(|sub| {
                 let doc = text(sub, "rid").and_then(|rid| rooms.get(rid).copied());
-                mapping::subscribed_room(sub, doc)
+                mapping::subscribed_room(&read(sub), doc.map(read).as_ref())
             })
             .collect();
         for room in &out {
@@ -159,7 +160,8 @@ impl ProviderRooms for RocketChatProvider {
                 }
                 other => other,
             })?;
-        let mut room = mapping::room(answer.get(key).ok_or_else(|| bad("the created room"))?)?;
+        let created = answer.get(key).ok_or_else(|| bad("the created room"))?;
+        let mut room = mapping::room(&read(created))?;
         self.room_kinds.insert(room.id.clone(), room.kind);
         room.members = Some(new.members.clone());
         Ok(room)
@@ -205,10 +207,9 @@ impl ProviderRooms for RocketChatProvider {
             self.rest.get("subscriptions.getOne", Some(session), &query),
         )?;
         let found = match subscription.get("subscription").filter(|s| s.is_object()) {
-            Some(sub) => {
-                mapping::subscribed_room(sub, Some(&doc)).ok_or_else(|| room_not_found(room))?
-            }
-            None => mapping::room(&doc)?,
+            Some(sub) => mapping::subscribed_room(&read(sub), Some(&read(&doc)))
+                .ok_or_else(|| room_not_found(room))?,
+            None => mapping::room(&read(&doc))?,
         };
         self.room_kinds.insert(found.id.clone(), found.kind);
         Ok(found)

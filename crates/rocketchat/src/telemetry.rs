@@ -40,3 +40,18 @@ pub(crate) fn rate_limit_gave_up(endpoint: &'static str, retry_after: std::time:
         "rate limited past the wait budget"
     );
 }
+
+/// Counts one upstream document decoded, in
+/// `imgate_upstream_frames_decoded_total{provider,kind}`: a frame read from the node-wide cache
+/// is not counted again, so a message shared by a room's members counts once.
+pub(crate) fn document_decoded(kind: crate::frame_cache::DecodedKind) {
+    metrics::counter!("imgate_upstream_frames_decoded_total", "provider" => "rocketchat", "kind" => kind.label())
+        .increment(1);
+}
+
+/// Counts one upstream frame the gateway has no use for, in
+/// `imgate_upstream_frames_ignored_total{provider}`.
+pub(crate) fn frame_ignored() {
+    metrics::counter!("imgate_upstream_frames_ignored_total", "provider" => "rocketchat")
+        .increment(1);
+}

@@ -1,6 +1,10 @@
 //! One user's upstream realtime connection over DDP (wire reference §5): log in by resume
 //! token, subscribe the user's streams, translate frames into domain events, answer and send
 //! pings, and reconnect with capped, jittered backoff until the stream is dropped.
+//!
+//! Frames are decoded typed, straight from their text. What a room's members all receive
+//! alike (a message, a room document) is decoded once per node through the provider's
+//! [`FrameCache`]; what is the user's own (subscriptions, room events) is decoded here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,13 +14,17 @@ use imgate_domain::event::SubscriptionChange;
 use imgate_domain::model::{ProviderSession, Room, RoomKind};
 use imgate_domain::ports::{ProviderError, RealtimeSignal, SessionSource};
 use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
+use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::ddp::Ddp;
+use crate::ddp::{Ddp, Envelope};
+use crate::documents::{Args, IdDoc, Lenient, List, MessageDoc, RoomDoc, SubscriptionDoc, Text};
+use crate::frame_cache::{DecodedKind, FrameCache};
 use crate::mapping::{self, text};
 use crate::rest::Rest;
+use crate::telemetry;
 
 /// Timing of the upstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +71,8 @@ pub(crate) struct Upstream {
     pub user: UserId,
     pub sessions: Arc<dyn SessionSource>,
     pub room_kinds: moka::sync::Cache<RoomId, RoomKind>,
+    /// The node's decoded shared frames, the same for every user's upstream.
+    pub frames: Arc<FrameCache>,
 }
 
 impl Upstream {
@@ -165,7 +175,7 @@ impl Upstream {
                 received = ddp.recv(wait.saturating_sub(last_frame.elapsed())) => received,
                 _ = tx.closed() => return Ended::Dropped,
             };
-            let frame = match received {
+            let text = match received {
                 Err(err) => return Ended::Lost(err.to_string()),
                 Ok(None) if pinged || last_frame.elapsed() >= self.timing.dead_after => {
                     return Ended::Lost("the server went silent".into())
@@ -177,11 +187,17 @@ impl Upstream {
                     }
                     continue;
                 }
-                Ok(Some(frame)) => frame,
+                Ok(Some(text)) => text,
             };
+            // Any frame, a ping included, shows the server is there.
             last_frame = Instant::now();
             pinged = false;
-            let (signals, replies) = state.handle(frame, &self.room_kinds);
+            let frame = match ddp.envelope(&text).await {
+                Err(err) => return Ended::Lost(err.to_string()),
+                Ok(None) => continue,
+                Ok(Some(frame)) => frame,
+            };
+            let (signals, replies) = state.handle(&frame, &self.frames, &self.room_kinds);
             for reply in replies {
                 if let Err(err) = ddp.send(reply).await {
                     return Ended::Lost(err.to_string());
@@ -239,29 +255,46 @@ fn jitter(base: Duration) -> Duration {
     base - base / 4 + Duration::from_millis(offset)
 }
 
-/// What one DDP session knows.
+/// What one DDP session knows. Held for as long as the user is online, so it keeps ids and
+/// shared room documents, never frames.
 pub(crate) struct State {
     username: String,
-    rooms: HashSet<String>,
-    // The newest room document per room (from `rooms-changed`), to give subscription events
-    // their last message.
-    room_docs: HashMap<String, Value>,
+    /// The rooms the session knows of, by id: their stream subscriptions once joined, and the
+    /// newest room document (from `rooms-changed`, shared with the room's other members on this
+    /// node) to give subscription events their last message.
+    rooms: HashMap<Box<str>, KnownRoom>,
     next_sub: u64,
-    pending: HashSet<String>,
-    room_subs: HashMap<String, Vec<String>>,
+    /// Opening subscriptions not yet answered, by number (`s<n>` on the wire).
+    pending: HashSet<u64>,
     buffered: Vec<RealtimeSignal>,
     connected: bool,
+}
+
+#[derive(Default)]
+struct KnownRoom {
+    /// The numbers of the room's `deleteMessage` and `user-activity` subscriptions, once the
+    /// session subscribed them.
+    streams: Option<[u64; 2]>,
+    /// The room as its newest document describes it to every member.
+    described: Option<Arc<Room>>,
+}
+
+/// The wire id of subscription number `n`.
+fn sub_id(n: u64) -> String {
+    format!("s{n}")
+}
+
+fn sub_number(id: &str) -> Option<u64> {
+    id.strip_prefix('s')?.parse().ok()
 }
 
 impl State {
     fn new(username: &str) -> Self {
         Self {
             username: username.to_owned(),
-            rooms: HashSet::new(),
-            room_docs: HashMap::new(),
+            rooms: HashMap::new(),
             next_sub: 0,
             pending: HashSet::new(),
-            room_subs: HashMap::new(),
             buffered: Vec::new(),
             connected: false,
         }
@@ -293,17 +326,21 @@ impl State {
         (state, frames)
     }
 
+    /// A `sub` frame and its number.
     fn sub(&mut self, stream: &str, event: String, initial: bool) -> Value {
         self.next_sub += 1;
-        let id = format!("s{}", self.next_sub);
         if initial {
-            self.pending.insert(id.clone());
+            self.pending.insert(self.next_sub);
         }
-        json!({"msg": "sub", "id": id, "name": stream, "params": [event, {"useCollection": false, "args": []}]})
+        json!({"msg": "sub", "id": sub_id(self.next_sub), "name": stream, "params": [event, {"useCollection": false, "args": []}]})
     }
 
     fn join_room(&mut self, rid: &str, initial: bool) -> Vec<Value> {
-        if !self.rooms.insert(rid.to_owned()) {
+        if self
+            .rooms
+            .get(rid)
+            .is_some_and(|room| room.streams.is_some())
+        {
             return Vec::new();
         }
         let frames = vec![
@@ -318,91 +355,96 @@ impl State {
                 initial,
             ),
         ];
-        let ids = frames
-            .iter()
-            .filter_map(|f| text(f, "id").map(str::to_owned))
-            .collect();
-        self.room_subs.insert(rid.to_owned(), ids);
+        let streams = [self.next_sub - 1, self.next_sub];
+        self.rooms.entry(rid.into()).or_default().streams = Some(streams);
         frames
     }
 
     fn leave_room(&mut self, rid: &str) -> Vec<Value> {
-        self.rooms.remove(rid);
-        self.room_docs.remove(rid);
-        self.room_subs
+        self.rooms
             .remove(rid)
-            .unwrap_or_default()
+            .and_then(|room| room.streams)
             .into_iter()
-            .map(|id| json!({"msg": "unsub", "id": id}))
+            .flatten()
+            .map(|n| json!({"msg": "unsub", "id": sub_id(n)}))
             .collect()
     }
 
-    /// Signals for the domain and frames to send back. Takes the frame, so the room document
-    /// of a `rooms-changed` (one per message for every member) is kept without a deep copy.
+    /// Keeps the newest room document, shared with the room's other members on this node.
+    fn describe(&mut self, room: Arc<Room>) {
+        if let Some(known) = self.rooms.get_mut(room.id.as_str()) {
+            known.described = Some(room);
+            return;
+        }
+        let key = room.id.as_str().into();
+        let known = KnownRoom {
+            streams: None,
+            described: Some(room),
+        };
+        self.rooms.insert(key, known);
+    }
+
+    /// Signals for the domain and frames to send back. Message and room documents come from
+    /// `frames`, the node's shared decodings; the rest is decoded here.
     pub(crate) fn handle(
         &mut self,
-        mut frame: Value,
+        frame: &Envelope<'_>,
+        frames: &FrameCache,
         kinds: &moka::sync::Cache<RoomId, RoomKind>,
     ) -> (Vec<RealtimeSignal>, Vec<Value>) {
         let mut replies = Vec::new();
         let mut events = Vec::new();
-        let mut room_doc = false;
-        let frame_ref = &frame;
-        match text(frame_ref, "msg") {
+        match frame.msg.get() {
             Some("ready") => {
-                for id in frame_ref
-                    .get("subs")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
-                    self.pending.remove(id);
+                for id in frame.subs.iter().filter_map(Text::get) {
+                    if let Some(n) = sub_number(id) {
+                        self.pending.remove(&n);
+                    }
                 }
             }
             Some("nosub") => {
-                if let Some(id) = text(frame_ref, "id") {
-                    if self.pending.remove(id) {
-                        let error = frame_ref.get("error").cloned().unwrap_or_default();
-                        tracing::warn!(sub = id, error = %error, "upstream subscription refused");
+                if let Some(id) = frame.id_text() {
+                    if sub_number(&id).is_some_and(|n| self.pending.remove(&n)) {
+                        let error = frame.error.map(|e| e.get()).unwrap_or("null");
+                        tracing::warn!(sub = %id, error, "upstream subscription refused");
                     }
                 }
             }
             Some("changed") => {
-                let fields = frame_ref.get("fields").unwrap_or(&Value::Null);
-                let event = text(fields, "eventName").unwrap_or_default();
-                let args = fields
-                    .get("args")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                match (text(frame_ref, "collection"), event) {
+                let fields = frame.fields.0.as_ref();
+                let event = fields.and_then(|f| f.event_name.get()).unwrap_or_default();
+                // Absent args read as none at all.
+                let args = fields.and_then(|f| f.args).map_or("[]", |args| args.get());
+                match (frame.collection.get(), event) {
                     (Some("stream-room-messages"), "__my_messages__") => {
-                        events.extend(message_event(args))
+                        match frames.message(args, message_event) {
+                            Some(event) => events.push(event),
+                            None => telemetry::frame_ignored(),
+                        }
                     }
                     (Some("stream-notify-user"), e) if e.ends_with("/subscriptions-changed") => {
+                        frames.count(DecodedKind::Subscription);
                         if let Some((event, reply)) = self.subscription_event(args, kinds) {
                             events.push(event);
                             replies.extend(reply);
                         }
                     }
                     (Some("stream-notify-user"), e) if e.ends_with("/rooms-changed") => {
-                        room_doc = true
+                        if let Some(room) = frames.room(args, described_room) {
+                            self.describe(room);
+                        }
                     }
-                    (Some("stream-notify-room"), e) => events.extend(self.room_event(e, args)),
-                    _ => ignored(),
+                    (Some("stream-notify-room"), e) => {
+                        events.extend(self.room_event(e, args, frames))
+                    }
+                    _ => telemetry::frame_ignored(),
                 }
             }
-            Some("error") => tracing::warn!(frame = %frame_ref, "upstream protocol error"),
+            Some("error") => {
+                let reason = frame.reason.get().unwrap_or_default();
+                tracing::warn!(reason, "upstream protocol error");
+            }
             _ => {}
-        }
-        if room_doc {
-            let room = frame.pointer_mut("/fields/args/1").map(Value::take);
-            if let Some(room) = room.filter(Value::is_object) {
-                if let Some(rid) = text(&room, "_id").map(str::to_owned) {
-                    self.room_docs.insert(rid, room);
-                }
-            }
         }
         let mut signals: Vec<RealtimeSignal> =
             events.into_iter().map(RealtimeSignal::Event).collect();
@@ -412,8 +454,11 @@ impl State {
             if self.pending.is_empty() {
                 self.connected = true;
                 signals = std::iter::once(RealtimeSignal::Connected)
-                    .chain(self.buffered.drain(..))
+                    .chain(std::mem::take(&mut self.buffered))
                     .collect();
+                // The opening subscriptions are all answered and the buffer is drained; neither
+                // is needed again, so their capacity goes back for the rest of the session.
+                self.pending = HashSet::new();
             }
         }
         (signals, replies)
@@ -421,26 +466,33 @@ impl State {
 
     fn subscription_event(
         &mut self,
-        args: &[Value],
+        args: &str,
         kinds: &moka::sync::Cache<RoomId, RoomKind>,
     ) -> Option<(UserEvent, Vec<Value>)> {
-        let method = match args.first().and_then(Value::as_str)? {
+        let Args(method, subscription) =
+            serde_json::from_str::<Args<Text, Lenient<SubscriptionDoc>>>(args).ok()?;
+        let method = match method.get()? {
             "inserted" => SubscriptionChange::Inserted,
             "updated" => SubscriptionChange::Updated,
             "removed" => SubscriptionChange::Removed,
             _ => return ignored_none(),
         };
-        let subscription = args.get(1)?;
-        let rid = text(subscription, "rid")?.to_owned();
-        let room = match mapping::subscribed_room(subscription, self.room_docs.get(&rid)) {
+        let subscription = subscription.0?;
+        let rid = subscription.rid.get()?;
+        let described = self
+            .rooms
+            .get(rid)
+            .and_then(|room| room.described.as_deref())
+            .cloned();
+        let room = match mapping::as_subscribed(&subscription, described) {
             Some(room) => room,
             None => {
                 // `removed` carries only ids; the kind comes from what we saw before.
-                let id = RoomId::parse(rid.as_str()).ok()?;
+                let id = RoomId::parse(rid).ok()?;
                 Room {
                     kind: kinds.get(&id).unwrap_or(RoomKind::Group),
                     id,
-                    name: text(subscription, "name").unwrap_or_default().to_owned(),
+                    name: subscription.name.get().unwrap_or_default().to_owned(),
                     members: None,
                     unread: 0,
                     last_message: None,
@@ -454,8 +506,8 @@ impl State {
             kinds.insert(room.id.clone(), room.kind);
         }
         let replies = match method {
-            SubscriptionChange::Inserted => self.join_room(&rid, false),
-            SubscriptionChange::Removed => self.leave_room(&rid),
+            SubscriptionChange::Inserted => self.join_room(rid, false),
+            SubscriptionChange::Removed => self.leave_room(rid),
             SubscriptionChange::Updated => Vec::new(),
         };
         Some((
@@ -467,23 +519,30 @@ impl State {
         ))
     }
 
-    fn room_event(&self, event: &str, args: &[Value]) -> Option<UserEvent> {
+    fn room_event(&self, event: &str, args: &str, frames: &FrameCache) -> Option<UserEvent> {
         let (rid, kind) = event.split_once('/')?;
         let room_id = RoomId::parse(rid).ok()?;
         match kind {
-            "deleteMessage" => Some(UserEvent::MessageDeleted {
-                room_id,
-                message_id: MessageId::parse(text(args.first()?, "_id")?).ok()?,
-            }),
+            "deleteMessage" => {
+                frames.count(DecodedKind::Other);
+                let Args(deleted, IgnoredAny) =
+                    serde_json::from_str::<Args<Lenient<IdDoc>>>(args).ok()?;
+                Some(UserEvent::MessageDeleted {
+                    room_id,
+                    message_id: MessageId::parse(deleted.0?.id.get()?).ok()?,
+                })
+            }
             "user-activity" => {
-                let username = args.first()?.as_str()?;
+                frames.count(DecodedKind::Other);
+                let Args(username, activities) =
+                    serde_json::from_str::<Args<Text, List<Text>>>(args).ok()?;
+                let username = username.get()?;
                 if username == self.username {
                     return None;
                 }
-                let typing = args
-                    .get(1)
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|v| v == "user-typing"));
+                let typing = activities
+                    .iter()
+                    .any(|activity| activity.get() == Some("user-typing"));
                 Some(UserEvent::Typing {
                     room_id,
                     username: mapping::host_user(username)?.to_string(),
@@ -495,79 +554,136 @@ impl State {
     }
 }
 
-fn message_event(args: &[Value]) -> Option<UserEvent> {
-    let doc = args.first()?;
-    if text(doc, "t") == Some("rm") {
+/// The event of a `__my_messages__` frame's args: the message, or its deletion (`rm`).
+fn message_event(args: &str) -> Option<UserEvent> {
+    let doc = match serde_json::from_str::<Args<Lenient<MessageDoc>>>(args) {
+        Ok(Args(doc, IgnoredAny)) => doc.0?,
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable upstream message");
+            return None;
+        }
+    };
+    if doc.t.get() == Some("rm") {
         return Some(UserEvent::MessageDeleted {
-            room_id: RoomId::parse(text(doc, "rid")?).ok()?,
-            message_id: MessageId::parse(text(doc, "_id")?).ok()?,
+            room_id: RoomId::parse(doc.rid.get()?).ok()?,
+            message_id: MessageId::parse(doc.id.get()?).ok()?,
         });
     }
-    match mapping::message(doc) {
+    match mapping::message(&doc) {
         Ok(message) => Some(UserEvent::RoomMessage {
             message: Box::new(message),
         }),
         Err(err) => {
             tracing::warn!(error = %err, "unreadable upstream message");
-            ignored_none()
+            None
         }
     }
 }
 
-fn ignored() {
-    metrics::counter!("imgate_upstream_frames_ignored_total", "provider" => "rocketchat")
-        .increment(1);
+/// The room a `rooms-changed` frame's args describe, as every member sees it; `None` for a
+/// room the user left (`removed`), whose document is not needed any more.
+fn described_room(args: &str) -> Option<Room> {
+    let Args(method, doc) = serde_json::from_str::<Args<Text, Lenient<RoomDoc>>>(args).ok()?;
+    if method.get() == Some("removed") {
+        return None;
+    }
+    mapping::room(&doc.0?).ok()
 }
 
 fn ignored_none<T>() -> Option<T> {
-    ignored();
+    telemetry::frame_ignored();
     None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ddp::{inbound, Inbound};
+    use crate::frame_cache::FramesDecoded;
 
-    fn state() -> State {
-        State::new("alice")
+    /// A user's session state with the node-wide parts it is handed, fed frames as text.
+    struct Session {
+        state: State,
+        kinds: moka::sync::Cache<RoomId, RoomKind>,
+        frames: Arc<FrameCache>,
+    }
+
+    impl Session {
+        fn new(username: &str, frames: &Arc<FrameCache>) -> Self {
+            let mut state = State::new(username);
+            state.connected = true;
+            Self {
+                state,
+                kinds: moka::sync::Cache::new(10),
+                frames: frames.clone(),
+            }
+        }
+
+        fn feed(&mut self, frame: Value) -> (Vec<RealtimeSignal>, Vec<Value>) {
+            let text = frame.to_string();
+            match inbound(&text) {
+                Inbound::Frame(envelope) => self.state.handle(&envelope, &self.frames, &self.kinds),
+                other => panic!("{text} read as {other:?}"),
+            }
+        }
+    }
+
+    fn session() -> Session {
+        Session::new("alice", &Arc::default())
     }
 
     fn changed(collection: &str, event: &str, args: Value) -> Value {
         json!({"msg": "changed", "collection": collection, "id": "id", "fields": {"eventName": event, "args": args}})
     }
 
+    fn posted(id: &str, text: &str) -> Value {
+        let msg = json!({"_id": id, "rid": "r1", "msg": text, "ts": {"$date": 1714557600000_i64},
+            "u": {"_id": "u", "username": "bob"}});
+        changed(
+            "stream-room-messages",
+            "__my_messages__",
+            json!([msg, {"roomParticipant": true, "roomType": "c"}]),
+        )
+    }
+
+    fn room_changed(uid: &str, method: &str, last_text: &str) -> Value {
+        let room = json!({"_id": "r1", "t": "c", "name": "general", "fname": "General",
+            "_updatedAt": {"$date": 1714557600000_i64},
+            "lastMessage": {"_id": "m1", "rid": "r1", "msg": last_text, "ts": {"$date": 1714557600000_i64}, "u": {"_id": "u", "username": "bob"}}});
+        changed(
+            "stream-notify-user",
+            &format!("{uid}/rooms-changed"),
+            json!([method, room]),
+        )
+    }
+
     #[test]
     fn connected_comes_before_events_that_beat_the_last_ready() {
-        let kinds = moka::sync::Cache::new(10);
-        let mut st = state();
-        let _ = st.sub("stream-room-messages", "__my_messages__".into(), true);
-        let msg = json!({"_id": "m1", "rid": "r1", "msg": "hi", "ts": {"$date": 1}, "u": {"_id": "u", "username": "bob"}});
-        let (signals, _) = st.handle(
-            changed("stream-room-messages", "__my_messages__", json!([msg])),
-            &kinds,
-        );
+        let mut session = session();
+        session.state.connected = false;
+        let _ = session
+            .state
+            .sub("stream-room-messages", "__my_messages__".into(), true);
+        let (signals, _) = session.feed(posted("m1", "hi"));
         assert!(signals.is_empty());
-        let (signals, _) = st.handle(json!({"msg": "ready", "subs": ["s1"]}), &kinds);
+        let (signals, _) = session.feed(json!({"msg": "ready", "subs": ["s1"]}));
         assert_eq!(signals.len(), 2);
         assert_eq!(signals[0], RealtimeSignal::Connected);
         assert!(
             matches!(&signals[1], RealtimeSignal::Event(UserEvent::RoomMessage { message }) if message.text == "hi")
         );
+        let (signals, _) = session.feed(json!({"msg": "ready", "subs": ["s1"]}));
+        assert!(signals.is_empty(), "Connected is signalled once");
     }
 
     #[test]
     fn frames_translate_into_domain_events() {
-        let kinds = moka::sync::Cache::new(10);
-        let mut st = state();
-        st.connected = true;
-        let (signals, replies) = st.handle(
-            changed(
-                "stream-notify-user",
-                "u1/subscriptions-changed",
-                json!(["inserted", {"rid": "r2", "t": "p", "name": "team", "unread": 3}]),
-            ),
-            &kinds,
-        );
+        let mut st = session();
+        let (signals, replies) = st.feed(changed(
+            "stream-notify-user",
+            "u1/subscriptions-changed",
+            json!(["inserted", {"rid": "r2", "t": "p", "name": "team", "unread": 3}]),
+        ));
         assert_eq!(replies.len(), 2, "the new room's streams are subscribed");
         match &signals[0] {
             RealtimeSignal::Event(UserEvent::SubscriptionChanged { method, room }) => {
@@ -578,53 +694,188 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (signals, replies) = st.handle(
-            changed(
-                "stream-notify-user",
-                "u1/subscriptions-changed",
-                json!(["removed", {"_id": "s", "rid": "r2"}]),
-            ),
-            &kinds,
-        );
+        let (signals, replies) = st.feed(changed(
+            "stream-notify-user",
+            "u1/subscriptions-changed",
+            json!(["removed", {"_id": "s", "rid": "r2"}]),
+        ));
         assert_eq!(replies.len(), 2, "its streams are unsubscribed");
+        assert_eq!(
+            replies
+                .iter()
+                .map(|r| (r["msg"].clone(), r["id"].clone()))
+                .collect::<Vec<_>>(),
+            [(json!("unsub"), json!("s1")), (json!("unsub"), json!("s2"))]
+        );
         assert!(
             matches!(&signals[0], RealtimeSignal::Event(UserEvent::SubscriptionChanged { method: SubscriptionChange::Removed, room }) if room.kind == RoomKind::Group)
         );
 
-        let (signals, _) = st.handle(
-            changed(
-                "stream-notify-room",
-                "r1/deleteMessage",
-                json!([{"_id": "m9"}]),
-            ),
-            &kinds,
-        );
+        let (signals, _) = st.feed(changed(
+            "stream-notify-room",
+            "r1/deleteMessage",
+            json!([{"_id": "m9"}]),
+        ));
         assert!(
             matches!(&signals[0], RealtimeSignal::Event(UserEvent::MessageDeleted { message_id, .. }) if message_id.as_str() == "m9")
         );
-        let (signals, _) = st.handle(
-            changed(
-                "stream-notify-room",
-                "r1/user-activity",
-                json!(["bob", ["user-typing"], {}]),
-            ),
-            &kinds,
-        );
+        let (signals, _) = st.feed(changed(
+            "stream-notify-room",
+            "r1/user-activity",
+            json!(["bob", ["user-typing"], {}]),
+        ));
         assert!(
             matches!(&signals[0], RealtimeSignal::Event(UserEvent::Typing { username, typing: true, .. }) if username == "bob")
         );
-        let (signals, _) = st.handle(
-            changed(
-                "stream-notify-room",
-                "r1/user-activity",
-                json!(["alice", ["user-typing"], {}]),
-            ),
-            &kinds,
-        );
+        let (signals, _) = st.feed(changed(
+            "stream-notify-room",
+            "r1/user-activity",
+            json!(["bob", [], {}]),
+        ));
+        assert!(matches!(
+            &signals[0],
+            RealtimeSignal::Event(UserEvent::Typing { typing: false, .. })
+        ));
+        let (signals, _) = st.feed(changed(
+            "stream-notify-room",
+            "r1/user-activity",
+            json!(["alice", ["user-typing"], {}]),
+        ));
         assert!(signals.is_empty(), "one's own typing is not echoed");
-        let (signals, _) = st.handle(changed("stream-unknown", "x", json!([])), &kinds);
+        let (signals, _) = st.feed(changed("stream-unknown", "x", json!([])));
         assert!(signals.is_empty());
-        let (signals, _) = st.handle(json!({"msg": "added", "collection": "users"}), &kinds);
+        let (signals, _) = st.feed(json!({"msg": "added", "collection": "users"}));
         assert!(signals.is_empty());
+        assert_eq!(
+            st.frames.decoded(),
+            FramesDecoded {
+                subscription: 2,
+                other: 4,
+                ..FramesDecoded::default()
+            }
+        );
+    }
+
+    #[test]
+    fn removed_messages_are_deletions_and_garbage_is_no_event() {
+        let mut st = session();
+        let rm = json!({"_id": "m1", "rid": "r1", "t": "rm", "msg": "", "ts": {"$date": 1}, "u": {"_id": "u", "username": "bob"}});
+        let (signals, _) = st.feed(changed(
+            "stream-room-messages",
+            "__my_messages__",
+            json!([rm]),
+        ));
+        assert_eq!(
+            signals,
+            [RealtimeSignal::Event(UserEvent::MessageDeleted {
+                room_id: RoomId::parse("r1").unwrap(),
+                message_id: MessageId::parse("m1").unwrap(),
+            })]
+        );
+        for args in [
+            json!([]),
+            json!(["text"]),
+            json!([{"_id": "m2"}]),
+            json!({"_id": "m2"}),
+            json!([{"_id": "m3", "rid": "r1", "msg": 5, "ts": {"$date": 1}}]),
+        ] {
+            let (signals, _) = st.feed(changed(
+                "stream-room-messages",
+                "__my_messages__",
+                args.clone(),
+            ));
+            assert!(signals.is_empty(), "{args}");
+        }
+        let (signals, _) = st.feed(
+            json!({"msg": "changed", "collection": "stream-room-messages",
+            "fields": {"eventName": "__my_messages__"}}),
+        );
+        assert!(signals.is_empty());
+    }
+
+    #[test]
+    fn a_message_shared_by_members_is_decoded_once_per_node() {
+        let frames = Arc::default();
+        let mut members: Vec<Session> = ["alice", "bob", "carol"]
+            .into_iter()
+            .map(|name| Session::new(name, &frames))
+            .collect();
+        let mut seen = Vec::new();
+        for member in &mut members {
+            let (signals, _) = member.feed(posted("m1", "hello \"all\""));
+            seen.extend(signals);
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|s| s == &seen[0]));
+        assert!(
+            matches!(&seen[0], RealtimeSignal::Event(UserEvent::RoomMessage { message }) if message.text == "hello \"all\"")
+        );
+        assert_eq!(frames.decoded().message, 1);
+        // Another message is another decode.
+        let (signals, _) = members[0].feed(posted("m2", "again"));
+        assert_eq!(signals.len(), 1);
+        assert_eq!(frames.decoded().message, 2);
+    }
+
+    #[test]
+    fn members_share_one_room_document_and_see_it_in_their_subscriptions() {
+        let frames = Arc::default();
+        let mut alice = Session::new("alice", &frames);
+        let mut bob = Session::new("bob", &frames);
+        // The same room document reaches every member, each on their own event name.
+        alice.feed(room_changed("ua", "updated", "latest"));
+        bob.feed(room_changed("ub", "updated", "latest"));
+        assert_eq!(frames.decoded().room, 1);
+        let a = alice.state.rooms["r1"].described.clone().unwrap();
+        let b = bob.state.rooms["r1"].described.clone().unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one copy per node, not per member");
+
+        let (signals, replies) = alice.feed(changed(
+            "stream-notify-user",
+            "ua/subscriptions-changed",
+            json!(["updated", {"rid": "r1", "t": "c", "name": "general", "unread": 4}]),
+        ));
+        assert!(replies.is_empty());
+        match &signals[..] {
+            [RealtimeSignal::Event(UserEvent::SubscriptionChanged { method, room })] => {
+                assert_eq!(*method, SubscriptionChange::Updated);
+                assert_eq!((room.name.as_str(), room.unread), ("general", 4));
+                assert_eq!(
+                    room.last_message.as_ref().map(|m| m.text.as_str()),
+                    Some("latest")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A newer document replaces the older one; leaving the room forgets it.
+        alice.feed(room_changed("ua", "updated", "newer"));
+        assert_eq!(frames.decoded().room, 2);
+        let newer = alice.state.rooms["r1"].described.clone().unwrap();
+        assert_eq!(newer.last_message.as_ref().unwrap().text, "newer");
+        alice.feed(changed(
+            "stream-notify-user",
+            "ua/subscriptions-changed",
+            json!(["removed", {"_id": "s", "rid": "r1", "t": "c"}]),
+        ));
+        assert!(!alice.state.rooms.contains_key("r1"));
+        alice.feed(room_changed("ua", "removed", "newer"));
+        assert!(!alice.state.rooms.contains_key("r1"));
+        assert!(bob.state.rooms.contains_key("r1"));
+    }
+
+    #[test]
+    fn refused_and_unknown_subscriptions_are_tolerated() {
+        let mut st = session();
+        st.state.connected = false;
+        let _ = st
+            .state
+            .sub("stream-room-messages", "__my_messages__".into(), true);
+        let _ = st
+            .state
+            .sub("stream-notify-user", "u1/rooms-changed".into(), true);
+        let (signals, _) = st.feed(json!({"msg": "ready", "subs": ["s1", "x", 7]}));
+        assert!(signals.is_empty(), "s2 is still pending");
+        let (signals, _) = st.feed(json!({"msg": "nosub", "id": "s2", "error": {"error": 404}}));
+        assert_eq!(signals, [RealtimeSignal::Connected]);
     }
 }

@@ -60,6 +60,7 @@ struct Fixture {
     /// The project's server; `None` against a real Rocket.Chat (`ROCKETCHAT_URL`).
     sim: Option<Sim>,
     provider: Arc<RocketChatProvider>,
+    admin: ProviderSession,
     /// Makes user names unique, so tests can share a real server.
     tag: String,
 }
@@ -104,19 +105,33 @@ impl Fixture {
                     .unwrap()
                     .subsec_nanos()
         );
-        let fx = Self { sim, provider, tag };
+        let fx = Self {
+            sim,
+            provider,
+            admin,
+            tag,
+        };
         for name in ["alice", "bob"] {
-            let profile = UserProfile {
-                username: name.into(),
-                name: name.into(),
-                email: None,
-            };
-            fx.provider
-                .upsert_user(&admin, &fx.user(name), &profile, &Password::new(PASSWORD))
-                .await
-                .unwrap();
+            fx.add_user(name).await;
         }
         fx
+    }
+
+    async fn add_user(&self, name: &str) {
+        let profile = UserProfile {
+            username: name.into(),
+            name: name.into(),
+            email: None,
+        };
+        self.provider
+            .upsert_user(
+                &self.admin,
+                &self.user(name),
+                &profile,
+                &Password::new(PASSWORD),
+            )
+            .await
+            .unwrap();
     }
 
     /// The host id of a test user; plain names against the project's server.
@@ -406,6 +421,107 @@ async fn the_connection_comes_back_after_a_drop_a_silence_and_a_revoked_token() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_message_to_many_online_members_is_decoded_once_on_the_node() {
+    let fx = Fixture::start().await;
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    for name in &names[2..] {
+        fx.add_user(name).await;
+    }
+    let bob = fx.session("bob").await;
+    let channel = fx
+        .provider
+        .create_room(
+            &bob,
+            &NewRoom {
+                kind: RoomKind::Channel,
+                name: format!("all-hands-{}", fx.tag),
+                members: names
+                    .iter()
+                    .filter(|name| **name != "bob")
+                    .map(|name| fx.user(name))
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    // Everyone is online with their own upstream, already subscribed to the channel.
+    let mut streams = Vec::new();
+    for name in names {
+        let (mut stream, _) = fx.connect(name).await;
+        assert_eq!(
+            next(&mut stream, &format!("{name} connected")).await,
+            RealtimeSignal::Connected
+        );
+        streams.push(stream);
+    }
+    let before = fx.provider.frames_decoded();
+
+    let sent = fx
+        .provider
+        .send_message(&bob, &channel.id, &text("hello, all hands"))
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for (name, stream) in names.iter().zip(&mut streams) {
+        loop {
+            let event = next_event(stream, &format!("the message at {name}"), true).await;
+            if let UserEvent::RoomMessage { message } = &event {
+                assert_eq!(
+                    (&message.id, message.text.as_str(), &message.sender.id),
+                    (&sent.id, "hello, all hands", &fx.user("bob")),
+                    "{name}"
+                );
+                received.push(event);
+                break;
+            }
+        }
+    }
+    assert!(
+        received.iter().all(|event| event == &received[0]),
+        "every member sees the same event: {received:?}"
+    );
+    let after = fx.provider.frames_decoded();
+    assert_eq!(
+        after.message - before.message,
+        1,
+        "five members online, one decode of the message"
+    );
+
+    if fx.sim.is_none() {
+        // A real server may serialise each member's room document on its own.
+        return;
+    }
+    // Typing comes after the message's room documents on every socket, so once everyone has
+    // seen someone type, every member has read the room document the message changed.
+    let alice = fx.session("alice").await;
+    fx.provider
+        .set_typing(&alice, &channel.id, true)
+        .await
+        .unwrap();
+    fx.provider
+        .set_typing(&bob, &channel.id, true)
+        .await
+        .unwrap();
+    for (name, stream) in names.iter().zip(&mut streams) {
+        let typist = if *name == "alice" { "bob" } else { "alice" };
+        loop {
+            let event = next_event(stream, &format!("typing at {name}"), true).await;
+            if matches!(&event, UserEvent::Typing { username, .. } if *username == fx.user(typist).to_string())
+            {
+                break;
+            }
+        }
+    }
+    let after = fx.provider.frames_decoded();
+    assert_eq!(
+        after.room - before.room,
+        1,
+        "five members online, one decode of the room document"
+    );
+    assert_eq!(after.message - before.message, 1);
 }
 
 #[tokio::test]
