@@ -62,7 +62,9 @@ start_gateway "${BENCH_GATEWAY_BIN:-$bin/imgate}" \
 single_pid="$gateway_pid" single_base="$base"
 
 # Two nodes sharing Redis under a prefix of this run's own, started only when asked for. They
-# idle (no connection, no upstream) while the single gateway's scenarios run.
+# idle (no connection, no upstream) while the single gateway's scenarios run. Each is sized
+# for one of the machine's two cores (one HTTP worker, one runtime thread), as two nodes
+# sharing a machine would be deployed; each hub route is its name, as in config/nginx.conf.
 node_args=()
 node_pids=()
 if [ "$with_nodes" = yes ]; then
@@ -72,6 +74,7 @@ if [ "$with_nodes" = yes ]; then
     start_gateway --log "imgate-node-$node" "${BENCH_GATEWAY_BIN:-$bin/imgate}" \
       IMGATE__SERVER__USER_RATE_LIMIT_PER_S=0 IMGATE__REALTIME__GRACE_S="$grace_s" \
       IMGATE__CACHE__KIND=redis IMGATE__PUSH__KIND=redis IMGATE__HUB__ROUTE="$node" \
+      IMGATE__SERVER__WORKERS=1 TOKIO_WORKER_THREADS=1 \
       IMGATE__REDIS__URL=redis://127.0.0.1:6379 IMGATE__REDIS__PREFIX="$redis_prefix"
     node_args+=(--node "$base,$gateway_pid")
     node_pids+=("$gateway_pid")

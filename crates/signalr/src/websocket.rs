@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+
 use crate::hub::{Connection, Inbound, Outbound};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 
@@ -9,6 +12,43 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 /// client coalesces queued sends), each record is checked against `max_message_size` later.
 pub(crate) fn max_ws_message(max_message_size: usize) -> usize {
     max_message_size.saturating_mul(4).max(64 * 1024)
+}
+
+/// Most bytes joined into one WebSocket message.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// `first` and the frames queued behind it, joined into one WebSocket message (each JSON
+/// record carries its own separator, and clients split them): under load one write and one
+/// wake-up of the socket carry many records. Whether the end marker was among them.
+fn coalesce(first: ByteString, outbound: &mut mpsc::Receiver<Outbound>) -> (ByteString, bool) {
+    let mut joined: Option<String> = None;
+    let mut ended = false;
+    while joined.as_ref().map_or(first.len(), String::len) < MAX_BATCH {
+        match outbound.try_recv() {
+            Ok(Outbound::Frame(next)) => joined
+                .get_or_insert_with(|| {
+                    let mut text = String::with_capacity(2 * first.len() + next.len());
+                    text.push_str(&first);
+                    text
+                })
+                .push_str(&next),
+            Ok(Outbound::End) => {
+                ended = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    (joined.map_or(first, ByteString::from), ended)
+}
+
+/// Sends the WebSocket close and marks the transport gone.
+async fn close(socket: Session, connection: &Connection, code: CloseCode) {
+    tokio::select! {
+        _ = socket.close(Some(CloseReason { code, description: None })) => {}
+        _ = connection.closed.cancelled() => {}
+    }
+    connection.transport_gone.cancel();
 }
 
 /// Runs until the socket closes, the session ends, or the connection is cut.
@@ -37,6 +77,7 @@ pub(crate) async fn run(
             _ = connection.closed.cancelled() => break,
             item = outbound.recv() => match item {
                 Some(Outbound::Frame(text)) => {
+                    let (text, ended) = coalesce(text, &mut outbound);
                     let sent = tokio::select! {
                         sent = socket.text(text) => sent.is_ok(),
                         _ = connection.closed.cancelled() => false,
@@ -44,14 +85,13 @@ pub(crate) async fn run(
                     if !sent {
                         break;
                     }
+                    if ended {
+                        close(socket, &connection, close_code).await;
+                        return;
+                    }
                 }
                 Some(Outbound::End) | None => {
-                    let socket = socket;
-                    tokio::select! {
-                        _ = socket.close(Some(CloseReason { code: close_code, description: None })) => {}
-                        _ = connection.closed.cancelled() => {}
-                    }
-                    connection.transport_gone.cancel();
+                    close(socket, &connection, close_code).await;
                     return;
                 }
             },
