@@ -129,3 +129,41 @@ pub(crate) async fn run(
     // Dropping the socket ends the response stream; actix closes the TCP connection.
     drop(socket);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Outbound {
+        Outbound::Frame(ByteString::from(text.to_owned()))
+    }
+
+    #[test]
+    fn queued_frames_go_out_as_one_message_until_the_end_marker() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for text in ["b\u{1e}", "c\u{1e}"] {
+            tx.try_send(frame(text)).unwrap();
+        }
+        tx.try_send(Outbound::End).unwrap();
+        tx.try_send(frame("after\u{1e}")).unwrap();
+        let (joined, ended) = coalesce(ByteString::from_static("a\u{1e}"), &mut rx);
+        assert_eq!((&*joined, ended), ("a\u{1e}b\u{1e}c\u{1e}", true));
+
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Frame(text)) if &*text == "after\u{1e}"));
+        // Alone, a frame goes out as it is.
+        let (alone, ended) = coalesce(ByteString::from_static("x\u{1e}"), &mut rx);
+        assert_eq!((&*alone, ended), ("x\u{1e}", false));
+    }
+
+    #[test]
+    fn a_message_stops_growing_at_the_batch_limit() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let big = "x".repeat(MAX_BATCH / 2);
+        for _ in 0..3 {
+            tx.try_send(frame(&big)).unwrap();
+        }
+        let (joined, ended) = coalesce(ByteString::from(big.clone()), &mut rx);
+        assert_eq!((joined.len(), ended), (MAX_BATCH, false));
+        assert!(rx.try_recv().is_ok(), "the rest waits for the next message");
+    }
+}
