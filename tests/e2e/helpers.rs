@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use imgate::settings::Settings;
 use imgate::Gateway;
+use imgate_testkit::hub_client::HubClient;
 use serde_json::Value;
 
 /// The providers the parameterised tests run against.
@@ -198,3 +199,40 @@ pub const API_KEY: &str = imgate::demo::DEMO_API_KEY;
 
 /// The host JWT secret of gateways started with [`TestGateway::against`].
 pub const SECRET: &str = "a-host-secret-of-at-least-32-bytes!";
+
+/// Bob writes `probe N` into `room` through `gw` until every one of `clients` has seen one of
+/// them: the user's upstream is live and reaches every node the clients are on.
+pub async fn until_live(gw: &TestGateway, room: &str, clients: &mut [&mut HubClient]) {
+    let probe = |v: &Value| {
+        v["arg"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("probe"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never went live on every connection"
+        );
+        let (status, body) = gw
+            .send(
+                gw.post(&format!("/api/v1/rooms/{room}/messages"))
+                    .bearer_auth(gw.host_token("bob"))
+                    .json(&serde_json::json!({ "text": format!("probe {n}") })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mut all = true;
+        for client in clients.iter_mut() {
+            all &= tokio::time::timeout(
+                Duration::from_millis(300),
+                client.wait_for("a probe", probe),
+            )
+            .await
+            .is_ok();
+        }
+        if all {
+            return;
+        }
+    }
+}

@@ -1,13 +1,13 @@
 //! Two gateway nodes sharing Redis in front of one provider: one upstream per user across
 //! both, and each event on every connection of the user, whichever node it is on.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::json;
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::{until_live, TestGateway, API_KEY};
 
 fn redis_url() -> String {
     std::env::var("IMGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -57,32 +57,7 @@ async fn a_user_on_two_nodes_has_one_upstream_and_gets_every_message_on_both() {
     on_b.connected().await;
 
     // Probe until both connections see messages: the single upstream is live.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for n in 0.. {
-        assert!(Instant::now() < deadline, "the upstream never went live");
-        a.send(
-            a.post(&format!("/api/v1/rooms/{dm}/messages"))
-                .bearer_auth(a.host_token("bob"))
-                .json(&json!({"text": format!("probe {n}")})),
-        )
-        .await;
-        let probe = |v: &serde_json::Value| {
-            v["arg"]["text"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("probe"))
-        };
-        let seen_a =
-            tokio::time::timeout(Duration::from_millis(300), on_a.wait_for("a probe", probe))
-                .await
-                .is_ok();
-        let seen_b =
-            tokio::time::timeout(Duration::from_millis(300), on_b.wait_for("a probe", probe))
-                .await
-                .is_ok();
-        if seen_a && seen_b {
-            break;
-        }
-    }
+    until_live(&a, &dm, &mut [&mut on_a, &mut on_b]).await;
     for n in 0..10 {
         let node = if n % 2 == 0 { &a } else { &b };
         let (status, _) = node

@@ -10,7 +10,7 @@ use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::json;
 
-use crate::helpers::{TestGateway, API_KEY};
+use crate::helpers::{until_live, TestGateway, API_KEY};
 
 /// A private redis-server on its own port, so stopping it disturbs nobody else.
 struct PrivateRedis {
@@ -255,30 +255,7 @@ async fn a_redis_blip_keeps_every_connection_open_and_each_gets_every_message_on
         "websockets",
     );
     on_b.connected().await;
-    let probe = |v: &serde_json::Value| {
-        v["arg"]["text"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("probe"))
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for n in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream never went live on both nodes"
-        );
-        assert_eq!(send(format!("probe {n}")).await.0, 201);
-        let seen_a =
-            tokio::time::timeout(Duration::from_millis(300), on_a.wait_for("a probe", probe))
-                .await
-                .is_ok();
-        let seen_b =
-            tokio::time::timeout(Duration::from_millis(300), on_b.wait_for("a probe", probe))
-                .await
-                .is_ok();
-        if seen_a && seen_b {
-            break;
-        }
-    }
+    until_live(&a, &dm, &mut [&mut on_a, &mut on_b]).await;
 
     // 30 messages, one every 200 ms, through node a; Redis is away for 3 s in the middle.
     let total = 30;

@@ -254,20 +254,21 @@ impl Bench {
 
 /// The `imgate_upstreams_held` gauge of the gateway (node) `api`.
 pub async fn upstreams_held(api: &GatewayApi) -> anyhow::Result<u64> {
-    let text = api
-        .metrics()
-        .await
-        .with_context(|| format!("reading the metrics of {}", api.base()))?;
-    Ok(gauge(&text, "imgate_upstreams_held").unwrap_or(0.0) as u64)
+    gauge_of(api, "imgate_upstreams_held").await
 }
 
 /// The `imgate_hub_connections_open` gauge of the gateway (node) `api`.
 pub async fn hub_connections(api: &GatewayApi) -> anyhow::Result<u64> {
+    gauge_of(api, "imgate_hub_connections_open").await
+}
+
+/// The gauge `name` of the gateway (node) `api`, 0 when absent.
+async fn gauge_of(api: &GatewayApi, name: &str) -> anyhow::Result<u64> {
     let text = api
         .metrics()
         .await
         .with_context(|| format!("reading the metrics of {}", api.base()))?;
-    Ok(gauge(&text, "imgate_hub_connections_open").unwrap_or(0.0) as u64)
+    Ok(gauge(&text, name).unwrap_or(0.0) as u64)
 }
 
 /// Runs the configured scenarios in order: capacity (gateway, then limit, then Socket.IO),

@@ -970,37 +970,20 @@ async fn negotiate_hands_out_ids_routed_to_the_node_holding_the_users_upstream()
             .bearer_auth(token("alice"));
         async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
     };
+    let routed_to = |answer: &Value, field: &str, route: &str| {
+        let id = answer[field].as_str().unwrap_or_default();
+        assert!(id.starts_with(&format!("{route}.")), "{answer}");
+    };
     // Nobody holds alice's upstream yet: the connection is made here, with this node's route.
-    let here = negotiate(1).await;
-    assert!(
-        here["connectionToken"].as_str().unwrap().starts_with("a."),
-        "{here}"
-    );
+    routed_to(&negotiate(1).await, "connectionToken", "a");
     // Node b holds it: ids for node b, in both negotiate versions.
     *hub.backend.upstream_node.lock().unwrap() = Some("b@host-1234".into());
     let routed = negotiate(1).await;
-    assert!(
-        routed["connectionToken"]
-            .as_str()
-            .unwrap()
-            .starts_with("b."),
-        "{routed}"
-    );
-    let routed_v0 = negotiate(0).await;
-    assert!(
-        routed_v0["connectionId"]
-            .as_str()
-            .unwrap()
-            .starts_with("b."),
-        "{routed_v0}"
-    );
+    routed_to(&routed, "connectionToken", "b");
+    routed_to(&negotiate(0).await, "connectionId", "b");
     // This node holds it: here again.
     *hub.backend.upstream_node.lock().unwrap() = Some("a@host-5678".into());
-    let home = negotiate(1).await;
-    assert!(
-        home["connectionToken"].as_str().unwrap().starts_with("a."),
-        "{home}"
-    );
+    routed_to(&negotiate(1).await, "connectionToken", "a");
     // An id routed elsewhere that reaches this node anyway (that node died) is served here.
     let id = routed["connectionToken"].as_str().unwrap();
     let url = format!(
