@@ -93,6 +93,9 @@ pub(crate) struct Connection {
     pub finished: CancellationToken,
     /// Milliseconds since the hub's epoch when the client was last heard from.
     last_activity_ms: AtomicU64,
+    /// Milliseconds since the hub's epoch when the lifetime manager last queued a message:
+    /// the session sends no keep-alive ping while messages flow.
+    last_message_ms: AtomicU64,
     /// Long polls waiting right now; a waiting poll is a live client.
     pub polls_pending: AtomicUsize,
     /// Whether a POST (SSE, long polling) is being processed.
@@ -130,6 +133,22 @@ impl Connection {
     pub fn touch(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Records that a message was queued for the client.
+    pub fn message_queued(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_message_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// When a message was last queued for the client, if ever.
+    pub fn last_message_at(&self) -> Option<tokio::time::Instant> {
+        match self.last_message_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(tokio::time::Instant::from_std(
+                self.epoch + Duration::from_millis(ms),
+            )),
+        }
     }
 
     /// How long since the client was last heard from.
@@ -343,6 +362,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             finished: CancellationToken::new(),
             last_activity_ms: AtomicU64::new(0),
+            last_message_ms: AtomicU64::new(0),
             polls_pending: AtomicUsize::new(0),
             post_in_flight: AtomicBool::new(false),
             poll_ended: AtomicBool::new(false),

@@ -406,7 +406,7 @@ fn push(connection: &Connection, frames: &Frames) {
         .events
         .try_send(Outbound::Frame(frames.json.clone()))
     {
-        Ok(()) => {}
+        Ok(()) => connection.message_queued(),
         Err(mpsc::error::TrySendError::Full(_)) => connection.evict(Eviction::Lagged),
         // The session ended; it leaves the registry in a moment.
         Err(mpsc::error::TrySendError::Closed(_)) => {}

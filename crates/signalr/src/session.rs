@@ -353,10 +353,15 @@ impl Session<'_> {
                 now + client_timeout.saturating_sub(idle)
             };
             // No pings while blocked: data is waiting anyway, and the stall timer runs.
+            // Messages the lifetime manager queued count as sent too.
+            let last_sent = self
+                .connection
+                .last_message_at()
+                .map_or(self.outbox.last_sent, |at| at.max(self.outbox.last_sent));
             let ping_at = if blocked {
                 timeout_at
             } else {
-                self.outbox.last_sent + keep_alive
+                last_sent + keep_alive
             };
             let wake_at = timeout_at.min(ping_at).min(stall_at.unwrap_or(timeout_at));
             tokio::select! {
@@ -379,7 +384,12 @@ impl Session<'_> {
                     );
                 }
                 _ = tokio::time::sleep_until(wake_at) => {
-                    if !blocked && Instant::now() >= ping_at {
+                    // A message queued while asleep moved the ping on.
+                    let quiet = self
+                        .connection
+                        .last_message_at()
+                        .is_none_or(|at| Instant::now() >= at + keep_alive);
+                    if !blocked && quiet && Instant::now() >= ping_at {
                         if let Err(err) = self.outbox.push(&Outgoing::Ping) {
                             return gone(err);
                         }

@@ -549,6 +549,28 @@ async fn an_oversize_message_closes_the_connection_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_connection_that_gets_messages_gets_no_keep_alive_pings() {
+    let hub = TestHub::start(HubConfig {
+        keep_alive_interval_ms: 400,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut socket = connect(&hub, "alice").await;
+    let mut kinds = Vec::new();
+    for n in 0..12 {
+        hub.publish("alice", &typing("r1", &format!("u{n}")));
+        for record in next_records(&mut socket).await {
+            kinds.push(record["type"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kinds.iter().all(|kind| *kind == 1), "{kinds:?}");
+    // Once they stop, the pings come back.
+    assert_eq!(next_records(&mut socket).await, vec![json!({"type": 6})]);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn idle_connections_get_pings_and_silent_clients_time_out() {
     let hub = TestHub::start(HubConfig {
         keep_alive_interval_ms: 200,
