@@ -9,8 +9,8 @@ use imgate_domain::RoomId;
 use serde_json::Value;
 
 use crate::ddp::{inbound, method_outcome, Inbound};
+use crate::decoded_frames::DecodedFrames;
 use crate::documents::read;
-use crate::frame_cache::FrameCache;
 use crate::mapping;
 use crate::upstream::State;
 use crate::FramesDecoded;
@@ -24,7 +24,7 @@ pub const CALL_ID: &str = "1";
 pub struct DdpSession {
     state: State,
     kinds: moka::sync::Cache<RoomId, RoomKind>,
-    frames: FrameCache,
+    frames: DecodedFrames,
 }
 
 /// What one frame did to the session.
@@ -53,7 +53,7 @@ impl DdpSession {
         let session = Self {
             state,
             kinds: moka::sync::Cache::new(1024),
-            frames: FrameCache::default(),
+            frames: DecodedFrames::default(),
         };
         (session, frames)
     }

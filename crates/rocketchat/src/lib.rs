@@ -8,15 +8,15 @@
 //!
 //! Realtime runs one DDP connection per online user (`upstream`). Frames are decoded typed
 //! from their text (`ddp`, `documents`), and what a room's members all receive alike (a
-//! message, a room document) is decoded once per node and shared (`frame_cache`); the counts
+//! message, a room document) is decoded once per node and shared (`decoded_frames`); the counts
 //! are in [`RocketChatProvider::frames_decoded`] and `imgate_upstream_frames_decoded_total`.
 
 mod accounts;
 mod ddp;
+mod decoded_frames;
 mod deployment;
 mod documents;
 mod files;
-mod frame_cache;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -30,7 +30,7 @@ mod telemetry;
 mod throttle;
 mod upstream;
 
-pub use frame_cache::FramesDecoded;
+pub use decoded_frames::FramesDecoded;
 pub use upstream::UpstreamTiming;
 
 use std::sync::{Arc, RwLock};
@@ -177,7 +177,7 @@ pub struct RocketChatProvider {
     room_kinds: moka::sync::Cache<RoomId, RoomKind>,
     // What the upstream connections of all users decode once and share: a message reaches
     // every online member of its room as the same frame.
-    frames: Arc<frame_cache::FrameCache>,
+    frames: Arc<decoded_frames::DecodedFrames>,
     // The admin password, kept for Rocket.Chat's 2FA password fallback on `users.update`.
     admin_password: RwLock<Option<Password>>,
 }

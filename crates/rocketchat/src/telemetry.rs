@@ -44,7 +44,7 @@ pub(crate) fn rate_limit_gave_up(endpoint: &'static str, retry_after: std::time:
 /// Counts one upstream document decoded, in
 /// `imgate_upstream_frames_decoded_total{provider,kind}`: a frame read from the node-wide cache
 /// is not counted again, so a message shared by a room's members counts once.
-pub(crate) fn document_decoded(kind: crate::frame_cache::DecodedKind) {
+pub(crate) fn document_decoded(kind: crate::decoded_frames::DecodedKind) {
     metrics::counter!("imgate_upstream_frames_decoded_total", "provider" => "rocketchat", "kind" => kind.label())
         .increment(1);
 }

@@ -4,7 +4,7 @@
 //!
 //! Frames are decoded typed, straight from their text. What a room's members all receive
 //! alike (a message, a room document) is decoded once per node through the provider's
-//! [`FrameCache`]; what is the user's own (subscriptions, room events) is decoded here.
+//! [`DecodedFrames`]; what is the user's own (subscriptions, room events) is decoded here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::ddp::{Ddp, Envelope};
+use crate::decoded_frames::{DecodedFrames, DecodedKind};
 use crate::documents::{Args, IdDoc, Lenient, List, MessageDoc, RoomDoc, SubscriptionDoc, Text};
-use crate::frame_cache::{DecodedKind, FrameCache};
 use crate::mapping::{self, text};
 use crate::rest::Rest;
 use crate::telemetry;
@@ -72,7 +72,7 @@ pub(crate) struct Upstream {
     pub sessions: Arc<dyn SessionSource>,
     pub room_kinds: moka::sync::Cache<RoomId, RoomKind>,
     /// The node's decoded shared frames, the same for every user's upstream.
-    pub frames: Arc<FrameCache>,
+    pub frames: Arc<DecodedFrames>,
 }
 
 impl Upstream {
@@ -389,7 +389,7 @@ impl State {
     pub(crate) fn handle(
         &mut self,
         frame: &Envelope<'_>,
-        frames: &FrameCache,
+        frames: &DecodedFrames,
         kinds: &moka::sync::Cache<RoomId, RoomKind>,
     ) -> (Vec<RealtimeSignal>, Vec<Value>) {
         let mut replies = Vec::new();
@@ -519,7 +519,7 @@ impl State {
         ))
     }
 
-    fn room_event(&self, event: &str, args: &str, frames: &FrameCache) -> Option<UserEvent> {
+    fn room_event(&self, event: &str, args: &str, frames: &DecodedFrames) -> Option<UserEvent> {
         let (rid, kind) = event.split_once('/')?;
         let room_id = RoomId::parse(rid).ok()?;
         match kind {
@@ -599,17 +599,17 @@ fn ignored_none<T>() -> Option<T> {
 mod tests {
     use super::*;
     use crate::ddp::{inbound, Inbound};
-    use crate::frame_cache::FramesDecoded;
+    use crate::decoded_frames::FramesDecoded;
 
     /// A user's session state with the node-wide parts it is handed, fed frames as text.
     struct Session {
         state: State,
         kinds: moka::sync::Cache<RoomId, RoomKind>,
-        frames: Arc<FrameCache>,
+        frames: Arc<DecodedFrames>,
     }
 
     impl Session {
-        fn new(username: &str, frames: &Arc<FrameCache>) -> Self {
+        fn new(username: &str, frames: &Arc<DecodedFrames>) -> Self {
             let mut state = State::new(username);
             state.connected = true;
             Self {

@@ -3,7 +3,7 @@
 //! A message posted in a room with N online members reaches the node as N byte-identical
 //! `__my_messages__` frames, one per member's DDP connection, and as N `rooms-changed` frames
 //! carrying the same room document (Rocket.Chat serialises a stream event once and writes
-//! those bytes to every subscriber). [`FrameCache`] keys the decoded result by the event's
+//! those bytes to every subscriber). [`DecodedFrames`] keys the decoded result by the event's
 //! `args` text, so the first connection to read a frame decodes it and the others reuse the
 //! result. Per-user frames (`subscriptions-changed`, room events) are decoded by each
 //! connection and only counted here.
@@ -73,7 +73,7 @@ pub struct FramesDecoded {
 /// Each lookup takes one short lock to find or add the entry; the decoding itself runs outside
 /// it, once per entry: connections asking for an entry being decoded wait for that result, a
 /// matter of microseconds, and cheaper than decoding the frame again.
-pub(crate) struct FrameCache {
+pub(crate) struct DecodedFrames {
     /// `__my_messages__` args → the event (`None`: unreadable, ignored).
     messages: Fifo<Option<UserEvent>>,
     /// `rooms-changed` args → the room as its document describes it (`None`: unreadable).
@@ -81,13 +81,13 @@ pub(crate) struct FrameCache {
     decoded: [AtomicU64; 4],
 }
 
-impl Default for FrameCache {
+impl Default for DecodedFrames {
     fn default() -> Self {
         Self::new(CAPACITY)
     }
 }
 
-impl FrameCache {
+impl DecodedFrames {
     /// A cache of the last `capacity` distinct frames of each kind.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn equal_frames_decode_once_and_only_equal_frames_hit() {
-        let cache = FrameCache::new(8);
+        let cache = DecodedFrames::new(8);
         let decode = |args: &str| deleted(args.trim().trim_matches(|c| c == '[' || c == ']'));
         for _ in 0..5 {
             assert_eq!(cache.message("[m1]", decode), deleted("m1"));
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn room_documents_are_shared_not_copied() {
-        let cache = FrameCache::new(8);
+        let cache = DecodedFrames::new(8);
         let decode = |_: &str| {
             Some(Room {
                 id: RoomId::parse("r").unwrap(),
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_oldest_entries_leave_first() {
-        let cache = FrameCache::new(2);
+        let cache = DecodedFrames::new(2);
         let decode = |args: &str| deleted(args);
         for args in ["a", "b", "c", "b", "c", "a"] {
             cache.message(args, decode);
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn concurrent_readers_of_one_frame_decode_it_once() {
-        let cache = Arc::new(FrameCache::new(8));
+        let cache = Arc::new(DecodedFrames::new(8));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let cache = cache.clone();
