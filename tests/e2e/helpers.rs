@@ -236,3 +236,16 @@ pub async fn until_live(gw: &TestGateway, room: &str, clients: &mut [&mut HubCli
         }
     }
 }
+
+/// The id of the direct room `from` opens with `to` through `gw`.
+pub async fn direct_room(gw: &TestGateway, from: &str, to: &str) -> String {
+    let (status, room) = gw
+        .send(
+            gw.post("/api/v1/rooms/direct")
+                .bearer_auth(gw.host_token(from))
+                .json(&serde_json::json!({ "members": [to] })),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {room}");
+    room["id"].as_str().expect("a room id").to_owned()
+}

@@ -7,7 +7,7 @@ use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::json;
 
-use crate::helpers::{until_live, TestGateway, API_KEY};
+use crate::helpers::{direct_room, until_live, TestGateway, API_KEY};
 
 fn redis_url() -> String {
     std::env::var("IMGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -34,14 +34,7 @@ async fn a_user_on_two_nodes_has_one_upstream_and_gets_every_message_on_both() {
     a.mirror(&["alice", "bob"]).await;
     let (_, ready) = a.send(a.get("/readyz")).await;
     assert_eq!(ready["checks"]["redis"], "ok", "{ready}");
-    let (_, dm) = a
-        .send(
-            a.post("/api/v1/rooms/direct")
-                .bearer_auth(a.host_token("bob"))
-                .json(&json!({"members": ["alice"]})),
-        )
-        .await;
-    let dm = dm["id"].as_str().unwrap().to_owned();
+    let dm = direct_room(&a, "bob", "alice").await;
 
     let mut on_a = HubClient::spawn_node(
         &format!("{}/hub", a.base),

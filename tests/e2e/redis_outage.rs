@@ -10,7 +10,7 @@ use imgate_testkit::hub_client::HubClient;
 use rocketchat_sim::{Sim, SimConfig};
 use serde_json::json;
 
-use crate::helpers::{until_live, TestGateway, API_KEY};
+use crate::helpers::{direct_room, until_live, TestGateway, API_KEY};
 
 /// A private redis-server on its own port, so stopping it disturbs nobody else.
 struct PrivateRedis {
@@ -217,14 +217,7 @@ async fn a_redis_blip_keeps_every_connection_open_and_each_gets_every_message_on
     let a = TestGateway::against(&sim, &shared).await;
     let b = TestGateway::against(&sim, &shared).await;
     a.mirror(&["alice", "bob"]).await;
-    let (_, dm) = a
-        .send(
-            a.post("/api/v1/rooms/direct")
-                .bearer_auth(a.host_token("bob"))
-                .json(&json!({"members": ["alice"]})),
-        )
-        .await;
-    let dm = dm["id"].as_str().unwrap().to_owned();
+    let dm = direct_room(&a, "bob", "alice").await;
     let send = |text: String| {
         a.send(
             a.post(&format!("/api/v1/rooms/{dm}/messages"))

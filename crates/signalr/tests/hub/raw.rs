@@ -22,6 +22,11 @@ async fn open(hub: &TestHub, user: &str) -> Socket {
     socket
 }
 
+/// The WebSocket URL of the connection `id` for `user` on `hub`.
+fn transport_url(hub: &TestHub, id: &str, user: &str) -> String {
+    format!("ws://{}/hub?id={id}&access_token={}", hub.addr, token(user))
+}
+
 /// Opens a skipNegotiation socket and completes the handshake.
 async fn connect(hub: &TestHub, user: &str) -> Socket {
     let mut socket = open(hub, user).await;
@@ -169,11 +174,7 @@ async fn a_connection_negotiated_on_another_node_is_taken_over_here() {
         .await
         .unwrap();
     let id = v1["connectionToken"].as_str().unwrap();
-    let url = format!(
-        "ws://{}/hub?id={id}&access_token={}",
-        here.addr,
-        token("alice")
-    );
+    let url = transport_url(&here, id, "alice");
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     handshake(&mut socket).await;
     here.eventually("the backend told of the connection", |h| {
@@ -203,11 +204,7 @@ async fn a_connection_negotiated_on_another_node_is_taken_over_here() {
         h.hub.open_connections() == 0
     })
     .await;
-    let again = format!(
-        "ws://{}/hub?id={id}&access_token={}",
-        here.addr,
-        token("alice")
-    );
+    let again = transport_url(&here, id, "alice");
     let refused = tokio_tungstenite::connect_async(again).await.unwrap_err();
     assert!(refused.to_string().contains("404"), "{refused}");
     negotiated_on.stop().await;
@@ -819,11 +816,7 @@ async fn connections_beyond_the_per_user_limit_are_refused_with_a_clear_code() {
 
     // Closing one makes room for one.
     let id = accepted[0]["connectionToken"].as_str().unwrap();
-    let url = format!(
-        "ws://{}/hub?id={id}&access_token={}",
-        hub.addr,
-        token("alice")
-    );
+    let url = transport_url(&hub, id, "alice");
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     handshake(&mut socket).await;
     send(&mut socket, &format!(r#"{{"type":7}}{RS}"#)).await;
@@ -1008,11 +1001,7 @@ async fn negotiate_hands_out_ids_routed_to_the_node_holding_the_users_upstream()
     routed_to(&negotiate(1).await, "connectionToken", "a");
     // An id routed elsewhere that reaches this node anyway (that node died) is served here.
     let id = routed["connectionToken"].as_str().unwrap();
-    let url = format!(
-        "ws://{}/hub?id={id}&access_token={}",
-        hub.addr,
-        token("alice")
-    );
+    let url = transport_url(&hub, id, "alice");
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     handshake(&mut socket).await;
     hub.publish("alice", &typing("r1", "carol"));
