@@ -8,11 +8,13 @@
 mod backplane;
 mod lease;
 mod password_store;
+mod presence;
 mod token_cache;
 mod token_tier;
 
 pub use backplane::{MemoryBackplane, MemoryBus};
 pub use lease::MemoryLease;
 pub use password_store::MemoryPasswordStore;
+pub use presence::{MemoryPresence, PresenceBoard};
 pub use token_cache::MemoryTokenCache;
 pub use token_tier::TieredTokenCache;

@@ -45,3 +45,12 @@ async fn memory_password_store_meets_the_password_store_contract() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn memory_presence_meets_the_presence_contract() {
+    imgate_testkit::presence::run_all(|| async {
+        let board = imgate_memory::PresenceBoard::new();
+        [(); 3].map(|()| Arc::new(board.node()) as Arc<dyn imgate_domain::ports::Presence>)
+    })
+    .await;
+}

@@ -60,6 +60,17 @@ impl Keys {
         self.user_key(user, "events")
     }
 
+    /// Each node's count of the user's hub connections: a hash of node id to count.
+    pub(crate) fn presence(&self, user: &UserId) -> String {
+        self.user_key(user, "presence")
+    }
+
+    /// Present, with a TTL its node renews, while that node lives: only the counts of live
+    /// nodes count.
+    pub(crate) fn node_alive(&self, node: &str) -> String {
+        format!("{}:node:{}:alive", self.prefix, node)
+    }
+
     /// The pub/sub channel of backplane messages for every connection; every node
     /// subscribes to it.
     pub(crate) fn all_channel(&self) -> String {
@@ -86,5 +97,7 @@ mod tests {
         assert_eq!(keys.user_channel(&user("bob")), "imgate:{bob}:events");
         assert_eq!(keys.all_channel(), "imgate:all");
         assert_eq!(keys.password(&user("bob")), "imgate:{bob}:password");
+        assert_eq!(keys.presence(&user("bob")), "imgate:{bob}:presence");
+        assert_eq!(keys.node_alive("a@x1"), "imgate:node:a@x1:alive");
     }
 }

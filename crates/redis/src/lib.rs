@@ -21,6 +21,7 @@ mod health;
 mod keys;
 mod lease;
 mod password_store;
+mod presence;
 mod telemetry;
 mod token_cache;
 
@@ -32,6 +33,7 @@ pub use backplane::RedisBackplane;
 pub use health::RedisHealthCheck;
 pub use lease::RedisLease;
 pub use password_store::RedisPasswordStore;
+pub use presence::RedisPresence;
 pub use token_cache::{RedisTokenCache, SingleFlight};
 
 /// Where Redis is and how this deployment's keys are named.

@@ -12,11 +12,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use imgate_domain::ports::backplane::wire;
 use imgate_domain::ports::{
-    BackplaneError, HealthCheck, Lease, LoginError, PasswordStore, ProviderError, TokenCache,
+    BackplaneError, HealthCheck, Lease, LoginError, PasswordStore, Presence, ProviderError,
+    TokenCache,
 };
 use imgate_redis::{
-    RedisBackplane, RedisConfig, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
-    SingleFlight,
+    RedisBackplane, RedisConfig, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisPresence,
+    RedisTokenCache, SingleFlight,
 };
 use imgate_testkit::backplane::{marker, to_user, SuiteNode};
 use imgate_testkit::token_cache::session;
@@ -645,4 +646,63 @@ async fn a_backplane_recovers_after_its_subscriber_connection_is_killed() {
     })
     .await;
     b.expect(&marker("from-a"), "a's marker on b").await;
+}
+
+// Presence.
+
+#[tokio::test]
+async fn redis_presence_meets_the_presence_contract() {
+    imgate_testkit::presence::run_all(|| async {
+        // Three presences on one prefix are three nodes; a short liveness keeps the case of a
+        // stopped node short (though a dropped node deletes its key at once).
+        let config = fresh_config().await;
+        let mut nodes = Vec::new();
+        for name in ["node-a", "node-b", "node-c"] {
+            let node = RedisPresence::connect(&config, name, Duration::from_secs(1))
+                .await
+                .expect("connect");
+            nodes.push(Arc::new(node) as Arc<dyn Presence>);
+        }
+        nodes.try_into().unwrap_or_else(|_| unreachable!())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_connections_stop_counting_once_its_key_expires() {
+    let config = fresh_config().await;
+    let a = RedisPresence::connect(&config, "node-a", Duration::from_secs(1))
+        .await
+        .unwrap();
+    a.set(&user("alice"), 2);
+    // A node killed with one connection of alice: its count, and its key with what was left of
+    // its TTL, which nobody renews now.
+    let client = redis::Client::open(config.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hash = format!("{}:{{alice}}:presence", config.prefix);
+    let _: () = redis::pipe()
+        .hset(&hash, "node-z", 1)
+        .cmd("SET")
+        .arg(format!("{}:node:node-z:alive", config.prefix))
+        .arg(1)
+        .arg("PX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count = || async { a.connections(&user("alice")).await.unwrap() };
+    within("both nodes counted", async {
+        while count().await != 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(count().await, 2, "the killed node no longer counts");
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, ["node-a"], "the reader removed the dead node's entry");
 }

@@ -8,6 +8,7 @@ pub mod backplane;
 pub mod hub_client;
 pub mod lease;
 pub mod password_store;
+pub mod presence;
 pub mod scripted_provider;
 pub mod token_cache;
 

@@ -5,8 +5,10 @@
 pub mod backplane;
 pub mod event_delivery;
 pub mod health;
+pub mod host_channel;
 pub mod lease;
 pub mod password_store;
+pub mod presence;
 pub mod provider;
 pub mod token_cache;
 
@@ -16,8 +18,10 @@ pub use backplane::{
 };
 pub use event_delivery::{EventDelivery, Reach};
 pub use health::HealthCheck;
+pub use host_channel::{HostChannel, HostInvocation};
 pub use lease::{Lease, LeaseError, LeaseToken};
 pub use password_store::{PasswordStore, PasswordStoreError};
+pub use presence::{Presence, PresenceError};
 pub use provider::{
     DeploymentCheck, DeploymentReport, Finding, FindingStatus, ImProvider, ProviderAccounts,
     ProviderDeployment, ProviderError, ProviderFiles, ProviderMessages, ProviderRealtime,

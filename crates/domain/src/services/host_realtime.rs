@@ -1,0 +1,298 @@
+//! `HostRealtime`: the host back end's own realtime channel — invocations pushed to a user's
+//! hub connections or to everyone's, who is online, and closing a user's connections.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::ids::UserId;
+use crate::ports::{
+    Audience, BackplaneError, HostChannel, HostInvocation, Presence, PresenceError,
+};
+
+/// The Close text of connections the host closed.
+pub const CLOSED_BY_HOST: &str = "the host application closed this user's connections";
+
+/// The longest target name.
+const MAX_TARGET_LEN: usize = 64;
+
+/// A user's hub connections over every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence {
+    /// The host's user id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub user_id: UserId,
+    /// Whether the user has a hub connection on some node.
+    pub online: bool,
+    /// How many hub connections the user has, over every node.
+    pub connections: usize,
+}
+
+/// What host realtime fails with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostRealtimeError {
+    /// A field of the request is wrong; the text names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The other nodes cannot be reached, so nothing was sent.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<BackplaneError> for HostRealtimeError {
+    fn from(err: BackplaneError) -> Self {
+        Self::Unavailable(err.to_string())
+    }
+}
+
+impl From<PresenceError> for HostRealtimeError {
+    fn from(err: PresenceError) -> Self {
+        Self::Unavailable(err.to_string())
+    }
+}
+
+/// Counts a push refused before it reached [`HostRealtime::push`] (an unreadable or
+/// oversized body), beside the refusals the service counts itself.
+pub fn push_refused(reason: &'static str) {
+    metrics::counter!("imgate_host_pushes_refused_total", "reason" => reason).increment(1);
+}
+
+/// The host's realtime operations.
+pub struct HostRealtime {
+    channel: Arc<dyn HostChannel>,
+    presence: Arc<dyn Presence>,
+    /// The hub's own targets, lower case: clients match target names ignoring case.
+    reserved: Vec<String>,
+}
+
+impl HostRealtime {
+    /// Host realtime over `channel` and `presence`; `reserved` are the targets the hub's own
+    /// events use, which the host may not send.
+    pub fn new(
+        channel: Arc<dyn HostChannel>,
+        presence: Arc<dyn Presence>,
+        reserved: &[&str],
+    ) -> Self {
+        Self {
+            channel,
+            presence,
+            reserved: reserved.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Sends `invocation` to every hub connection of `audience` on every node.
+    pub fn push(
+        &self,
+        audience: &Audience,
+        invocation: &HostInvocation,
+    ) -> Result<(), HostRealtimeError> {
+        if let Err(err) = self.check(invocation) {
+            push_refused(match err.1 {
+                "target" => "invalid_target",
+                _ => "invalid_arguments",
+            });
+            return Err(err.0);
+        }
+        let kind = match audience {
+            Audience::User(_) => "user",
+            Audience::All => "all",
+        };
+        match self.channel.send(audience, invocation) {
+            Ok(()) => {
+                metrics::counter!("imgate_host_pushes_total", "audience" => kind).increment(1);
+                Ok(())
+            }
+            Err(err) => {
+                push_refused("unavailable");
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Why `invocation` cannot be sent, and the field at fault.
+    fn check(&self, invocation: &HostInvocation) -> Result<(), (HostRealtimeError, &'static str)> {
+        let target = &invocation.target;
+        let mut chars = target.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && target.len() <= MAX_TARGET_LEN;
+        if !well_formed {
+            return Err((
+                HostRealtimeError::Invalid(format!(
+                    "target: must be a letter followed by at most {} letters, digits, '_' or '.'",
+                    MAX_TARGET_LEN - 1
+                )),
+                "target",
+            ));
+        }
+        if self.reserved.contains(&target.to_ascii_lowercase()) {
+            return Err((
+                HostRealtimeError::Invalid(format!(
+                    "target: '{target}' is one of the hub's chat targets; choose another name"
+                )),
+                "target",
+            ));
+        }
+        if !invocation.arguments.get().trim_start().starts_with('[') {
+            return Err((
+                HostRealtimeError::Invalid("arguments: must be an array".into()),
+                "arguments",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `user` has hub connections, and how many, over every node.
+    pub async fn presence(&self, user: &UserId) -> Result<UserPresence, HostRealtimeError> {
+        let connections = self.presence.connections(user).await?;
+        Ok(UserPresence {
+            user_id: user.clone(),
+            online: connections > 0,
+            connections,
+        })
+    }
+
+    /// Closes every hub connection of `user` on every node, without reconnect.
+    pub fn close(&self, user: &UserId) -> Result<(), HostRealtimeError> {
+        Ok(self.channel.close(user, CLOSED_BY_HOST)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded {
+        sent: Mutex<Vec<(Audience, String, String)>>,
+        down: bool,
+    }
+
+    impl HostChannel for Recorded {
+        fn send(
+            &self,
+            audience: &Audience,
+            invocation: &HostInvocation,
+        ) -> Result<(), BackplaneError> {
+            if self.down {
+                return Err(BackplaneError::Unavailable("down".into()));
+            }
+            self.sent.lock().unwrap().push((
+                audience.clone(),
+                invocation.target.clone(),
+                invocation.arguments.get().to_owned(),
+            ));
+            Ok(())
+        }
+
+        fn close(&self, _: &UserId, _: &str) -> Result<(), BackplaneError> {
+            Ok(())
+        }
+    }
+
+    struct Two;
+
+    #[async_trait]
+    impl Presence for Two {
+        fn set(&self, _: &UserId, _: usize) {}
+        async fn connections(&self, _: &UserId) -> Result<usize, PresenceError> {
+            Ok(2)
+        }
+    }
+
+    fn service(channel: Arc<Recorded>) -> HostRealtime {
+        HostRealtime::new(channel, Arc::new(Two), &["getRoomMessageNotification"])
+    }
+
+    fn invocation(target: &str, arguments: &str) -> HostInvocation {
+        HostInvocation {
+            target: target.into(),
+            arguments: RawValue::from_string(arguments.into()).unwrap(),
+        }
+    }
+
+    fn bob() -> Audience {
+        Audience::User(UserId::parse("bob").unwrap())
+    }
+
+    #[test]
+    fn a_valid_push_goes_out_with_its_arguments_as_sent() {
+        let channel = Arc::new(Recorded::default());
+        let host = service(channel.clone());
+        host.push(
+            &bob(),
+            &invocation("orders.shipped", r#"[ {"id":7}, "x" ]"#),
+        )
+        .unwrap();
+        assert_eq!(
+            channel.sent.lock().unwrap().as_slice(),
+            [(
+                bob(),
+                "orders.shipped".into(),
+                r#"[ {"id":7}, "x" ]"#.into()
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_targets_and_arguments_are_refused_naming_the_field() {
+        let channel = Arc::new(Recorded::default());
+        let host = service(channel.clone());
+        let long = format!("a{}", "b".repeat(64));
+        for target in [
+            "",
+            "1abc",
+            "_a",
+            "a-b",
+            "a b",
+            "é",
+            long.as_str(),
+            "GETROOMMESSAGENOTIFICATION",
+        ] {
+            let err = host.push(&bob(), &invocation(target, "[]")).unwrap_err();
+            assert!(err.to_string().starts_with("target: "), "{target}: {err}");
+        }
+        let longest = format!("a{}", "b".repeat(63));
+        host.push(&bob(), &invocation(&longest, "[]")).unwrap();
+        for arguments in ["{}", "1", "\"a\"", "null"] {
+            let err = host
+                .push(&bob(), &invocation("notify", arguments))
+                .unwrap_err();
+            assert_eq!(err.to_string(), "arguments: must be an array");
+        }
+        assert_eq!(channel.sent.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_backplane_down_is_unavailable() {
+        let host = service(Arc::new(Recorded {
+            down: true,
+            ..Recorded::default()
+        }));
+        assert!(matches!(
+            host.push(&Audience::All, &invocation("notify", "[]")),
+            Err(HostRealtimeError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn presence_says_online_with_the_count() {
+        let host = service(Arc::new(Recorded::default()));
+        let bob = UserId::parse("bob").unwrap();
+        assert_eq!(
+            host.presence(&bob).await.unwrap(),
+            UserPresence {
+                user_id: bob,
+                online: true,
+                connections: 2
+            }
+        );
+    }
+}
