@@ -137,3 +137,140 @@ async fn a_password_the_host_set_through_one_node_logs_the_user_in_on_another() 
     a.stop().await;
     b.stop().await;
 }
+
+/// The `notify` invocations `client` received, each as its list of arguments.
+fn notices(client: &HubClient) -> Vec<serde_json::Value> {
+    client
+        .received()
+        .into_iter()
+        .filter(|v| v["target"] == "notify")
+        .map(|v| v["args"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_host_pushes_to_a_users_connections_on_every_node_and_closes_them() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let prefix = format!("e2e-host-{}-{}", std::process::id(), rand_part());
+    let redis = redis_url();
+    let shared = [
+        ("cache.kind", "redis"),
+        ("push.kind", "redis"),
+        ("redis.url", redis.as_str()),
+        ("redis.prefix", prefix.as_str()),
+        ("realtime.lease_ttl_s", "3"),
+    ];
+    let a = TestGateway::against(&sim, &shared).await;
+    let b = TestGateway::against(&sim, &shared).await;
+    a.mirror(&["bob", "carol"]).await;
+    let mut bob_a = HubClient::spawn_node(
+        &format!("{}/hub", a.base),
+        &a.host_token("bob"),
+        "websockets",
+    );
+    let mut bob_b = HubClient::spawn_node(
+        &format!("{}/hub", b.base),
+        &b.host_token("bob"),
+        "longpolling",
+    );
+    let mut carol_b = HubClient::spawn_python(
+        &format!("{}/hub", b.base),
+        &b.host_token("carol"),
+        "pysignalr",
+    );
+    for client in [&mut bob_a, &mut bob_b, &mut carol_b] {
+        client.connected().await;
+    }
+    let presence = |node: &TestGateway, user: &str| {
+        node.get(&format!("/api/v1/hub/users/{user}"))
+            .header("X-Api-Key", API_KEY)
+    };
+    // Presence is written a moment after a connection starts.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) = b.send(presence(&b, "bob")).await;
+        assert_eq!(status, 200, "{body}");
+        if body == json!({"userId": "bob", "online": true, "connections": 2}) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence of bob on node b: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let push = |node: &TestGateway, path: &str, arguments: serde_json::Value| {
+        node.post(path)
+            .header("X-Api-Key", API_KEY)
+            .json(&json!({"target": "notify", "arguments": arguments}))
+    };
+    let payload = json!({"orderId": 42, "text": "é ✓ \"quoted\"", "nested": [1, null, true]});
+    for n in 0..20 {
+        let (status, body) = a
+            .send(push(&a, "/api/v1/hub/users/bob", json!([n, payload])))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _) = b
+        .send(push(&b, "/api/v1/hub/broadcast", json!(["everyone"])))
+        .await;
+    assert_eq!(status, 202);
+    let mut expected: Vec<_> = (0..20).map(|n| json!([n, payload])).collect();
+    expected.push(json!(["everyone"]));
+    for client in [&mut bob_a, &mut bob_b] {
+        client
+            .wait_for("the broadcast", |v| v["args"] == json!(["everyone"]))
+            .await;
+        assert_eq!(notices(client), expected, "{}", client.name);
+    }
+    carol_b
+        .wait_for("the broadcast", |v| v["args"] == json!(["everyone"]))
+        .await;
+    assert_eq!(
+        notices(&carol_b),
+        [json!(["everyone"])],
+        "carol gets no push to bob"
+    );
+
+    let (status, _) = a
+        .send(
+            a.delete("/api/v1/hub/users/bob/connections")
+                .header("X-Api-Key", API_KEY),
+        )
+        .await;
+    assert_eq!(status, 204);
+    for client in [&mut bob_a, &mut bob_b] {
+        let closed = client.wait_event("closed").await;
+        assert!(
+            closed["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("closed this user's connections")),
+            "{}: {closed}",
+            client.name
+        );
+        assert!(
+            client.seen.iter().all(|v| v["event"] != "reconnecting"),
+            "{} does not reconnect",
+            client.name
+        );
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, body) = a.send(presence(&a, "bob")).await;
+        if body == json!({"userId": "bob", "online": false, "connections": 0}) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence of bob after the close: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, carol) = a.send(presence(&a, "carol")).await;
+    assert_eq!(carol["connections"], 1, "carol's connection stays: {carol}");
+    carol_b.command(json!({"cmd": "stop"})).await;
+    carol_b.wait_event("stopped").await;
+    a.stop().await;
+    b.stop().await;
+}

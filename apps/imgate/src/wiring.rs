@@ -10,11 +10,11 @@ use actix_web::{middleware, App, HttpServer};
 use anyhow::Context;
 use imgate_domain::model::UserProfile;
 use imgate_domain::ports::{
-    Backplane, DeploymentCheck, HealthCheck, ImProvider, Lease, PasswordStore, TokenCache,
+    Backplane, DeploymentCheck, HealthCheck, ImProvider, Lease, PasswordStore, Presence, TokenCache,
 };
 use imgate_domain::services::{
-    AdminAgent, ChatService, Ownership, PasswordPolicy, SessionService, UpstreamService,
-    UserService,
+    AdminAgent, ChatService, HostRealtime, Ownership, PasswordPolicy, SessionService,
+    UpstreamService, UserService,
 };
 use imgate_domain::{Password, UserId};
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
@@ -23,10 +23,12 @@ use imgate_http::ops::Readiness;
 use imgate_http::ApiState;
 use imgate_matrix::{MatrixConfig, MatrixProvider};
 use imgate_memory::{
-    MemoryBackplane, MemoryLease, MemoryPasswordStore, MemoryTokenCache, TieredTokenCache,
+    MemoryBackplane, MemoryLease, MemoryPasswordStore, MemoryPresence, MemoryTokenCache,
+    TieredTokenCache,
 };
 use imgate_redis::{
-    RedisBackplane, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisTokenCache,
+    RedisBackplane, RedisHealthCheck, RedisLease, RedisPasswordStore, RedisPresence,
+    RedisTokenCache,
 };
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
 use imgate_signalr::{DomainBackend, Hub, HubLifetimeManager};
@@ -354,9 +356,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         Some(backplane) => backplane.clone(),
         None => Arc::new(MemoryBackplane::new()),
     };
+    let presence: Arc<dyn Presence> = match &redis.presence {
+        Some(presence) => presence.clone(),
+        None => Arc::new(MemoryPresence::new()),
+    };
     // The node's hub connections: where the upstreams send users' events, whether or not
     // this node serves the hub itself.
-    let connections = HubLifetimeManager::new(backplane);
+    let connections = HubLifetimeManager::new(backplane, presence.clone());
     let ownership = Ownership {
         lease: match &redis.lease {
             Some(lease) => lease.clone(),
@@ -432,6 +438,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             max_file_bytes: settings.server.max_upload_bytes,
         },
         frontend_mode: settings.frontend_mode(),
+        host: Arc::new(HostRealtime::new(
+            connections.clone(),
+            presence,
+            &imgate_signalr::CHAT_TARGETS,
+        )),
+        max_push_bytes: settings.hub.max_push_bytes,
     };
     let base_path = settings.server.base_path.clone();
     // Demo mode only: its secret is public, so this endpoint hands out nothing new.
@@ -510,6 +522,8 @@ struct RedisParts {
     // Beside the sessions: a node that shares them must log users in with the same passwords.
     passwords: Option<Arc<dyn PasswordStore>>,
     backplane: Option<Arc<dyn Backplane>>,
+    // Beside the backplane: nodes that share one count connections together.
+    presence: Option<Arc<dyn Presence>>,
     // Several nodes share Redis for push; then they must share leases too.
     lease: Option<Arc<dyn Lease>>,
     health: Option<Arc<dyn HealthCheck>>,
@@ -521,6 +535,7 @@ async fn redis_parts(settings: &Settings, node: &str) -> anyhow::Result<RedisPar
         cache: None,
         passwords: None,
         backplane: None,
+        presence: None,
         lease: None,
         health: None,
     };
@@ -556,6 +571,15 @@ async fn redis_parts(settings: &Settings, node: &str) -> anyhow::Result<RedisPar
             .context("redis.url: setting up the backplane")?;
         health.get_or_insert_with(|| backplane.health_check());
         parts.backplane = Some(Arc::new(backplane));
+        // A killed node's connections stop counting when its upstreams' leases expire too.
+        let presence = RedisPresence::connect(
+            config,
+            node,
+            Duration::from_secs(settings.realtime.lease_ttl_s),
+        )
+        .await
+        .context("redis.url: setting up presence")?;
+        parts.presence = Some(Arc::new(presence));
         let lease = RedisLease::connect(config)
             .await
             .context("redis.url: setting up the lease store")?;

@@ -7,7 +7,7 @@ use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use imgate_domain::ports::{BackplaneError, CacheError, ProviderError};
-use imgate_domain::services::{AdminError, SessionError};
+use imgate_domain::services::{AdminError, HostRealtimeError, SessionError};
 use serde::Serialize;
 
 /// The error body every non-2xx answer carries.
@@ -177,6 +177,18 @@ impl From<BackplaneError> for ApiError {
         Self::ServiceUnavailable {
             what: "the gateway's event backplane",
             detail: err.to_string(),
+        }
+    }
+}
+
+impl From<HostRealtimeError> for ApiError {
+    fn from(err: HostRealtimeError) -> Self {
+        match err {
+            HostRealtimeError::Invalid(message) => Self::Invalid(message),
+            HostRealtimeError::Unavailable(detail) => Self::ServiceUnavailable {
+                what: "the gateway's event backplane",
+                detail,
+            },
         }
     }
 }

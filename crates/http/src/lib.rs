@@ -12,6 +12,7 @@ pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod host_realtime;
 pub mod identity;
 pub mod json;
 pub mod ops;
@@ -25,7 +26,7 @@ pub mod users;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use imgate_domain::services::{ChatService, UserService};
+use imgate_domain::services::{ChatService, HostRealtime, UserService};
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi;
 
@@ -40,7 +41,8 @@ use crate::ops::Readiness;
     paths(ops::healthz, ops::readyz, ops::metrics, ops::openapi, identity::me, users::upsert, users::get, users::delete,
         rooms::list, rooms::create, rooms::direct, rooms::get, rooms::add_members, rooms::remove_member, rooms::leave,
         rooms::history, rooms::send, rooms::edit, rooms::delete, rooms::read, rooms::unread,
-        files::upload, files::download, session::create, session::delete),
+        files::upload, files::download, session::create, session::delete,
+        host_realtime::push_user, host_realtime::broadcast, host_realtime::presence, host_realtime::close),
     components(schemas(
         ErrorBody,
         ops::HealthBody,
@@ -51,6 +53,8 @@ use crate::ops::Readiness;
         rooms::SendMessage,
         rooms::EditMessage,
         session::SessionBody,
+        host_realtime::HostPush,
+        imgate_domain::services::UserPresence,
         imgate_domain::model::User,
         imgate_domain::model::Room,
         imgate_domain::model::RoomKind,
@@ -107,6 +111,10 @@ pub struct ApiState {
     pub uploads: files::UploadLimits,
     /// Whether `POST /api/v1/session` hands out provider credentials.
     pub frontend_mode: bool,
+    /// The host's own realtime.
+    pub host: Arc<HostRealtime>,
+    /// The largest body of a host push, in bytes.
+    pub max_push_bytes: usize,
 }
 
 /// Mounts every route, the extractor error handlers and the 404 fallback.
@@ -117,6 +125,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::Data::new(state.metrics))
             .app_data(web::Data::from(state.users))
             .app_data(web::Data::from(state.chat))
+            .app_data(web::Data::from(state.host))
             .app_data(web::Data::new(state.uploads))
             .app_data(web::Data::new(session::FrontendMode(state.frontend_mode)))
             .app_data(web::Data::new(json::BodyLimit(state.max_body_bytes)))
@@ -169,6 +178,21 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(resource("/api/v1/rooms/{roomId}/files").route(web::post().to(files::upload)))
             .service(
                 resource("/api/v1/files/{fileId}/{name}").route(web::get().to(files::download)),
+            )
+            .service(
+                resource("/api/v1/hub/users/{userId}")
+                    .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes)))
+                    .route(web::post().to(host_realtime::push_user))
+                    .route(web::get().to(host_realtime::presence)),
+            )
+            .service(
+                resource("/api/v1/hub/users/{userId}/connections")
+                    .route(web::delete().to(host_realtime::close)),
+            )
+            .service(
+                resource("/api/v1/hub/broadcast")
+                    .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes)))
+                    .route(web::post().to(host_realtime::broadcast)),
             )
             .default_service(web::to(not_found));
     }

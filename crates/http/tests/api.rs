@@ -6,9 +6,12 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
 use async_trait::async_trait;
-use imgate_domain::ports::{HealthCheck, ImProvider};
+use imgate_domain::ports::{
+    Audience, BackplaneError, HealthCheck, HostChannel, HostInvocation, ImProvider,
+};
 use imgate_domain::services::{
-    AdminAgent, ChatService, PasswordPolicy, SessionService, UpstreamService, UserService,
+    AdminAgent, ChatService, HostRealtime, PasswordPolicy, SessionService, UpstreamService,
+    UserService,
 };
 use imgate_domain::Password;
 use imgate_http::auth::{AuthSettings, Authenticator, JwtKey};
@@ -77,7 +80,42 @@ impl HealthCheck for Throttled {
     }
 }
 
+/// What the host pushed, as the hub would have been handed it; refuses all when `down`.
+#[derive(Default)]
+struct Channel {
+    sent: std::sync::Mutex<Vec<(Audience, String, String)>>,
+    closed: std::sync::Mutex<Vec<String>>,
+    down: bool,
+}
+
+impl HostChannel for Channel {
+    fn send(&self, audience: &Audience, invocation: &HostInvocation) -> Result<(), BackplaneError> {
+        if self.down {
+            return Err(BackplaneError::Unavailable("redis is not answering".into()));
+        }
+        self.sent.lock().unwrap().push((
+            audience.clone(),
+            invocation.target.clone(),
+            invocation.arguments.get().to_owned(),
+        ));
+        Ok(())
+    }
+
+    fn close(&self, user: &imgate_domain::UserId, _: &str) -> Result<(), BackplaneError> {
+        self.closed.lock().unwrap().push(user.as_str().to_owned());
+        Ok(())
+    }
+}
+
 fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
+    state_with(auth, checks, Arc::new(Channel::default()))
+}
+
+fn state_with(
+    auth: AuthSettings,
+    checks: Vec<Arc<dyn HealthCheck>>,
+    channel: Arc<Channel>,
+) -> ApiState {
     let provider: Arc<dyn ImProvider> = ScriptedProvider::with_password("pw");
     let sessions = Arc::new(SessionService::new(
         provider.clone(),
@@ -134,6 +172,12 @@ fn state(auth: AuthSettings, checks: Vec<Arc<dyn HealthCheck>>) -> ApiState {
             max_file_bytes: 1024,
         },
         frontend_mode: false,
+        host: Arc::new(HostRealtime::new(
+            channel,
+            Arc::new(imgate_memory::MemoryPresence::new()),
+            &["getRoomMessageNotification"],
+        )),
+        max_push_bytes: 256,
     }
 }
 
@@ -565,4 +609,160 @@ async fn a_key_that_does_not_parse_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("RSA public key"), "{err}");
+}
+
+fn host_call(method: &str, uri: &str, body: Option<&str>) -> test::TestRequest {
+    let mut req = match method {
+        "POST" => test::TestRequest::post(),
+        "GET" => test::TestRequest::get(),
+        _ => test::TestRequest::delete(),
+    }
+    .uri(uri)
+    .insert_header(("X-Api-Key", API_KEY));
+    if let Some(body) = body {
+        req = req
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(body.to_owned());
+    }
+    req
+}
+
+#[actix_web::test]
+async fn host_pushes_are_accepted_and_handed_over_as_sent() {
+    let channel = Arc::new(Channel::default());
+    let app = app!(state_with(
+        settings(JwtKey::Hs256(SECRET.to_vec())),
+        vec![],
+        channel.clone()
+    ));
+    let body = r#"{"target":"orders.shipped","arguments":[{"id":7},"x y",null]}"#;
+    let (status, _) = call(&app, host_call("POST", "/api/v1/hub/users/bob", Some(body))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = call(&app, host_call("POST", "/api/v1/hub/broadcast", Some(body))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let bob = Audience::User(imgate_domain::UserId::parse("bob").unwrap());
+    let args = r#"[{"id":7},"x y",null]"#.to_owned();
+    assert_eq!(
+        channel.sent.lock().unwrap().as_slice(),
+        [
+            (bob, "orders.shipped".to_owned(), args.clone()),
+            (Audience::All, "orders.shipped".to_owned(), args)
+        ]
+    );
+    let (status, _) = call(
+        &app,
+        host_call("DELETE", "/api/v1/hub/users/bob/connections", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(channel.closed.lock().unwrap().as_slice(), ["bob"]);
+    let (status, body) = call(&app, host_call("GET", "/api/v1/hub/users/bob", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"userId": "bob", "online": false, "connections": 0})
+    );
+}
+
+#[actix_web::test]
+async fn bad_host_pushes_are_refused_naming_the_field_and_nothing_is_sent() {
+    let channel = Arc::new(Channel::default());
+    let app = app!(state_with(
+        settings(JwtKey::Hs256(SECRET.to_vec())),
+        vec![],
+        channel.clone()
+    ));
+    let big = format!(r#"{{"target":"t","arguments":["{}"]}}"#, "x".repeat(300));
+    let cases = [
+        (
+            r#"{"target":"9lives","arguments":[]}"#,
+            StatusCode::BAD_REQUEST,
+            "target: ",
+        ),
+        (
+            r#"{"target":"getroommessagenotification","arguments":[]}"#,
+            StatusCode::BAD_REQUEST,
+            "target: ",
+        ),
+        (
+            r#"{"target":"ok","arguments":{"a":1}}"#,
+            StatusCode::BAD_REQUEST,
+            "arguments: ",
+        ),
+        (r#"{"target":"ok"}"#, StatusCode::BAD_REQUEST, "arguments"),
+        (r#"{"arguments":[]}"#, StatusCode::BAD_REQUEST, "target"),
+        (
+            r#"{"target":"ok","arguments":[1,"#,
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            r#"{"target":"ok","arguments":[],"extra":1}"#,
+            StatusCode::BAD_REQUEST,
+            "extra",
+        ),
+        (big.as_str(), StatusCode::PAYLOAD_TOO_LARGE, "too large"),
+    ];
+    for (body, expected, needle) in cases {
+        for uri in ["/api/v1/hub/users/bob", "/api/v1/hub/broadcast"] {
+            let (status, answer) = call(&app, host_call("POST", uri, Some(body))).await;
+            assert_eq!(status, expected, "{uri} {body}: {answer}");
+            let message = answer["message"].as_str().unwrap();
+            assert!(
+                message.contains(needle),
+                "{body}: {message:?} should mention {needle:?}"
+            );
+        }
+    }
+    assert!(channel.sent.lock().unwrap().is_empty());
+}
+
+#[actix_web::test]
+async fn host_realtime_is_for_the_host_back_end_only() {
+    let app = app!(state(settings(JwtKey::Hs256(SECRET.to_vec())), vec![]));
+    let body = r#"{"target":"t","arguments":[]}"#;
+    for (method, uri) in [
+        ("POST", "/api/v1/hub/users/bob"),
+        ("POST", "/api/v1/hub/broadcast"),
+        ("GET", "/api/v1/hub/users/bob"),
+        ("DELETE", "/api/v1/hub/users/bob/connections"),
+    ] {
+        let anonymous = host_call(method, uri, Some(body)).insert_header(("X-Api-Key", ""));
+        let mut anonymous = anonymous.to_request();
+        anonymous.headers_mut().remove("X-Api-Key");
+        let resp = test::call_service(&app, anonymous).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let end_user = host_call(method, uri, Some(body)).insert_header((
+            "Authorization",
+            format!("Bearer {}", hs256(&claims(json!({})))),
+        ));
+        let mut end_user = end_user.to_request();
+        end_user.headers_mut().remove("X-Api-Key");
+        let resp = test::call_service(&app, end_user).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {uri}");
+    }
+}
+
+#[actix_web::test]
+async fn a_push_while_the_backplane_is_down_is_503_and_not_accepted() {
+    let channel = Arc::new(Channel {
+        down: true,
+        ..Channel::default()
+    });
+    let app = app!(state_with(
+        settings(JwtKey::Hs256(SECRET.to_vec())),
+        vec![],
+        channel
+    ));
+    let (status, body) = call(
+        &app,
+        host_call(
+            "POST",
+            "/api/v1/hub/users/bob",
+            Some(r#"{"target":"t","arguments":[]}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "service_unavailable");
 }

@@ -4,9 +4,10 @@
 use async_trait::async_trait;
 use imgate_domain::event::SubscriptionChange;
 use imgate_domain::model::{Message, Room};
-use imgate_domain::ports::{MessageStamp, ProviderError};
+use imgate_domain::ports::{HostInvocation, MessageStamp, ProviderError};
 use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::protocol::{frame, to_value};
@@ -219,6 +220,32 @@ impl HubCall {
             }
         }
     }
+}
+
+/// The targets of the hub's own events, which the host may not send.
+pub const CHAT_TARGETS: [&str; 4] = [
+    "getRoomMessageNotification",
+    "getRoomSubscriptionChangedNotification",
+    "messageDeleted",
+    "typing",
+];
+
+/// The framed client invocation a host asked for, its arguments as the host sent them.
+pub fn invocation_frame(invocation: &HostInvocation) -> String {
+    #[derive(Serialize)]
+    struct Record<'a> {
+        #[serde(rename = "type")]
+        kind: u8,
+        target: &'a str,
+        arguments: &'a RawValue,
+    }
+    let record = Record {
+        kind: 1,
+        target: &invocation.target,
+        arguments: &invocation.arguments,
+    };
+    // A string and a JSON text already checked serialize infallibly.
+    frame(serde_json::to_string(&record).unwrap_or_default())
 }
 
 /// The framed client invocation for a domain event, with the exact target names of the

@@ -39,6 +39,8 @@ pub struct HubConfig {
     pub max_connections_per_user: usize,
     /// Hub connections this node holds at most; more are refused.
     pub max_connections: usize,
+    /// The largest body of a host push or broadcast, in bytes; larger ones get 413.
+    pub max_push_bytes: usize,
     /// This node's name in the proxy's routing (`[a-z0-9-]`, at most 32; empty: none). When
     /// set, negotiate hands out connection ids that start with the route of the node holding
     /// the user's upstream, and a proxy that maps that prefix to the node (`config/nginx.conf`)
@@ -61,6 +63,7 @@ impl Default for HubConfig {
             long_poll_timeout_ms: 90_000,
             max_connections_per_user: 100,
             max_connections: 100_000,
+            max_push_bytes: 65_536,
             route: String::new(),
         }
     }

@@ -27,7 +27,7 @@ mod session;
 pub mod telemetry;
 mod websocket;
 
-pub use backend::{Caller, HubBackend, HubCall, HubError};
+pub use backend::{Caller, HubBackend, HubCall, HubError, CHAT_TARGETS};
 pub use config::HubConfig;
 pub use domain_backend::DomainBackend;
 pub use hub::Hub;

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use bytes::Bytes;
 use bytestring::ByteString;
 use imgate_domain::ports::{
-    Audience, Backplane, BackplaneMessage, BackplaneReceiver, EventDelivery, MessageStamp, Payload,
-    ProtocolCode, Reach, SubscriptionChange,
+    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, EventDelivery,
+    HostChannel, HostInvocation, MessageStamp, Payload, Presence, ProtocolCode, Reach,
+    SubscriptionChange,
 };
 use imgate_domain::{UserEvent, UserId};
 use tokio::sync::mpsc;
 
-use crate::backend::{event_frame, HubBackend};
+use crate::backend::{event_frame, invocation_frame, HubBackend};
 use crate::config::HubConfig;
 use crate::hub::{Connection, Eviction, Outbound, RESERVED_OUTBOUND};
 
@@ -36,6 +37,13 @@ impl Frames {
     /// The frames of `event`; `None` for the events that close connections instead.
     pub fn of_event(event: &UserEvent) -> Option<Self> {
         event_frame(event).map(|json| Self { json: json.into() })
+    }
+
+    /// The frames of a host's invocation.
+    pub fn of_invocation(invocation: &HostInvocation) -> Self {
+        Self {
+            json: invocation_frame(invocation).into(),
+        }
     }
 
     /// The frames as they cross nodes.
@@ -90,6 +98,8 @@ struct Registry {
 pub struct HubLifetimeManager {
     registry: Mutex<Registry>,
     backplane: Arc<dyn Backplane>,
+    /// Told each user's count of connections here whenever it changes.
+    presence: Arc<dyn Presence>,
     recent: Mutex<RecentFrames>,
     /// What other nodes sent users whose messages this node is recovering from history.
     held: Mutex<HashMap<UserId, VecDeque<Received>>>,
@@ -140,11 +150,12 @@ impl RecentFrames {
 }
 
 impl HubLifetimeManager {
-    /// A manager reaching the other nodes through `backplane`.
-    pub fn new(backplane: Arc<dyn Backplane>) -> Arc<Self> {
+    /// A manager reaching the other nodes through `backplane`, keeping `presence` told.
+    pub fn new(backplane: Arc<dyn Backplane>, presence: Arc<dyn Presence>) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::default(),
             backplane,
+            presence,
             recent: Mutex::default(),
             held: Mutex::default(),
             backend: OnceLock::new(),
@@ -359,6 +370,7 @@ impl HubLifetimeManager {
         let user = &connection.caller.user;
         let entry = registry.users.entry(user.clone()).or_default();
         entry.members.push(connection.clone());
+        self.presence.set(user, entry.members.len());
         if entry.members.len() == 1 {
             // Queued now, so it takes effect after any unsubscribe of a leaving last member;
             // usually the handshake subscribed already and this changes nothing.
@@ -379,6 +391,10 @@ impl HubLifetimeManager {
         entry
             .members
             .retain(|c| !std::ptr::eq(Arc::as_ptr(c), connection));
+        let after = entry.members.len();
+        if after < before {
+            self.presence.set(user, after);
+        }
         if before > 0 && entry.members.is_empty() {
             if entry.negotiated == 0 {
                 registry.users.remove(user);
@@ -459,6 +475,45 @@ impl EventDelivery for HubLifetimeManager {
             Reach::AllNodes => self.send_user(user, &frames, stamp),
             Reach::ThisNode => self.send_user_here(user, &frames),
         }
+    }
+}
+
+impl HostChannel for HubLifetimeManager {
+    fn send(&self, audience: &Audience, invocation: &HostInvocation) -> Result<(), BackplaneError> {
+        let frames = Frames::of_invocation(invocation);
+        // Published and handed over under the registry's lock, so every node, this one too,
+        // sees one user's pushes in the order they were accepted.
+        let registry = self.lock();
+        self.backplane.publish(&BackplaneMessage {
+            audience: audience.clone(),
+            payload: Payload::Frames {
+                stamp: None,
+                frames: frames.to_wire(),
+            },
+        })?;
+        let mut handed = 0;
+        let mut hand = |connections: &UserConnections| {
+            for connection in &connections.members {
+                push(connection, &frames);
+                handed += 1;
+            }
+        };
+        match audience {
+            Audience::User(user) => registry.users.get(user).into_iter().for_each(&mut hand),
+            Audience::All => registry.users.values().for_each(&mut hand),
+        }
+        metrics::counter!("imgate_host_push_local_deliveries_total").increment(handed);
+        Ok(())
+    }
+
+    fn close(&self, user: &UserId, reason: &str) -> Result<(), BackplaneError> {
+        self.close_user_here(user, reason);
+        self.backplane.publish(&BackplaneMessage {
+            audience: Audience::User(user.clone()),
+            payload: Payload::Close {
+                reason: reason.to_owned(),
+            },
+        })
     }
 }
 

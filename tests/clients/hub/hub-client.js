@@ -35,6 +35,10 @@ for (const target of [
     out({ event: "recv", target, arg });
   });
 }
+// A host target of the tests: every argument, as the host pushed them.
+connection.on("notify", (...args) => {
+  out({ event: "recv", target: "notify", args });
+});
 connection.onreconnecting((error) => out({ event: "reconnecting", error: error ? String(error) : null }));
 connection.onreconnected((connectionId) => out({ event: "reconnected", connectionId: connectionId ?? null }));
 connection.onclose((error) => out({ event: "closed", error: error ? String(error) : null }));

@@ -18,6 +18,7 @@ TARGETS = [
     "messageDeleted",
     "typing",
 ]
+HOST_TARGET = "notify"
 lock = threading.Lock()
 
 
@@ -48,6 +49,8 @@ def run_signalrcore(url, token):
     hub.on_error(on_error)
     for target in TARGETS:
         hub.on(target, lambda args, target=target: out({"event": "recv", "target": target, "arg": args[0]}))
+    # A host target of the tests: every argument, as the host pushed them.
+    hub.on(HOST_TARGET, lambda args: out({"event": "recv", "target": HOST_TARGET, "args": args}))
     hub.start()
     if not opened.wait(10):
         out({"event": "start_failed", "error": "no open within 10 s"})
@@ -108,6 +111,11 @@ async def run_pysignalr(url, token):
             out({"event": "recv", "target": target, "arg": args[0]})
 
         client.on(target, handler)
+
+    async def host_handler(args):
+        out({"event": "recv", "target": HOST_TARGET, "args": args})
+
+    client.on(HOST_TARGET, host_handler)
 
     loop = asyncio.get_running_loop()
     runner = asyncio.create_task(client.run())

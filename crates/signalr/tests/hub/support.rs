@@ -173,7 +173,10 @@ impl TestHub {
             .with_test_writer()
             .try_init();
         let backend = Arc::new(RecordingBackend::default());
-        let connections = HubLifetimeManager::new(Arc::new(backplane));
+        let connections = HubLifetimeManager::new(
+            Arc::new(backplane),
+            Arc::new(imgate_memory::MemoryPresence::new()),
+        );
         let hub = Hub::new(config, connections, backend.clone());
         let auth = web::Data::new(
             Authenticator::new(AuthSettings {
