@@ -254,6 +254,22 @@ test('load older pages back through history with before=', async () => {
   assert.ok(texts.indexOf(`bulk 0 ${stamp}`) < texts.indexOf(`bulk 34 ${stamp}`), 'oldest first');
 });
 
+test('host pushes show as notices to that user only', async () => {
+  const push = (user, args) => fetch(new URL(`api/v1/hub/users/${user}`, BASE), {
+    method: 'POST',
+    headers: { 'X-Api-Key': process.env.IMGATE_API_KEY || 'imgate-demo-api-key', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ target: 'notify', arguments: args }),
+  });
+  const text = `your order shipped ${stamp}`;
+  assert.equal((await push('bob', [text])).status, 202);
+  assert.equal((await push('alice', [{ orderId: 42 }])).status, 202);
+  await waitText(bob, '#notices', text);
+  await waitText(alice, '#notices', '"orderId":42');
+  assert.ok(!(await alice.textContent('#notices')).includes(text), 'a push to bob reaches bob only');
+  await bob.locator('#notices li', { hasText: text }).locator('button').click();
+  assert.ok(!(await bob.textContent('#notices')).includes(text), 'dismissed');
+});
+
 test('gateway errors show the API error envelope', async () => {
   await alice.fill('#dm-user', 'no-such-user-' + stamp);
   await alice.press('#dm-user', 'Enter');

@@ -39,6 +39,26 @@ function showError(err, kind = 'error') {
   }
 }
 
+/** How long a host notice stays unless dismissed. */
+const NOTICE_MS = 15000;
+
+/** Shows a host application's `notify` push: its first argument when that is text, else
+ *  every argument as JSON. */
+function showNotice(args) {
+  const li = document.createElement('li');
+  li.className = 'notice';
+  const text = document.createElement('span');
+  text.textContent = typeof args[0] === 'string' ? args[0] : JSON.stringify(args);
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.textContent = '×';
+  close.setAttribute('aria-label', 'Dismiss notice');
+  close.addEventListener('click', () => li.remove());
+  li.append(text, close);
+  $('notices').append(li);
+  setTimeout(() => li.remove(), NOTICE_MS);
+}
+
 function clearError(onlyCode) {
   if (onlyCode && $('banner').dataset.kind !== onlyCode) return;
   $('banner').hidden = true;
@@ -151,6 +171,7 @@ async function startHub() {
   hub.on('getRoomSubscriptionChangedNotification', (e) => onSubscriptionChanged(e.method, e.room));
   hub.on('messageDeleted', (e) => onDeleted(e.roomId, e.messageId));
   hub.on('typing', (e) => onTyping(e.roomId, e.username, e.typing));
+  hub.on('notify', (...args) => showNotice(args));
   hub.onreconnecting(() => {
     state.live = false;
     setStatus('reconnecting…', 'reconnecting');
