@@ -223,12 +223,12 @@ impl HubCall {
 }
 
 /// The targets of the hub's own events, which the host may not send.
-pub const CHAT_TARGETS: [&str; 4] = [
-    "getRoomMessageNotification",
-    "getRoomSubscriptionChangedNotification",
-    "messageDeleted",
-    "typing",
-];
+pub const CHAT_TARGETS: [&str; 4] = [ROOM_MESSAGE, SUBSCRIPTION_CHANGED, MESSAGE_DELETED, TYPING];
+
+const ROOM_MESSAGE: &str = "getRoomMessageNotification";
+const SUBSCRIPTION_CHANGED: &str = "getRoomSubscriptionChangedNotification";
+const MESSAGE_DELETED: &str = "messageDeleted";
+const TYPING: &str = "typing";
 
 /// The framed client invocation a host asked for, its arguments as the host sent them.
 pub fn invocation_frame(invocation: &HostInvocation) -> String {
@@ -291,16 +291,15 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
         frame(text)
     }
     Some(match event {
-        UserEvent::RoomMessage { message } => record("getRoomMessageNotification", message),
-        UserEvent::SubscriptionChanged { method, room } => record(
-            "getRoomSubscriptionChangedNotification",
-            Changed { method, room },
-        ),
+        UserEvent::RoomMessage { message } => record(ROOM_MESSAGE, message),
+        UserEvent::SubscriptionChanged { method, room } => {
+            record(SUBSCRIPTION_CHANGED, Changed { method, room })
+        }
         UserEvent::MessageDeleted {
             room_id,
             message_id,
         } => record(
-            "messageDeleted",
+            MESSAGE_DELETED,
             Deleted {
                 room_id,
                 message_id,
@@ -311,7 +310,7 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
             username,
             typing,
         } => record(
-            "typing",
+            TYPING,
             Typing {
                 room_id,
                 username,
