@@ -1,7 +1,9 @@
 //! `Presence` on Redis: `{prefix}:{<user>}:presence` is a hash of node id to that node's count
 //! of the user's hub connections, and `{prefix}:node:<id>:alive` exists, with a TTL its node
 //! renews, while the node lives. A count is only counted while its node's key exists, so a
-//! killed node stops counting once the TTL has passed; a reader deletes such dead entries.
+//! killed node stops counting once the TTL has passed. A killed node's entries stay in the
+//! hashes, ignored: deleting them on a reader's word could delete what the node wrote on
+//! coming back, and node ids are never reused, so they are never read as alive again.
 //!
 //! `set` never waits: it records the user's latest count, and one writer task sends the
 //! changes, a pipeline at a time, retrying while Redis does not answer. When the node's key
@@ -102,7 +104,10 @@ impl Shared {
                 self.changed.notified().await;
                 continue;
             }
+            // The node's key first: a reader that sees these counts finds their node alive,
+            // even before the first renewal.
             let mut pipe = redis::pipe();
+            pipe.add_command(self.renewal());
             for (user, count) in &unsent {
                 let key = self.keys.presence(user);
                 if *count == 0 {
@@ -111,49 +116,56 @@ impl Shared {
                     pipe.hset(key, &self.node, *count).ignore();
                 }
             }
-            if let Err(error) = self.redis.pipeline::<()>(&pipe).await {
-                tracing::debug!(error = %error, "presence not written yet; retrying");
-                // Put back what no later `set` has replaced.
-                {
-                    let mut state = self.lock();
-                    for (user, count) in unsent {
-                        state.unsent.entry(user).or_insert(count);
+            match self.redis.pipeline::<(Option<String>,)>(&pipe).await {
+                Ok((before,)) => self.renewed(before),
+                Err(error) => {
+                    tracing::debug!(error = %error, "presence not written yet; retrying");
+                    // Put back what no later `set` has replaced.
+                    {
+                        let mut state = self.lock();
+                        for (user, count) in unsent {
+                            state.unsent.entry(user).or_insert(count);
+                        }
                     }
+                    tokio::time::sleep(RETRY).await;
                 }
-                tokio::time::sleep(RETRY).await;
             }
         }
     }
 
-    /// Renews the node's key; when it was gone, sends every count again.
+    /// Renews the node's key, answering what it held before.
+    fn renewal(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.node_alive(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(self.liveness))
+            .arg("GET");
+        cmd
+    }
+
+    /// After a renewal: a key that was gone (first start, Redis restarted or unreachable past
+    /// the TTL) means Redis may have lost the counts, so every count goes again.
+    fn renewed(&self, before: Option<String>) {
+        if before.is_none() {
+            {
+                let state = &mut *self.lock();
+                for (user, count) in &state.all {
+                    state.unsent.entry(user.clone()).or_insert(*count);
+                }
+            }
+            self.changed.notify_one();
+        }
+    }
+
+    /// Renews the node's key every third of the liveness time.
     async fn stay_alive(self: Arc<Self>) {
-        let key = self.keys.node_alive(&self.node);
         let mut every = tokio::time::interval(self.liveness / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let before: Result<Option<String>, CallError> = self
-                .redis
-                .query(
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(1)
-                        .arg("PX")
-                        .arg(millis(self.liveness))
-                        .arg("GET"),
-                )
-                .await;
-            match before {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    {
-                        let state = &mut *self.lock();
-                        for (user, count) in &state.all {
-                            state.unsent.entry(user.clone()).or_insert(*count);
-                        }
-                    }
-                    self.changed.notify_one();
-                }
+            match self.redis.query(&self.renewal()).await {
+                Ok(before) => self.renewed(before),
                 Err(error) => tracing::debug!(error = %error, "presence liveness not renewed"),
             }
         }
@@ -195,22 +207,10 @@ impl Presence for RedisPresence {
             alive.exists(shared.keys.node_alive(node));
         }
         let alive: Vec<bool> = shared.redis.pipeline(&alive).await.map_err(unavailable)?;
-        let mut total = 0;
-        let mut dead = Vec::new();
-        for ((node, count), alive) in counts.into_iter().zip(alive) {
-            if alive {
-                total += count;
-            } else {
-                dead.push(node);
-            }
-        }
-        if !dead.is_empty() {
-            // A dead node's entries would otherwise stay for good; losing this is harmless.
-            let _: Result<i64, _> = shared
-                .redis
-                .query(redis::cmd("HDEL").arg(&key).arg(dead))
-                .await;
-        }
-        Ok(total)
+        Ok(counts
+            .into_iter()
+            .zip(alive)
+            .filter_map(|((_, count), alive)| alive.then_some(count))
+            .sum())
     }
 }
