@@ -89,6 +89,23 @@ struct Registry {
     users: HashMap<UserId, UserConnections>,
 }
 
+impl Registry {
+    /// Hands `frames` to `user`'s connections; says to how many.
+    fn hand_user(&self, user: &UserId, frames: &Frames) -> usize {
+        self.users
+            .get(user)
+            .map_or(0, |connections| hand(connections, frames))
+    }
+
+    /// Hands `frames` to every connection; says to how many.
+    fn hand_all(&self, frames: &Frames) -> usize {
+        self.users
+            .values()
+            .map(|connections| hand(connections, frames))
+            .sum()
+    }
+}
+
 /// The node's hub connections and the backplane to the other nodes.
 ///
 /// The registry's lock is a `std` mutex held only for map edits and non-blocking sends, never
@@ -108,8 +125,19 @@ pub struct HubLifetimeManager {
     backend: OnceLock<Weak<dyn HubBackend>>,
 }
 
-/// A message another node sent a user: the room message it carries, if any, and its frames.
-type Received = (Option<MessageStamp>, Frames);
+/// A message another node sent a user, kept back during a recovery.
+struct Received {
+    /// The room message it carries, if any.
+    stamp: Option<MessageStamp>,
+    frames: Frames,
+    /// Whether it is a host's invocation, counted as such when delivered.
+    host: bool,
+}
+
+/// Counts the connections a host's invocation was handed to, on whichever node.
+fn count_host_deliveries(handed: usize) {
+    metrics::counter!("imgate_host_push_deliveries_total").increment(handed as u64);
+}
 
 /// Messages kept back per user during a recovery from history, at most. A recovery takes a
 /// few provider calls; a user sent more than this meanwhile loses the oldest of them rather
@@ -176,13 +204,47 @@ impl HubLifetimeManager {
 
     /// Delivers here what another node sent `user`, unless it is a room message this node's
     /// connections were handed already (a takeover, a recovery from history).
-    fn deliver_received(&self, user: &UserId, stamp: Option<&MessageStamp>, frames: &Frames) {
-        if let (Some(stamp), Some(backend)) = (stamp, self.backend()) {
+    fn deliver_received(&self, user: &UserId, received: &Received) {
+        if let (Some(stamp), Some(backend)) = (&received.stamp, self.backend()) {
             if !backend.first_delivery(user, stamp) {
                 return;
             }
         }
-        self.send_user_here(user, frames);
+        let handed = self.send_user_here(user, &received.frames);
+        if received.host {
+            count_host_deliveries(handed);
+        }
+    }
+
+    /// Delivers what another node sent `user`, or keeps it back while a recovery runs.
+    fn receive_for(
+        &self,
+        user: &UserId,
+        stamp: Option<MessageStamp>,
+        frames: Vec<(ProtocolCode, Bytes)>,
+        host: bool,
+    ) {
+        let Some(frames) = Frames::from_wire(frames) else {
+            return;
+        };
+        let received = Received {
+            stamp,
+            frames,
+            host,
+        };
+        if let Some(held) = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(user)
+        {
+            if held.len() == HELD_PER_USER {
+                held.pop_front();
+            }
+            held.push_back(received);
+            return;
+        }
+        self.deliver_received(user, &received);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -226,15 +288,15 @@ impl HubLifetimeManager {
     }
 
     /// Closes every connection of `user` on every node with a Close record carrying `reason`
-    /// and no `allowReconnect`.
-    pub fn close_user(&self, user: &UserId, reason: &str) {
+    /// and no `allowReconnect`; this node's close even when the others cannot be told.
+    pub fn close_user(&self, user: &UserId, reason: &str) -> Result<(), BackplaneError> {
         self.close_user_here(user, reason);
-        self.publish(BackplaneMessage {
+        self.backplane.publish(&BackplaneMessage {
             audience: Audience::User(user.clone()),
             payload: Payload::Close {
                 reason: reason.to_owned(),
             },
-        });
+        })
     }
 
     /// How many connections past the handshake `user` has on this node.
@@ -259,20 +321,14 @@ impl HubLifetimeManager {
         }
     }
 
-    pub(crate) fn send_user_here(&self, user: &UserId, frames: &Frames) {
-        if let Some(connections) = self.lock().users.get(user) {
-            for connection in &connections.members {
-                push(connection, frames);
-            }
-        }
+    /// Hands `frames` to `user`'s connections on this node; says to how many.
+    pub(crate) fn send_user_here(&self, user: &UserId, frames: &Frames) -> usize {
+        self.lock().hand_user(user, frames)
     }
 
-    pub(crate) fn send_all_here(&self, frames: &Frames) {
-        for connections in self.lock().users.values() {
-            for connection in &connections.members {
-                push(connection, frames);
-            }
-        }
+    /// Hands `frames` to every connection on this node; says to how many.
+    pub(crate) fn send_all_here(&self, frames: &Frames) -> usize {
+        self.lock().hand_all(frames)
     }
 
     pub(crate) fn close_user_here(&self, user: &UserId, reason: &str) {
@@ -410,6 +466,14 @@ impl HubLifetimeManager {
     }
 }
 
+/// Hands `frames` to each of `connections`; says to how many.
+fn hand(connections: &UserConnections, frames: &Frames) -> usize {
+    for connection in &connections.members {
+        push(connection, frames);
+    }
+    connections.members.len()
+}
+
 /// Hands `frames` to one connection without waiting; a connection whose queue is full is
 /// cut off, so one client that stops reading holds bounded memory and delays nobody.
 fn push(connection: &Connection, frames: &Frames) {
@@ -445,8 +509,8 @@ impl EventDelivery for HubLifetimeManager {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(user)
             .unwrap_or_default();
-        for (stamp, frames) in held {
-            self.deliver_received(user, stamp.as_ref(), &frames);
+        for received in held {
+            self.deliver_received(user, &received);
         }
     }
 
@@ -466,14 +530,22 @@ impl EventDelivery for HubLifetimeManager {
         let Some(frames) = frames else {
             // Only `AccountDeleted` has no frame: it ends the connections instead.
             match reach {
-                Reach::AllNodes => self.close_user(user, ACCOUNT_DELETED),
+                Reach::AllNodes => {
+                    if let Err(error) = self.close_user(user, ACCOUNT_DELETED) {
+                        // The other nodes' connections end when their upstream finds the
+                        // account gone.
+                        tracing::debug!(error = %error, "a close did not reach the other nodes");
+                    }
+                }
                 Reach::ThisNode => self.close_user_here(user, ACCOUNT_DELETED),
             }
             return;
         };
         match reach {
             Reach::AllNodes => self.send_user(user, &frames, stamp),
-            Reach::ThisNode => self.send_user_here(user, &frames),
+            Reach::ThisNode => {
+                self.send_user_here(user, &frames);
+            }
         }
     }
 }
@@ -486,34 +558,19 @@ impl HostChannel for HubLifetimeManager {
         let registry = self.lock();
         self.backplane.publish(&BackplaneMessage {
             audience: audience.clone(),
-            payload: Payload::Frames {
-                stamp: None,
+            payload: Payload::Host {
                 frames: frames.to_wire(),
             },
         })?;
-        let mut handed = 0;
-        let mut hand = |connections: &UserConnections| {
-            for connection in &connections.members {
-                push(connection, &frames);
-                handed += 1;
-            }
-        };
-        match audience {
-            Audience::User(user) => registry.users.get(user).into_iter().for_each(&mut hand),
-            Audience::All => registry.users.values().for_each(&mut hand),
-        }
-        metrics::counter!("imgate_host_push_local_deliveries_total").increment(handed);
+        count_host_deliveries(match audience {
+            Audience::User(user) => registry.hand_user(user, &frames),
+            Audience::All => registry.hand_all(&frames),
+        });
         Ok(())
     }
 
     fn close(&self, user: &UserId, reason: &str) -> Result<(), BackplaneError> {
-        self.close_user_here(user, reason);
-        self.backplane.publish(&BackplaneMessage {
-            audience: Audience::User(user.clone()),
-            payload: Payload::Close {
-                reason: reason.to_owned(),
-            },
-        })
+        self.close_user(user, reason)
     }
 }
 
@@ -521,26 +578,19 @@ impl BackplaneReceiver for HubLifetimeManager {
     fn receive(&self, message: BackplaneMessage) {
         match (message.audience, message.payload) {
             (Audience::User(user), Payload::Frames { stamp, frames }) => {
-                let Some(frames) = Frames::from_wire(frames) else {
-                    return;
-                };
-                if let Some(held) = self
-                    .held
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_mut(&user)
-                {
-                    if held.len() == HELD_PER_USER {
-                        held.pop_front();
-                    }
-                    held.push_back((stamp, frames));
-                    return;
-                }
-                self.deliver_received(&user, stamp.as_ref(), &frames);
+                self.receive_for(&user, stamp, frames, false);
+            }
+            (Audience::User(user), Payload::Host { frames }) => {
+                self.receive_for(&user, None, frames, true);
             }
             (Audience::All, Payload::Frames { frames, .. }) => {
                 if let Some(frames) = Frames::from_wire(frames) {
                     self.send_all_here(&frames);
+                }
+            }
+            (Audience::All, Payload::Host { frames }) => {
+                if let Some(frames) = Frames::from_wire(frames) {
+                    count_host_deliveries(self.send_all_here(&frames));
                 }
             }
             (Audience::User(user), Payload::Close { reason }) => {

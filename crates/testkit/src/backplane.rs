@@ -197,6 +197,19 @@ pub fn marker(text: &str) -> BackplaneMessage {
     }
 }
 
+/// A host's invocation of `target` for `user_id`.
+pub fn host(user_id: &str, target: &str) -> BackplaneMessage {
+    BackplaneMessage {
+        audience: Audience::User(user(user_id)),
+        payload: Payload::Host {
+            frames: vec![(
+                ProtocolCode::JSON,
+                Bytes::from(format!("{{\"type\":1,\"target\":\"{target}\"}}\u{1e}")),
+            )],
+        },
+    }
+}
+
 /// A message closing `user_id`'s connections with `reason`.
 pub fn close(user_id: &str, reason: &str) -> BackplaneMessage {
     BackplaneMessage {
@@ -236,6 +249,7 @@ async fn a_user_message_reaches_every_other_subscribed_node_once_in_order_as_pub
         to_user("alice", "m1"),
         close("alice", "the user's account was deleted"),
         edited("alice", "m1"),
+        host("alice", "orderShipped"),
         to_user("alice", "m2"),
     ];
     for message in &sent {

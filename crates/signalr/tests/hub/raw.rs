@@ -948,10 +948,47 @@ async fn two_nodes_on_one_backplane_deliver_each_message_once_everywhere_and_clo
         assert_eq!(records[0]["arguments"][0]["roomId"], "r9", "{records:?}");
     }
 
+    // A host's invocation for alice, sent on node a, reaches both her connections, and each
+    // node counts what it handed over; one to everyone reaches all three.
+    use imgate_domain::ports::{Audience, HostChannel, HostInvocation};
+    let deliveries = || metric("imgate_host_push_deliveries_total");
+    let before = deliveries();
+    let invocation = |text: &str| HostInvocation {
+        target: "notify".into(),
+        arguments: serde_json::value::RawValue::from_string(format!("[\"{text}\"]")).unwrap(),
+    };
+    let alice = Audience::User(UserId::parse("alice").unwrap());
+    a.hub.manager().send(&alice, &invocation("yours")).unwrap();
+    a.hub
+        .manager()
+        .send(&Audience::All, &invocation("all"))
+        .unwrap();
+    for (socket, expected) in [
+        (&mut alice_a, &["yours", "all"][..]),
+        (&mut alice_b, &["yours", "all"][..]),
+        (&mut bob_b, &["all"][..]),
+    ] {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            for record in next_records(socket).await {
+                assert_eq!(record["target"], "notify", "{record}");
+                got.push(record["arguments"][0].as_str().unwrap().to_owned());
+            }
+        }
+        assert_eq!(got, expected);
+    }
+    // Counted right after handing over, so a moment after the records can arrive.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while deliveries() - before < 5.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(deliveries() - before, 5.0);
+
     // Closing alice's connections on node a closes them on node b too, for good.
     a.hub
         .manager()
-        .close_user(&UserId::parse("alice").unwrap(), "access revoked");
+        .close_user(&UserId::parse("alice").unwrap(), "access revoked")
+        .unwrap();
     for socket in [&mut alice_a, &mut alice_b] {
         let close = until_close(socket).await;
         assert_eq!(close["error"], "access revoked", "{close}");

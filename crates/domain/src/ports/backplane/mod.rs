@@ -79,6 +79,12 @@ pub enum Payload {
         /// The encoded message per protocol; a node uses the one each connection speaks.
         frames: Vec<(ProtocolCode, Bytes)>,
     },
+    /// A host's invocation: sent as [`Payload::Frames`] without a stamp is, and counted as the
+    /// host's deliveries.
+    Host {
+        /// The encoded invocation per protocol.
+        frames: Vec<(ProtocolCode, Bytes)>,
+    },
     /// Close the audience's connections for good (no reconnect), telling them why.
     Close {
         /// The text of the Close record.

@@ -7,13 +7,17 @@
 //! · u8 kind
 //!   kind 1 (frames): u8 stamped (0/1) [· u16+bytes message id · i64 at_s · u32 at_ns
 //!                    · u8 edited (0/1) [· i64 edited_s · u32 edited_ns]]
-//!                    · u8 frame count · per frame: u8 protocol · u32+bytes frame
+//!                    · frames
 //!   kind 2 (close):  u16+bytes reason (UTF-8)
+//!   kind 3 (host):   frames
+//! frames: u8 frame count · per frame: u8 protocol · u32+bytes frame
 //! ```
 //!
 //! A reader refuses any other version rather than guess: nodes of two versions would
 //! otherwise misread each other during a rolling upgrade. A change to the layout is a new
-//! version, which readers learn before writers send it.
+//! version, which readers learn before writers send it. A new kind is not: a reader that does
+//! not know it refuses the message as malformed, never misreads it, so a kind is added only for
+//! what older nodes could not do anyway (kind 3 came with host realtime).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -28,6 +32,7 @@ const AUDIENCE_ALL: u8 = 0;
 const AUDIENCE_USER: u8 = 1;
 const KIND_FRAMES: u8 = 1;
 const KIND_CLOSE: u8 = 2;
+const KIND_HOST: u8 = 3;
 
 /// Why bytes from the backplane could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,13 +75,11 @@ pub fn encode(origin: &str, message: &BackplaneMessage) -> Bytes {
                     }
                 }
             }
-            // Callers hold one frame per protocol, so a handful at most.
-            out.put_u8(u8::try_from(frames.len()).unwrap_or(u8::MAX));
-            for (protocol, frame) in frames.iter().take(usize::from(u8::MAX)) {
-                out.put_u8(protocol.0);
-                out.put_u32(u32::try_from(frame.len()).unwrap_or(u32::MAX));
-                out.put_slice(frame);
-            }
+            put_frames(&mut out, frames);
+        }
+        Payload::Host { frames } => {
+            out.put_u8(KIND_HOST);
+            put_frames(&mut out, frames);
         }
         Payload::Close { reason } => {
             out.put_u8(KIND_CLOSE);
@@ -88,9 +91,35 @@ pub fn encode(origin: &str, message: &BackplaneMessage) -> Bytes {
 
 fn payload_len(payload: &Payload) -> usize {
     match payload {
-        Payload::Frames { frames, .. } => frames.iter().map(|(_, f)| f.len() + 5).sum(),
+        Payload::Frames { frames, .. } | Payload::Host { frames } => {
+            frames.iter().map(|(_, f)| f.len() + 5).sum()
+        }
         Payload::Close { reason } => reason.len(),
     }
+}
+
+fn put_frames(out: &mut BytesMut, frames: &[(ProtocolCode, Bytes)]) {
+    // Callers hold one frame per protocol, so a handful at most.
+    out.put_u8(u8::try_from(frames.len()).unwrap_or(u8::MAX));
+    for (protocol, frame) in frames.iter().take(usize::from(u8::MAX)) {
+        out.put_u8(protocol.0);
+        out.put_u32(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+        out.put_slice(frame);
+    }
+}
+
+fn take_frames(input: &mut Bytes) -> Result<Vec<(ProtocolCode, Bytes)>, WireError> {
+    let count = take_u8(input)?;
+    let mut frames = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let protocol = ProtocolCode(take_u8(input)?);
+        let len = take_u32(input)? as usize;
+        if input.remaining() < len {
+            return Err(WireError::Malformed("frame cut short"));
+        }
+        frames.push((protocol, input.split_to(len)));
+    }
+    Ok(frames)
 }
 
 /// Strings up to 64 KiB: ids, node names and reasons are far shorter; longer ones are cut.
@@ -137,18 +166,14 @@ pub fn decode(bytes: Bytes) -> Result<(String, BackplaneMessage), WireError> {
                 }
                 _ => return Err(WireError::Malformed("stamp flag")),
             };
-            let count = take_u8(&mut input)?;
-            let mut frames = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                let protocol = ProtocolCode(take_u8(&mut input)?);
-                let len = take_u32(&mut input)? as usize;
-                if input.remaining() < len {
-                    return Err(WireError::Malformed("frame cut short"));
-                }
-                frames.push((protocol, input.split_to(len)));
+            Payload::Frames {
+                stamp,
+                frames: take_frames(&mut input)?,
             }
-            Payload::Frames { stamp, frames }
         }
+        KIND_HOST => Payload::Host {
+            frames: take_frames(&mut input)?,
+        },
         KIND_CLOSE => Payload::Close {
             reason: take_string(&mut input)?,
         },
@@ -229,7 +254,13 @@ mod tests {
                 ],
             },
         };
-        for message in [stamped(), close, broadcast] {
+        let host = BackplaneMessage {
+            audience: Audience::User(UserId::parse("carol").unwrap()),
+            payload: Payload::Host {
+                frames: vec![(ProtocolCode::JSON, Bytes::from_static(b"{\"type\":1}\x1e"))],
+            },
+        };
+        for message in [stamped(), close, broadcast, host] {
             let (origin, read) = decode(encode("node-a", &message)).unwrap();
             assert_eq!(origin, "node-a");
             assert_eq!(read, message);
@@ -251,6 +282,19 @@ mod tests {
             1, 1, 0, 0, 0, 3, b'{', b'}', 0x1e, // one JSON frame
         ];
         assert_eq!(&encode("n", &stamped())[..], expected);
+        let host = BackplaneMessage {
+            audience: Audience::All,
+            payload: Payload::Host {
+                frames: vec![(ProtocolCode::JSON, Bytes::from_static(b"{}\x1e"))],
+            },
+        };
+        let expected: &[u8] = &[
+            1, 0, 1, b'n', // version, origin "n"
+            0,    // everyone
+            3,    // host
+            1, 1, 0, 0, 0, 3, b'{', b'}', 0x1e, // one JSON frame
+        ];
+        assert_eq!(&encode("n", &host)[..], expected);
     }
 
     #[test]
