@@ -157,8 +157,25 @@ impl Node {
 /// Debian's nginx running `config/nginx.conf`, with only the listen port, the node addresses
 /// and the file paths replaced.
 struct Nginx {
-    _child: Child,
+    child: Child,
     port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // A killed master leaves its workers running: ask it to stop them, and wait until it
+        // has (it exits after its workers).
+        let Some(pid) = self.child.id() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Nginx {
@@ -210,10 +227,7 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .expect("nginx starts");
-        let nginx = Nginx {
-            _child: child,
-            port,
-        };
+        let nginx = Nginx { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while reqwest::get(format!("{}/healthz", nginx.url()))
             .await
