@@ -50,6 +50,15 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts one with `overrides` on top of the defaults.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::start_edited(overrides, |_| {}).await
+    }
+
+    /// Starts one with `overrides` on top of the defaults, and then `edit` (for settings no
+    /// single string holds, such as `hub.targets`).
+    pub async fn start_edited(
+        overrides: &[(&str, &str)],
+        edit: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut all = vec![
             ("server.bind", "127.0.0.1:0"),
             ("server.workers", "1"),
@@ -61,7 +70,8 @@ impl TestGateway {
             .rfind(|(key, _)| *key == "auth.jwt_secret")
             .map_or(imgate::demo::DEMO_JWT_SECRET, |(_, value)| *value)
             .to_owned();
-        let settings = Settings::with_overrides(&all).expect("settings load");
+        let mut settings = Settings::with_overrides(&all).expect("settings load");
+        edit(&mut settings);
         settings.validate().expect("settings are valid");
         let gateway = imgate::start(settings).await.expect("the gateway starts");
         let base = format!("http://{}", gateway.addr);

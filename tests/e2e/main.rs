@@ -3,6 +3,7 @@
 
 mod faults;
 mod helpers;
+mod hub_contract;
 mod identity;
 mod isolation;
 mod journey;

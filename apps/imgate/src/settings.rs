@@ -398,6 +398,10 @@ impl Settings {
                 ));
             }
         }
+        if let Err(err) = imgate_signalr::DeclaredTargets::new(&self.hub) {
+            // Tables of schemas have no environment variable: they are written in config/.
+            problems.push(format!("{err} (a [hub.targets.<name>] table in config/)"));
+        }
         if !self.hub.route_valid() {
             problems.push(problem(
                 "hub.route",
@@ -474,5 +478,50 @@ mod tests {
             "{unknown:?}"
         );
         assert_eq!(problems(&[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn host_targets_keep_their_names_and_schemas_as_written() {
+        let dir = std::env::temp_dir().join(format!("imgate-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("default.toml"),
+            r#"
+            [hub]
+            strict_targets = true
+            [hub.targets.orderShipped]
+            description = "An order left the warehouse."
+            arguments = [
+              { type = "object", required = ["orderId"], additionalProperties = false,
+                properties = { orderId = { type = "integer", minimum = 1 } } },
+            ]
+            "#,
+        )
+        .unwrap();
+        let settings = Settings::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(settings.hub.strict_targets);
+        let declared = &settings.hub.targets["orderShipped"];
+        assert_eq!(declared.description, "An order left the warehouse.");
+        assert_eq!(
+            declared.arguments.as_ref().unwrap()[0]["properties"]["orderId"]["minimum"],
+            1
+        );
+        assert_eq!(
+            declared.arguments.as_ref().unwrap()[0]["additionalProperties"],
+            false
+        );
+        assert_eq!(settings.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_host_target_is_a_problem_naming_its_key() {
+        let problems = problems(&[("hub.targets.typing.description", "clash")]);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("hub.targets.typing: ")),
+            "{problems:?}"
+        );
     }
 }

@@ -31,7 +31,7 @@ use imgate_redis::{
     RedisTokenCache,
 };
 use imgate_rocketchat::{RocketChatConfig, RocketChatProvider, UpstreamTiming};
-use imgate_signalr::{DomainBackend, Hub, HubLifetimeManager};
+use imgate_signalr::{DeclaredTargets, DomainBackend, Hub, HubLifetimeManager};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rocketchat_sim::{Sim, SimConfig};
 use secrecy::ExposeSecret;
@@ -442,6 +442,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
             connections.clone(),
             presence,
             &imgate_signalr::CHAT_TARGETS,
+            Arc::new(DeclaredTargets::new(&settings.hub)?),
         )),
         max_push_bytes: settings.hub.max_push_bytes,
     };

@@ -7,6 +7,7 @@ use crate::model::{Message, Room};
 
 /// How a user's view of a room changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionChange {
     /// The user joined or was added to the room.

@@ -176,6 +176,7 @@ fn state_with(
             channel,
             Arc::new(imgate_memory::MemoryPresence::new()),
             &["getRoomMessageNotification"],
+            Arc::new(imgate_domain::ports::AnyTargets),
         )),
         max_push_bytes: 256,
     }

@@ -225,10 +225,44 @@ impl HubCall {
 /// The targets of the hub's own events, which the host may not send.
 pub const CHAT_TARGETS: [&str; 4] = [ROOM_MESSAGE, SUBSCRIPTION_CHANGED, MESSAGE_DELETED, TYPING];
 
-const ROOM_MESSAGE: &str = "getRoomMessageNotification";
-const SUBSCRIPTION_CHANGED: &str = "getRoomSubscriptionChangedNotification";
-const MESSAGE_DELETED: &str = "messageDeleted";
-const TYPING: &str = "typing";
+pub(crate) const ROOM_MESSAGE: &str = "getRoomMessageNotification";
+pub(crate) const SUBSCRIPTION_CHANGED: &str = "getRoomSubscriptionChangedNotification";
+pub(crate) const MESSAGE_DELETED: &str = "messageDeleted";
+pub(crate) const TYPING: &str = "typing";
+
+/// `getRoomSubscriptionChangedNotification`'s argument: how the user's view of a room changed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RoomSubscriptionChange<'a> {
+    /// Joined or added (`inserted`), changed (`updated`), left or removed (`removed`).
+    method: &'a SubscriptionChange,
+    /// The room as the user sees it now.
+    room: &'a Room,
+}
+
+/// `messageDeleted`'s argument.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MessageDeletion<'a> {
+    /// The room.
+    #[schema(value_type = String)]
+    room_id: &'a RoomId,
+    /// The message that was deleted.
+    #[schema(value_type = String)]
+    message_id: &'a MessageId,
+}
+
+/// `typing`'s argument.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TypingNotice<'a> {
+    /// The room.
+    #[schema(value_type = String)]
+    room_id: &'a RoomId,
+    /// Who started or stopped typing.
+    username: &'a str,
+    /// Started (`true`) or stopped.
+    typing: bool,
+}
 
 /// The framed client invocation a host asked for, its arguments as the host sent them.
 pub fn invocation_frame(invocation: &HostInvocation) -> String {
@@ -261,24 +295,6 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
         target: &'static str,
         arguments: (A,),
     }
-    #[derive(Serialize)]
-    struct Changed<'a> {
-        method: &'a SubscriptionChange,
-        room: &'a Room,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Deleted<'a> {
-        room_id: &'a RoomId,
-        message_id: &'a MessageId,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Typing<'a> {
-        room_id: &'a RoomId,
-        username: &'a str,
-        typing: bool,
-    }
     fn record(target: &'static str, argument: impl Serialize) -> String {
         let record = Record {
             kind: 1,
@@ -292,15 +308,16 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
     }
     Some(match event {
         UserEvent::RoomMessage { message } => record(ROOM_MESSAGE, message),
-        UserEvent::SubscriptionChanged { method, room } => {
-            record(SUBSCRIPTION_CHANGED, Changed { method, room })
-        }
+        UserEvent::SubscriptionChanged { method, room } => record(
+            SUBSCRIPTION_CHANGED,
+            RoomSubscriptionChange { method, room },
+        ),
         UserEvent::MessageDeleted {
             room_id,
             message_id,
         } => record(
             MESSAGE_DELETED,
-            Deleted {
+            MessageDeletion {
                 room_id,
                 message_id,
             },
@@ -311,7 +328,7 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
             typing,
         } => record(
             TYPING,
-            Typing {
+            TypingNotice {
                 room_id,
                 username,
                 typing: *typing,

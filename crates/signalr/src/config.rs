@@ -1,8 +1,11 @@
 //! `HubConfig`: the hub's settings, a plain serde struct the app nests in its `Settings`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::host_targets::TargetDeclaration;
 
 /// The hub's settings; every field has a default, so an empty section is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,11 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// The largest body of a host push or broadcast, in bytes; larger ones get 413.
     pub max_push_bytes: usize,
+    /// The host's targets by name, each with an optional JSON Schema per argument: pushes to
+    /// them are checked, and they are listed in the hub's contract (`/asyncapi.json`).
+    pub targets: BTreeMap<String, TargetDeclaration>,
+    /// Refuse host pushes to targets not declared in `targets`.
+    pub strict_targets: bool,
     /// This node's name in the proxy's routing (`[a-z0-9-]`, at most 32; empty: none). When
     /// set, negotiate hands out connection ids that start with the route of the node holding
     /// the user's upstream, and a proxy that maps that prefix to the node (`config/nginx.conf`)
@@ -64,6 +72,8 @@ impl Default for HubConfig {
             max_connections_per_user: 100,
             max_connections: 100_000,
             max_push_bytes: 65_536,
+            targets: BTreeMap::new(),
+            strict_targets: false,
             route: String::new(),
         }
     }

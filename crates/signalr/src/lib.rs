@@ -13,11 +13,13 @@
 //! everyone, to a connection; close a user's connections; the `EventDelivery` the domain
 //! sends events to; the backplane to the other nodes), [`Hub`] (negotiate to close,
 //! [`Hub::shutdown`]), [`HubBackend`] (what the app implements), [`HubConfig`] (settings),
-//! and [`configure`] (the routes).
+//! [`DeclaredTargets`] (the host's declared targets), and [`configure`] (the routes).
 
 pub mod backend;
 pub mod config;
+mod contract;
 mod domain_backend;
+mod host_targets;
 mod hub;
 mod lifetime;
 pub mod protocol;
@@ -30,6 +32,7 @@ mod websocket;
 pub use backend::{Caller, HubBackend, HubCall, HubError, CHAT_TARGETS};
 pub use config::HubConfig;
 pub use domain_backend::DomainBackend;
+pub use host_targets::{DeclarationError, DeclaredTargets, TargetDeclaration};
 pub use hub::Hub;
 pub use lifetime::{Frames, HubLifetimeManager};
 pub use routes::configure;

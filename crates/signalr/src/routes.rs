@@ -22,8 +22,14 @@ use crate::websocket;
 /// Mounts `POST /hub/negotiate`, `GET|POST|DELETE /hub` and their CORS preflights.
 pub fn configure(hub: Arc<Hub>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config: &mut web::ServiceConfig| {
+        let contract = web::Data::new(crate::contract::document(&hub.config));
         let data = web::Data::from(hub);
         config
+            .service(
+                web::resource("/asyncapi.json")
+                    .app_data(contract)
+                    .route(web::get().to(asyncapi)),
+            )
             .service(
                 web::resource("/hub/negotiate")
                     .app_data(data.clone())
@@ -39,6 +45,11 @@ pub fn configure(hub: Arc<Hub>) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
             );
     }
+}
+
+/// The hub's contract, an AsyncAPI 3 document.
+async fn asyncapi(contract: web::Data<serde_json::Value>) -> HttpResponse {
+    HttpResponse::Ok().json(contract.as_ref())
 }
 
 /// Adds CORS headers when the request's origin is on the allow-list; credentials are

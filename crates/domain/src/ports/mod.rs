@@ -6,6 +6,7 @@ pub mod backplane;
 pub mod event_delivery;
 pub mod health;
 pub mod host_channel;
+pub mod host_targets;
 pub mod lease;
 pub mod password_store;
 pub mod presence;
@@ -19,6 +20,7 @@ pub use backplane::{
 pub use event_delivery::{EventDelivery, Reach};
 pub use health::HealthCheck;
 pub use host_channel::{HostChannel, HostInvocation};
+pub use host_targets::{AnyTargets, HostTargets, TargetRefusal};
 pub use lease::{Lease, LeaseError, LeaseToken};
 pub use password_store::{PasswordStore, PasswordStoreError};
 pub use presence::{Presence, PresenceError};

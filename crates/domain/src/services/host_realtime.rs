@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::ids::UserId;
 use crate::ports::{
-    Audience, BackplaneError, HostChannel, HostInvocation, Presence, PresenceError,
+    Audience, BackplaneError, HostChannel, HostInvocation, HostTargets, Presence, PresenceError,
+    TargetRefusal,
 };
 
 /// The Close text of connections the host closed.
@@ -53,6 +54,26 @@ impl From<PresenceError> for HostRealtimeError {
     }
 }
 
+/// What is wrong with `target` as the name of a host target, if anything: its form, or
+/// being one of the `reserved` targets of the hub's own events (clients match names ignoring
+/// case, so casing does not make it another target).
+pub fn target_name_problem(target: &str, reserved: &[&str]) -> Option<String> {
+    let mut chars = target.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && target.len() <= MAX_TARGET_LEN;
+    if !well_formed {
+        return Some(format!(
+            "must be a letter followed by at most {} letters, digits, '_' or '.'",
+            MAX_TARGET_LEN - 1
+        ));
+    }
+    reserved
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(target))
+        .then(|| format!("'{target}' is one of the hub's chat targets; choose another name"))
+}
+
 /// Counts a push refused before it reached [`HostRealtime::push`] (an unreadable or
 /// oversized body), beside the refusals the service counts itself.
 pub fn push_refused(reason: &'static str) {
@@ -63,22 +84,25 @@ pub fn push_refused(reason: &'static str) {
 pub struct HostRealtime {
     channel: Arc<dyn HostChannel>,
     presence: Arc<dyn Presence>,
-    /// The hub's own targets, lower case: clients match target names ignoring case.
-    reserved: Vec<String>,
+    /// The hub's own targets.
+    reserved: &'static [&'static str],
+    targets: Arc<dyn HostTargets>,
 }
 
 impl HostRealtime {
     /// Host realtime over `channel` and `presence`; `reserved` are the targets the hub's own
-    /// events use, which the host may not send.
+    /// events use, which the host may not send, and `targets` what the host declared.
     pub fn new(
         channel: Arc<dyn HostChannel>,
         presence: Arc<dyn Presence>,
-        reserved: &[&str],
+        reserved: &'static [&'static str],
+        targets: Arc<dyn HostTargets>,
     ) -> Self {
         Self {
             channel,
             presence,
-            reserved: reserved.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            reserved,
+            targets,
         }
     }
 
@@ -88,12 +112,9 @@ impl HostRealtime {
         audience: &Audience,
         invocation: &HostInvocation,
     ) -> Result<(), HostRealtimeError> {
-        if let Err(err) = self.check(invocation) {
-            push_refused(match err.1 {
-                "target" => "invalid_target",
-                _ => "invalid_arguments",
-            });
-            return Err(err.0);
+        if let Err((err, reason)) = self.check(invocation) {
+            push_refused(reason);
+            return Err(err);
         }
         let kind = match audience {
             Audience::User(_) => "user",
@@ -111,37 +132,36 @@ impl HostRealtime {
         }
     }
 
-    /// Why `invocation` cannot be sent, and the field at fault.
+    /// Why `invocation` cannot be sent, and the reason counted in the metrics.
     fn check(&self, invocation: &HostInvocation) -> Result<(), (HostRealtimeError, &'static str)> {
         let target = &invocation.target;
-        let mut chars = target.chars();
-        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            && target.len() <= MAX_TARGET_LEN;
-        if !well_formed {
+        if let Some(problem) = target_name_problem(target, self.reserved) {
             return Err((
-                HostRealtimeError::Invalid(format!(
-                    "target: must be a letter followed by at most {} letters, digits, '_' or '.'",
-                    MAX_TARGET_LEN - 1
-                )),
-                "target",
-            ));
-        }
-        if self.reserved.contains(&target.to_ascii_lowercase()) {
-            return Err((
-                HostRealtimeError::Invalid(format!(
-                    "target: '{target}' is one of the hub's chat targets; choose another name"
-                )),
-                "target",
+                HostRealtimeError::Invalid(format!("target: {problem}")),
+                "invalid_target",
             ));
         }
         if !invocation.arguments.get().trim_start().starts_with('[') {
             return Err((
                 HostRealtimeError::Invalid("arguments: must be an array".into()),
-                "arguments",
+                "invalid_arguments",
             ));
         }
-        Ok(())
+        self.targets
+            .check(target, &invocation.arguments)
+            .map_err(|refusal| match refusal {
+                TargetRefusal::Undeclared => (
+                    HostRealtimeError::Invalid(format!(
+                        "target: '{target}' is not declared in hub.targets, and only declared \
+                         targets may be sent (hub.strict_targets)"
+                    )),
+                    "undeclared_target",
+                ),
+                TargetRefusal::Invalid { path, message } => (
+                    HostRealtimeError::Invalid(format!("{path}: {message}")),
+                    "invalid_arguments",
+                ),
+            })
     }
 
     /// Whether `user` has hub connections, and how many, over every node.
@@ -168,6 +188,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::ports::AnyTargets;
 
     #[derive(Default)]
     struct Recorded {
@@ -208,7 +229,12 @@ mod tests {
     }
 
     fn service(channel: Arc<Recorded>) -> HostRealtime {
-        HostRealtime::new(channel, Arc::new(Two), &["getRoomMessageNotification"])
+        HostRealtime::new(
+            channel,
+            Arc::new(Two),
+            &["getRoomMessageNotification"],
+            Arc::new(AnyTargets),
+        )
     }
 
     fn invocation(target: &str, arguments: &str) -> HostInvocation {
@@ -267,6 +293,46 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.to_string(), "arguments: must be an array");
         }
+        assert_eq!(channel.sent.lock().unwrap().len(), 1);
+    }
+
+    /// Declares `notify`, whose first argument must be a string, and refuses the rest.
+    struct OnlyNotify;
+
+    impl HostTargets for OnlyNotify {
+        fn check(&self, target: &str, arguments: &RawValue) -> Result<(), TargetRefusal> {
+            match (target, arguments.get()) {
+                ("notify", r#"["hi"]"#) => Ok(()),
+                ("notify", _) => Err(TargetRefusal::Invalid {
+                    path: "arguments[0]".into(),
+                    message: "must be a string".into(),
+                }),
+                _ => Err(TargetRefusal::Undeclared),
+            }
+        }
+    }
+
+    #[test]
+    fn declared_targets_decide_after_the_checks_of_form() {
+        let channel = Arc::new(Recorded::default());
+        let host = HostRealtime::new(
+            channel.clone(),
+            Arc::new(Two),
+            &["typing"],
+            Arc::new(OnlyNotify),
+        );
+        host.push(&bob(), &invocation("notify", r#"["hi"]"#))
+            .unwrap();
+        let refused = |target: &str, arguments: &str| {
+            host.push(&bob(), &invocation(target, arguments))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(refused("notify", "[1]"), "arguments[0]: must be a string");
+        assert!(refused("other", "[]").starts_with("target: 'other' is not declared"));
+        // Form comes first: a reserved or malformed target never reaches the declarations.
+        assert!(refused("Typing", "[]").contains("chat targets"));
+        assert_eq!(refused("notify", "{}"), "arguments: must be an array");
         assert_eq!(channel.sent.lock().unwrap().len(), 1);
     }
 

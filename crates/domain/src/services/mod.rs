@@ -10,7 +10,8 @@ mod users;
 pub use admin::{AdminAgent, AdminError};
 pub use chat::ChatService;
 pub use host_realtime::{
-    push_refused, HostRealtime, HostRealtimeError, UserPresence, CLOSED_BY_HOST,
+    push_refused, target_name_problem, HostRealtime, HostRealtimeError, UserPresence,
+    CLOSED_BY_HOST,
 };
 pub use session::{PasswordPolicy, SessionError, SessionService, UserSessions};
 pub use upstream::{Ownership, UpstreamService};
