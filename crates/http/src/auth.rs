@@ -189,37 +189,46 @@ impl Authenticator {
     }
 
     /// The end user of a request: `Authorization: Bearer`, or `access_token` in the query on
-    /// hub paths, where browsers cannot set headers.
+    /// hub paths, where browsers cannot set headers. A wrong `X-Api-Key` beside it is refused.
     pub fn end_user(&self, req: &HttpRequest) -> Result<EndUser, ApiError> {
+        self.api_key(req)?;
         self.verify(&bearer_token(req)?)
     }
 
-    /// The host back end: `X-Api-Key`, or a JWT with the admin claim.
+    /// The host back end: `X-Api-Key`, or a JWT with the admin claim. A wrong token beside a
+    /// right key is refused: a request is trusted only when every credential on it holds.
     pub fn host_backend(&self, req: &HttpRequest) -> Result<HostBackend, ApiError> {
-        if let Some(key) = req.headers().get(API_KEY_HEADER) {
-            let key = key.to_str().unwrap_or_default();
-            return if self.api_key_matches(key) {
-                Ok(HostBackend::ApiKey)
-            } else if self.api_key_digest.is_none() {
-                Err(unauthorized("API keys are not enabled on this gateway"))
-            } else {
-                Err(unauthorized("wrong API key"))
-            };
-        }
-        let has_bearer = req.headers().contains_key(header::AUTHORIZATION);
-        if !has_bearer {
-            return Err(unauthorized(
-                "missing X-Api-Key header or Authorization: Bearer token",
-            ));
-        }
-        let user = self.end_user(req)?;
-        if user.admin {
-            Ok(HostBackend::AdminToken(user.id))
+        let key = self.api_key(req)?;
+        let user = if req.headers().contains_key(header::AUTHORIZATION) {
+            Some(self.verify(&bearer_token(req)?)?)
         } else {
-            Err(ApiError::Forbidden(format!(
+            None
+        };
+        match (key, user) {
+            (true, _) => Ok(HostBackend::ApiKey),
+            (false, Some(user)) if user.admin => Ok(HostBackend::AdminToken(user.id)),
+            (false, Some(_)) => Err(ApiError::Forbidden(format!(
                 "this call is for the host back end: the token's `{}` claim must contain `{}`",
                 self.settings.admin_claim, self.settings.admin_value
-            )))
+            ))),
+            (false, None) => Err(unauthorized(
+                "missing X-Api-Key header or Authorization: Bearer token",
+            )),
+        }
+    }
+
+    /// Whether the request carries the right `X-Api-Key`; a wrong one, or one where keys are
+    /// not enabled, is an error rather than ignored.
+    fn api_key(&self, req: &HttpRequest) -> Result<bool, ApiError> {
+        let Some(key) = req.headers().get(API_KEY_HEADER) else {
+            return Ok(false);
+        };
+        if self.api_key_matches(key.to_str().unwrap_or_default()) {
+            Ok(true)
+        } else if self.api_key_digest.is_none() {
+            Err(unauthorized("API keys are not enabled on this gateway"))
+        } else {
+            Err(unauthorized("wrong API key"))
         }
     }
 }

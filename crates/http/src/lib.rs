@@ -25,7 +25,9 @@ pub mod users;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::header::{HeaderValue, ALLOW};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use imgate_domain::services::{ChatService, HostRealtime, UserService};
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::OpenApi;
@@ -131,76 +133,134 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::Data::new(json::BodyLimit(state.max_body_bytes)))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
-            .service(resource("/healthz").route(web::get().to(ops::healthz)))
-            .service(resource("/readyz").route(web::get().to(ops::readyz)))
-            .service(resource("/metrics").route(web::get().to(ops::metrics)))
-            .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
-            .service(resource("/api/v1/me").route(web::get().to(identity::me)))
+            .service(resource("/healthz", [(Method::GET, web::to(ops::healthz))]))
+            .service(resource("/readyz", [(Method::GET, web::to(ops::readyz))]))
+            .service(resource("/metrics", [(Method::GET, web::to(ops::metrics))]))
+            .service(resource(
+                "/openapi.json",
+                [(Method::GET, web::to(ops::openapi))],
+            ))
+            .service(resource(
+                "/api/v1/me",
+                [(Method::GET, web::to(identity::me))],
+            ))
+            .service(resource(
+                "/api/v1/users/{id}",
+                [
+                    (Method::PUT, web::to(users::upsert)),
+                    (Method::GET, web::to(users::get)),
+                    (Method::DELETE, web::to(users::delete)),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/session",
+                [
+                    (Method::POST, web::to(session::create)),
+                    (Method::DELETE, web::to(session::delete)),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/unread",
+                [(Method::GET, web::to(rooms::unread))],
+            ))
+            .service(resource(
+                "/api/v1/rooms",
+                [
+                    (Method::GET, web::to(rooms::list)),
+                    (Method::POST, web::to(rooms::create)),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/rooms/direct",
+                [(Method::POST, web::to(rooms::direct))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}",
+                [(Method::GET, web::to(rooms::get))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/members",
+                [(Method::POST, web::to(rooms::add_members))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/members/{userId}",
+                [(Method::DELETE, web::to(rooms::remove_member))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/leave",
+                [(Method::POST, web::to(rooms::leave))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/read",
+                [(Method::POST, web::to(rooms::read))],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/messages",
+                [
+                    (Method::GET, web::to(rooms::history)),
+                    (Method::POST, web::to(rooms::send)),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/messages/{messageId}",
+                [
+                    (Method::PATCH, web::to(rooms::edit)),
+                    (Method::DELETE, web::to(rooms::delete)),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/rooms/{roomId}/files",
+                [(Method::POST, web::to(files::upload))],
+            ))
+            .service(resource(
+                "/api/v1/files/{fileId}/{name}",
+                [(Method::GET, web::to(files::download))],
+            ))
             .service(
-                resource("/api/v1/users/{id}")
-                    .route(web::put().to(users::upsert))
-                    .route(web::get().to(users::get))
-                    .route(web::delete().to(users::delete)),
+                resource(
+                    "/api/v1/hub/users/{userId}",
+                    [
+                        (Method::POST, web::to(host_realtime::push_user)),
+                        (Method::GET, web::to(host_realtime::presence)),
+                    ],
+                )
+                .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes))),
             )
+            .service(resource(
+                "/api/v1/hub/users/{userId}/connections",
+                [(Method::DELETE, web::to(host_realtime::close))],
+            ))
             .service(
-                resource("/api/v1/session")
-                    .route(web::post().to(session::create))
-                    .route(web::delete().to(session::delete)),
-            )
-            .service(resource("/api/v1/unread").route(web::get().to(rooms::unread)))
-            .service(
-                resource("/api/v1/rooms")
-                    .route(web::get().to(rooms::list))
-                    .route(web::post().to(rooms::create)),
-            )
-            .service(resource("/api/v1/rooms/direct").route(web::post().to(rooms::direct)))
-            .service(resource("/api/v1/rooms/{roomId}").route(web::get().to(rooms::get)))
-            .service(
-                resource("/api/v1/rooms/{roomId}/members")
-                    .route(web::post().to(rooms::add_members)),
-            )
-            .service(
-                resource("/api/v1/rooms/{roomId}/members/{userId}")
-                    .route(web::delete().to(rooms::remove_member)),
-            )
-            .service(resource("/api/v1/rooms/{roomId}/leave").route(web::post().to(rooms::leave)))
-            .service(resource("/api/v1/rooms/{roomId}/read").route(web::post().to(rooms::read)))
-            .service(
-                resource("/api/v1/rooms/{roomId}/messages")
-                    .route(web::get().to(rooms::history))
-                    .route(web::post().to(rooms::send)),
-            )
-            .service(
-                resource("/api/v1/rooms/{roomId}/messages/{messageId}")
-                    .route(web::patch().to(rooms::edit))
-                    .route(web::delete().to(rooms::delete)),
-            )
-            .service(resource("/api/v1/rooms/{roomId}/files").route(web::post().to(files::upload)))
-            .service(
-                resource("/api/v1/files/{fileId}/{name}").route(web::get().to(files::download)),
-            )
-            .service(
-                resource("/api/v1/hub/users/{userId}")
-                    .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes)))
-                    .route(web::post().to(host_realtime::push_user))
-                    .route(web::get().to(host_realtime::presence)),
-            )
-            .service(
-                resource("/api/v1/hub/users/{userId}/connections")
-                    .route(web::delete().to(host_realtime::close)),
-            )
-            .service(
-                resource("/api/v1/hub/broadcast")
-                    .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes)))
-                    .route(web::post().to(host_realtime::broadcast)),
+                resource(
+                    "/api/v1/hub/broadcast",
+                    [(Method::POST, web::to(host_realtime::broadcast))],
+                )
+                .app_data(web::Data::new(json::BodyLimit(state.max_push_bytes))),
             )
             .default_service(web::to(not_found));
     }
 }
 
-/// A resource whose unsupported methods get the envelope rather than an empty 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// The methods a resource serves, for the `Allow` header of its 405s.
+struct Allow(String);
+
+/// A resource serving each of `routes` on its method; any other method gets the envelope's
+/// 405 with `Allow` naming these.
+fn resource<const N: usize>(
+    path: &str,
+    routes: [(Method, actix_web::Route); N],
+) -> actix_web::Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    routes.into_iter().fold(
+        web::resource(path)
+            .app_data(web::Data::new(Allow(allow)))
+            .default_service(web::to(method_not_allowed)),
+        |resource, (method, route)| resource.route(route.method(method)),
+    )
 }
 
 /// The envelope's 404 for any path no route matches.
@@ -212,10 +272,16 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
+async fn method_not_allowed(req: HttpRequest, allow: web::Data<Allow>) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}; allowed: {}",
         req.method(),
-        req.path()
-    )))
+        req.path(),
+        allow.0
+    ))
+    .error_response();
+    if let Ok(value) = HeaderValue::from_str(&allow.0) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
 }

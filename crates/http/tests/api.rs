@@ -545,6 +545,45 @@ async fn unknown_routes_and_methods_get_the_envelope() {
     let (status, body) = call(&app, test::TestRequest::post().uri("/healthz")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"], "method_not_allowed");
+    // RFC 9110: a 405 says which methods the resource has.
+    for (uri, allow) in [
+        ("/healthz", "GET"),
+        ("/api/v1/users/bob", "PUT, GET, DELETE"),
+        ("/api/v1/hub/users/bob", "POST, GET"),
+    ] {
+        let response =
+            test::call_service(&app, test::TestRequest::patch().uri(uri).to_request()).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert_eq!(response.headers().get("allow").unwrap(), allow, "{uri}");
+    }
+}
+
+#[actix_web::test]
+async fn a_wrong_credential_is_refused_even_beside_a_right_one() {
+    let app = app!(state(settings(JwtKey::Hs256(SECRET.to_vec())), vec![]));
+    let user = hs256(&claims(json!({})));
+    let with = |uri: &str, key: &str, bearer: &str| {
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("X-Api-Key", key.to_owned()))
+            .insert_header(("Authorization", format!("Bearer {bearer}")))
+    };
+    // The right key with a forged token, and the right token with a wrong key.
+    assert_unauthorized(call(&app, with("/api/v1/me", API_KEY, "forged")).await, "");
+    assert_unauthorized(
+        call(&app, with("/api/v1/hub/users/bob", API_KEY, "forged")).await,
+        "",
+    );
+    assert_unauthorized(
+        call(&app, with("/api/v1/unread", "nope", &user)).await,
+        "wrong API key",
+    );
+    // Both right: the key makes it the host back end.
+    let (status, body) = call(&app, with("/api/v1/me", API_KEY, &user)).await;
+    assert_eq!(
+        (status, body["kind"].clone()),
+        (StatusCode::OK, json!("host"))
+    );
 }
 
 #[actix_web::test]
