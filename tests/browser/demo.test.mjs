@@ -172,6 +172,45 @@ test('without a token or a demo endpoint the page says what to do', async (t) =>
   await context.close();
 });
 
+// Demo mode's bundled provider starts with #general, where alice greets everyone; a real
+// provider (the Matrix variant's fresh Synapse) is never seeded, so there the list is empty.
+const WELCOME = 'Welcome to the imgate demo!';
+
+test('first view: #general with its welcome message, or nothing in front of a real provider', async () => {
+  if (process.env.IMGATE_PROVIDER === 'matrix') {
+    await waitText(alice, '#rooms-empty', 'No rooms yet');
+    await waitText(bob, '#rooms-empty', 'No rooms yet');
+    return;
+  }
+  const general = alice.locator('.room-item', { hasText: '#general' });
+  await general.waitFor({ timeout: STEP });
+  const room = await general.getAttribute('data-id');
+  assert.equal(await alice.locator('.room-item').count(), 1, 'alice starts with #general alone');
+  await waitText(alice, `.room-item[data-id="${room}"] .room-last`, `you: ${WELCOME}`);
+  assert.equal(await alice.locator(badge(room)).isVisible(), false, 'alice wrote it');
+  assert.equal(await alice.locator('#rooms-empty').isVisible(), false);
+
+  // bob is a member with the greeting unread; opening the room shows it and reads it.
+  await waitText(bob, `.room-item[data-id="${room}"] .room-last`, WELCOME);
+  await waitText(bob, badge(room), '1');
+  await waitText(bob, '#unread-total', '1');
+  await bob.click(`.room-item[data-id="${room}"]`);
+  await waitText(bob, '#room-title', '#general');
+  await waitMessage(bob, WELCOME);
+  // The gateway has it read too, before the next test counts bob's unread messages.
+  const token = await tokenFor('bob');
+  const deadline = Date.now() + STEP;
+  for (;;) {
+    const res = await fetch(new URL('api/v1/unread', BASE), { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    if ((await res.json()).total === 0) break;
+    assert.ok(Date.now() < deadline, 'opening #general marks it read');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await showRooms(bob);
+  assert.equal(await bob.locator('#unread-total').isVisible(), false, 'nothing unread once read');
+});
+
 test('backend mode: unread badge, history, live reply, typing, edit, delete, file', async () => {
   // alice starts a direct room with bob and writes.
   await alice.fill('#dm-user', 'bob');

@@ -407,6 +407,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Gateway> {
         sessions.clone(),
         upstreams.clone(),
     ));
+    if parts.embedded.is_some() {
+        demo::seed_channel(&admin, &provider, &chat).await?;
+    }
     let hub = settings.backend_mode().then(|| {
         let mut config = settings.hub.clone();
         config
