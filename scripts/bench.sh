@@ -2,9 +2,9 @@
 # The benchmarks (`make bench`, `make bench-full`; not part of CI): the release `imgate` in
 # front of the release `rocketchat-sim` on loopback, the limit server (`imgate-load limit`)
 # and the Socket.IO peer (bench/socketio, installed here with `npm ci`; skipped when node is
-# missing), and for the nodes scenario two more gateways sharing Redis (127.0.0.1:6379,
-# started by scripts/ensure-redis.sh when none answers) in front of the same sim, all driven
-# by `imgate-load bench`. Each scenario prints one line; the lines are
+# missing), and for the nodes and pushes scenarios two more gateways sharing Redis
+# (127.0.0.1:6379, started by scripts/ensure-redis.sh when none answers) in front of the same
+# sim, all driven by `imgate-load bench`. Each scenario prints one line; the lines are
 # appended to BENCH_REPORT (default docs/benchmarks.md; empty = write nothing).
 #
 # BENCH_SIZE=small (default, about 10 minutes) or full (100 000 idle connections).
@@ -24,12 +24,13 @@ case "$size" in
   small) sizes=(--connections 10000 --users 2000 --hold-s 60 --churn-users 2000) descriptors=13000 ;;
   full) sizes=(--connections 100000 --users 20000 --hold-s 60 --churn-users 10000) descriptors=121000 ;;
   smoke) sizes=(--connections 200 --users 40 --fanout-connections 200 --hold-s 2 --round-s 1
-    --fixed-rate 2000 --churn-users 20 --rest-calls 20 --rest-s 1) descriptors=1000 ;;
+    --fixed-rate 2000 --push-rate 200 --churn-users 20 --rest-calls 20 --rest-s 1)
+    descriptors=1000 ;;
   *) echo "bench: BENCH_SIZE is small, full or smoke" >&2; exit 2 ;;
 esac
 
 # The scenarios asked for (the last --scenarios wins, as in imgate-load), default its own.
-scenarios=capacity,nodes,churn,rest
+scenarios=capacity,nodes,pushes,churn,rest
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[i]}" in
@@ -38,7 +39,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
   esac
 done
 with_nodes=no
-case ",$scenarios," in *,nodes,*) with_nodes=yes ;; esac
+case ",$scenarios," in *,nodes,* | *,pushes,*) with_nodes=yes ;; esac
 
 cargo build --release -p imgate -p imgate-rocketchat-sim -p imgate-load
 

@@ -177,6 +177,28 @@ impl GatewayApi {
         self.call("DELETE", &path, request).await.map(drop)
     }
 
+    /// Invokes `target(...arguments)` on every hub connection of `user`, on every node (host
+    /// back end); `arguments` is the text of a JSON array, sent as it is. `Ok` once the
+    /// gateway accepted it (202).
+    pub async fn push_to_user(
+        &self,
+        user: &str,
+        target: &str,
+        arguments: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!("/api/v1/hub/users/{user}");
+        let request = self
+            .http
+            .post(self.url(&path))
+            .header("X-Api-Key", &self.api_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(format!(
+                r#"{{"target":{},"arguments":{arguments}}}"#,
+                Value::from(target)
+            ));
+        self.call("POST", &path, request).await.map(drop)
+    }
+
     /// The direct room of `user` and `other`, created when missing; its id.
     pub async fn direct_room(&self, user: &str, other: &str) -> Result<String, ApiError> {
         let path = "/api/v1/rooms/direct".to_owned();

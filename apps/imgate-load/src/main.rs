@@ -32,8 +32,8 @@ enum Command {
     /// descriptors and can write the results into a Markdown document.
     Soak(SoakArgs),
     /// Idle capacity, fan-out, REST overhead and login churn of a gateway, next to the limit
-    /// server and a Socket.IO server, and the fan-out over two gateway nodes sharing Redis;
-    /// one line of figures per scenario.
+    /// server and a Socket.IO server, and the fan-out and host pushes over two gateway nodes
+    /// sharing Redis; one line of figures per scenario.
     // A later flag wins, so `make bench` sizes can be overridden on the command line.
     #[command(args_override_self = true)]
     Bench(BenchArgs),
@@ -65,7 +65,8 @@ struct BenchArgs {
     #[arg(long)]
     socketio: Option<String>,
     /// A gateway node sharing Redis with the other (`http://host:port`) and its process id,
-    /// `URL,PID`; the nodes scenario needs two. Same provider, secrets and users as `--base`.
+    /// `URL,PID`; the nodes and pushes scenarios need two. Same provider, secrets and users as
+    /// `--base`.
     #[arg(long = "node")]
     nodes: Vec<String>,
     /// The process id of the Redis the nodes share, to count its CPU too.
@@ -92,6 +93,12 @@ struct BenchArgs {
     /// The p99 bound of a sustained rate, milliseconds.
     #[arg(long, default_value_t = 50)]
     p99_ms: u64,
+    /// Host pushes per second offered in the paced phase of the pushes scenario.
+    #[arg(long, default_value_t = 2_000.0)]
+    push_rate: f64,
+    /// Push requests outstanding at most in the pushes scenario (all the time when flat out).
+    #[arg(long, default_value_t = 64)]
+    push_in_flight: usize,
     /// Users going online and offline in the churn.
     #[arg(long, default_value_t = 2_000)]
     churn_users: usize,
@@ -115,7 +122,7 @@ struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "capacity,nodes,churn,rest"
+        default_value = "capacity,nodes,pushes,churn,rest"
     )]
     scenarios: Vec<Scenario>,
     /// Markdown document the run's lines are appended to.
@@ -376,6 +383,8 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         round: Duration::from_secs(args.round_s.max(1)),
         fixed_rate: args.fixed_rate,
         p99_bound: Duration::from_millis(args.p99_ms),
+        push_rate: args.push_rate,
+        push_in_flight: args.push_in_flight.max(1),
         churn_users: args.churn_users,
         rest_calls: args.rest_calls.max(1),
         rest_for: Duration::from_secs(args.rest_s.max(1)),

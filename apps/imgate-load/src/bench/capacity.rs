@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::clients::{self, open_many, Publisher, Receiver};
-use super::probe::{Latency, Probe};
+use super::probe::{Latency, Probe, Recorder};
 use super::{Bench, SET_UP_CONCURRENCY};
 use crate::procfs;
 use crate::signalr::HubClient;
@@ -20,7 +20,7 @@ use crate::ws;
 /// Budget for opening one connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a round's deliveries may keep everyone waiting after the last one arrived.
-const SETTLE_PATIENCE: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE_PATIENCE: Duration = Duration::from_secs(3);
 /// The first rate tried for the highest sustained one is the fixed rate over this; each
 /// next one is [`LADDER_STEP`] times faster.
 const LADDER_START_BELOW_FIXED: f64 = 15.0;
@@ -41,9 +41,14 @@ pub enum Server {
     Limit(Url),
     /// The Socket.IO peer.
     SocketIo(Url),
-    /// The gateway nodes of the bench sharing Redis, each connection on the node
-    /// [`super::nodes::node_of`] picks.
-    Nodes,
+    /// The gateway nodes of the bench sharing Redis, each connection negotiating on the node
+    /// [`super::nodes::node_of`] picks. `routed`: its transport goes where nginx's map would
+    /// send it (to the node the connection id names), else to the node that negotiated, as
+    /// without the proxy's routing.
+    Nodes {
+        /// Whether transports follow the connection id's route.
+        routed: bool,
+    },
 }
 
 impl Server {
@@ -53,7 +58,7 @@ impl Server {
             Self::Gateway => "gateway",
             Self::Limit(_) => "limit",
             Self::SocketIo(_) => "socket.io",
-            Self::Nodes => super::nodes::NAME,
+            Self::Nodes { .. } => super::nodes::NAME,
         }
     }
 }
@@ -236,17 +241,17 @@ async fn rss_kib(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Opens connections `indices` to `server`, each reading into `probe` until its stop.
-pub(crate) async fn open_into(
+pub(crate) async fn open_into<R: Recorder>(
     bench: &Bench,
     server: &Server,
     indices: &[usize],
-    probe: &Arc<Probe>,
+    probe: &Arc<R>,
     tracker: &TaskTracker,
     stops: &mut [Option<CancellationToken>],
 ) -> anyhow::Result<()> {
     let per_user = bench.config.connections / bench.config.users;
     let tokens: Vec<String> = match server {
-        Server::Gateway | Server::Nodes => bench
+        Server::Gateway | Server::Nodes { .. } => bench
             .users
             .iter()
             .map(|user| bench.api.token(user))
@@ -255,7 +260,7 @@ pub(crate) async fn open_into(
     };
     // The nodes' routes, so that connections go where nginx's map would send them.
     let routes: Vec<(String, String)> = match server {
-        Server::Nodes => bench
+        Server::Nodes { routed: true } => bench
             .nodes
             .iter()
             .enumerate()
@@ -267,7 +272,7 @@ pub(crate) async fn open_into(
         let source = bench.source(i);
         let token = tokens.get(i / per_user).cloned();
         let base = match server {
-            Server::Nodes => {
+            Server::Nodes { .. } => {
                 let node = super::nodes::node_of(i / per_user, i % per_user, bench.nodes.len());
                 bench.nodes[node].0.base()
             }
@@ -276,7 +281,7 @@ pub(crate) async fn open_into(
         let routes = &routes;
         async move {
             Ok(match server {
-                Server::Gateway | Server::Nodes => Receiver::Hub(
+                Server::Gateway | Server::Nodes { .. } => Receiver::Hub(
                     HubClient::connect_routed(
                         &bench.http,
                         base,
@@ -314,7 +319,7 @@ pub(crate) async fn open_into(
 
 pub(crate) async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<Publisher> {
     Ok(match server {
-        Server::Gateway | Server::Nodes => Publisher::Provider {
+        Server::Gateway | Server::Nodes { .. } => Publisher::Provider {
             sender: bench.sender.clone(),
             room: bench.fanout_room.clone(),
         },
@@ -490,7 +495,7 @@ async fn nodes_held(bench: &Bench) -> anyhow::Result<[u64; 2]> {
 }
 
 /// The CPU time of all of `pids` together.
-async fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+pub(crate) async fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
     let mut total = Duration::ZERO;
     for &pid in pids {
         total += procfs::cpu_time(pid)

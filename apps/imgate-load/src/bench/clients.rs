@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::probe::Probe;
+use super::probe::Recorder;
 use super::provider::ProviderUser;
 use crate::signalr::{HubClient, HubClientError, RECORD_SEPARATOR};
 use crate::ws::{self, Socket};
@@ -89,15 +89,17 @@ async fn next_text(socket: &mut Socket) -> Result<String, OpenError> {
 impl Receiver {
     /// Reads until `cancel` or the end of the connection, counting every event in `probe`
     /// as delivered to connection `index`; `first` hears when the first event of the current
-    /// round arrived. The hub's message notifications count, not its room updates (which
-    /// quote the last message too).
-    pub async fn run(
+    /// round arrived. On the hub only the invocations of the recorder's target count (for
+    /// the fan-out the message notifications, not the room updates, which quote the last
+    /// message too).
+    pub async fn run<R: Recorder + ?Sized>(
         self,
         index: usize,
-        probe: Arc<Probe>,
+        probe: Arc<R>,
         cancel: CancellationToken,
         mut first: impl FnMut(u64) + Send,
     ) {
+        let target = probe.hub_target();
         let mut seen = |text: &str| {
             if let Some(at) = probe.record(index, text) {
                 first(at);
@@ -113,7 +115,7 @@ impl Receiver {
                     },
                 };
                 for record in text.as_str().split(RECORD_SEPARATOR) {
-                    if record.contains("\"getRoomMessageNotification\"") {
+                    if record.contains(target) {
                         seen(record);
                     }
                 }

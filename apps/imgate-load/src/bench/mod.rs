@@ -3,10 +3,10 @@
 //! peer), driven by the same client in the same run.
 //!
 //! Scenarios: idle capacity and fan-out share one set of connections per server
-//! ([`capacity`]); the same fan-out over two gateway nodes sharing Redis ([`nodes`]); REST
-//! overhead against the provider called directly ([`rest`]); users going
-//! online and offline ([`churn`]). Each prints one line; [`report`] appends them to a
-//! Markdown document.
+//! ([`capacity`]); the same fan-out over two gateway nodes sharing Redis ([`nodes`]); the
+//! host back end's pushes to single users over those two nodes ([`pushes`]); REST overhead
+//! against the provider called directly ([`rest`]); users going online and offline
+//! ([`churn`]). Each prints one line; [`report`] appends them to a Markdown document.
 
 pub mod capacity;
 pub mod churn;
@@ -15,6 +15,7 @@ pub mod limit;
 pub mod nodes;
 pub mod probe;
 pub mod provider;
+pub mod pushes;
 pub mod report;
 pub mod rest;
 
@@ -59,6 +60,10 @@ pub struct BenchConfig {
     pub fixed_rate: f64,
     /// The p99 a sustained rate must stay under.
     pub p99_bound: Duration,
+    /// Host pushes per second offered in the paced phase of the pushes scenario.
+    pub push_rate: f64,
+    /// Push requests outstanding at most in the pushes scenario (all the time when flat out).
+    pub push_in_flight: usize,
     /// Users going online and offline in the churn.
     pub churn_users: usize,
     /// Sequential calls per REST operation, for latency.
@@ -82,6 +87,8 @@ pub enum Scenario {
     Capacity,
     /// The fan-out over two gateway nodes sharing Redis.
     Nodes,
+    /// Host pushes to single users over two gateway nodes sharing Redis.
+    Pushes,
     /// REST overhead.
     Rest,
     /// Login churn.
@@ -133,8 +140,10 @@ impl Bench {
         if config.fanout_connections > config.connections {
             bail!("--fanout-connections must not exceed --connections");
         }
-        if config.scenarios.contains(&Scenario::Nodes) && config.nodes.len() < 2 {
-            bail!("the nodes scenario needs two gateway nodes (--node URL,PID twice)");
+        for (scenario, name) in [(Scenario::Nodes, "nodes"), (Scenario::Pushes, "pushes")] {
+            if config.scenarios.contains(&scenario) && config.nodes.len() < 2 {
+                bail!("the {name} scenario needs two gateway nodes (--node URL,PID twice)");
+            }
         }
         let nodes: Vec<(GatewayApi, u32)> = config
             .nodes
@@ -272,7 +281,8 @@ async fn gauge_of(api: &GatewayApi, name: &str) -> anyhow::Result<u64> {
 }
 
 /// Runs the configured scenarios in order: capacity (gateway, then limit, then Socket.IO),
-/// two nodes, churn, REST; each line is printed as it is known. Returns the lines.
+/// churn, REST, two nodes, host pushes; each line is printed as it is known. Returns the
+/// lines.
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
     let config = &bench.config;
     let mut lines = Vec::new();
@@ -332,6 +342,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
             config.p99_bound,
             load().await,
         ));
+    }
+    if config.scenarios.contains(&Scenario::Pushes) {
+        let pushes = pushes::run(bench)
+            .await
+            .context("host pushes over two nodes")?;
+        say(report::pushes(&pushes, load().await));
     }
     Ok(lines)
 }

@@ -27,6 +27,9 @@ use super::{hub_connections, upstreams_held, Bench};
 /// The scenario's name in the report.
 pub const NAME: &str = "gateway on two nodes + Redis";
 
+/// The nodes, with each connection's transport where nginx's map would send it.
+const SERVER: Server = Server::Nodes { routed: true };
+
 /// How long the nodes may take to hold the upstreams, or to let them go.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -63,18 +66,7 @@ pub fn expected_upstreams(users: usize, nodes: usize) -> Vec<u64> {
 pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     let config = &bench.config;
     let nodes = bench.nodes.len();
-    if nodes != 2 {
-        bail!("two gateway nodes are needed, {nodes} were given");
-    }
-    let per_user = config.connections / config.users;
-    let users = config.fanout_connections.div_ceil(per_user);
-    let keep = users * per_user;
-    // The single gateway of the other scenarios lets go of the same users' upstreams first, so
-    // the provider serves only the nodes' ones.
-    bench.await_upstreams(0, PATIENCE).await?;
-    for (node, _) in &bench.nodes {
-        await_held(node, 0).await?;
-    }
+    let (users, per_user, keep) = set_up(bench).await?;
     let classes = (0..keep)
         .map(|i| usize::from(crosses_nodes(i / per_user, i % per_user, nodes)))
         .collect();
@@ -84,18 +76,15 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     let (first, rest): (Vec<usize>, Vec<usize>) = (0..keep).partition(|i| i % per_user == 0);
     println!("[bench] {NAME}: opening {keep} connections of {users} users over {nodes} nodes");
     let opened = async {
-        capacity::open_into(bench, &Server::Nodes, &first, &probe, &tracker, &mut stops).await?;
+        capacity::open_into(bench, &SERVER, &first, &probe, &tracker, &mut stops).await?;
         for ((node, _), expected) in bench.nodes.iter().zip(expected_upstreams(users, nodes)) {
             await_held(node, expected).await?;
         }
-        capacity::open_into(bench, &Server::Nodes, &rest, &probe, &tracker, &mut stops).await
+        capacity::open_into(bench, &SERVER, &rest, &probe, &tracker, &mut stops).await
     }
     .await;
     let expected = expected_upstreams(users, nodes);
-    let mut connections = Vec::with_capacity(nodes);
-    for (node, _) in &bench.nodes {
-        connections.push(hub_connections(node).await?);
-    }
+    let connections = connections_per_node(bench).await?;
     let fanout = match opened {
         Ok(()) => {
             let measured = Measured {
@@ -104,7 +93,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
                 redis_pid: config.redis_pid,
                 split: Some([expected[0], expected[1]]),
             };
-            let publisher = capacity::publisher(bench, &Server::Nodes).await?;
+            let publisher = capacity::publisher(bench, &SERVER).await?;
             capacity::fan_out(bench, &probe, &publisher, &measured).await
         }
         Err(err) => Err(err),
@@ -113,23 +102,60 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
     for (node, _) in &bench.nodes {
         held.push(upstreams_held(node).await?);
     }
-    for stop in stops.iter().flatten() {
-        stop.cancel();
-    }
-    tracker.close();
-    tracker.wait().await;
-    // The next scenarios find the nodes as they were.
-    for (node, _) in &bench.nodes {
-        await_held(node, 0).await?;
-    }
+    close(bench, &stops, &tracker).await?;
     let mut fanout = fanout?;
     fanout.upstreams_held = held;
     fanout.hub_connections = connections;
     Ok(fanout)
 }
 
+/// The fan-out users over the bench's two nodes: `(users, connections of each, connections)`,
+/// once neither the single gateway of the other scenarios nor the nodes hold an upstream, so
+/// the provider serves only what the caller opens.
+pub(crate) async fn set_up(bench: &Bench) -> anyhow::Result<(usize, usize, usize)> {
+    let config = &bench.config;
+    let nodes = bench.nodes.len();
+    if nodes != 2 {
+        bail!("two gateway nodes are needed, {nodes} were given");
+    }
+    let per_user = config.connections / config.users;
+    let users = config.fanout_connections.div_ceil(per_user);
+    bench.await_upstreams(0, PATIENCE).await?;
+    for (node, _) in &bench.nodes {
+        await_held(node, 0).await?;
+    }
+    Ok((users, per_user, users * per_user))
+}
+
+/// The hub connections each of the bench's nodes serves.
+pub(crate) async fn connections_per_node(bench: &Bench) -> anyhow::Result<Vec<u64>> {
+    let mut connections = Vec::with_capacity(bench.nodes.len());
+    for (node, _) in &bench.nodes {
+        connections.push(hub_connections(node).await?);
+    }
+    Ok(connections)
+}
+
+/// Closes the connections of `stops`, waits for their tasks, then until the nodes hold no
+/// upstream, so the next scenarios find them as they were.
+pub(crate) async fn close(
+    bench: &Bench,
+    stops: &[Option<CancellationToken>],
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    for stop in stops.iter().flatten() {
+        stop.cancel();
+    }
+    tracker.close();
+    tracker.wait().await;
+    for (node, _) in &bench.nodes {
+        await_held(node, 0).await?;
+    }
+    Ok(())
+}
+
 /// Waits until `node` holds `count` upstreams.
-async fn await_held(node: &crate::api::GatewayApi, count: u64) -> anyhow::Result<()> {
+pub(crate) async fn await_held(node: &crate::api::GatewayApi, count: u64) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     loop {
         let held = upstreams_held(node).await?;

@@ -10,6 +10,19 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+/// What counts the events a receiving connection reads: the [`Probe`] of the fan-outs, or
+/// the ledger of host pushes.
+pub trait Recorder: Send + Sync + 'static {
+    /// The hub invocations that carry the events, as their target appears in a JSON record
+    /// (with its quotes); other invocations are not looked at.
+    fn hub_target(&self) -> &'static str;
+
+    /// Counts the event in `text` as delivered to connection `connection` now. Returns when
+    /// it arrived, microseconds since the recorder's epoch, if it counts; `None` for texts
+    /// without an event of the current round.
+    fn record(&self, connection: usize, text: &str) -> Option<u64>;
+}
+
 /// Histograms the connections share; a connection records into one by its index, so
 /// thousands of them rarely wait on the same lock.
 const SHARDS: usize = 64;
@@ -63,12 +76,7 @@ impl Probe {
     /// `classes[i]`.
     pub fn classified(classes: Vec<usize>) -> Self {
         let count = classes.iter().max().map_or(1, |max| max + 1);
-        let histogram = || {
-            Mutex::new(
-                Histogram::new_with_bounds(1, HIGHEST_US, 3)
-                    .expect("1 us to 60 s at 3 significant figures are valid bounds"),
-            )
-        };
+        let histogram = || Mutex::new(histogram());
         Self {
             epoch: Instant::now(),
             round: AtomicU32::new(0),
@@ -138,16 +146,7 @@ impl Probe {
 
     /// Waits until `expected` deliveries arrived or `patience` passed since the last one did.
     pub async fn settle(&self, expected: u64, patience: Duration) {
-        let mut seen = self.delivered();
-        let mut quiet_since = Instant::now();
-        while seen < expected && quiet_since.elapsed() < patience {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let now = self.delivered();
-            if now != seen {
-                seen = now;
-                quiet_since = Instant::now();
-            }
-        }
+        settle(|| self.delivered(), expected, patience).await;
     }
 
     /// The current round's latency figures.
@@ -162,23 +161,59 @@ impl Probe {
     }
 }
 
+impl Recorder for Probe {
+    fn hub_target(&self) -> &'static str {
+        "\"getRoomMessageNotification\""
+    }
+
+    fn record(&self, connection: usize, text: &str) -> Option<u64> {
+        Probe::record(self, connection, text)
+    }
+}
+
+/// Waits until `delivered()` reaches `expected` or `patience` passed since it last grew.
+pub async fn settle(delivered: impl Fn() -> u64, expected: u64, patience: Duration) {
+    let mut seen = delivered();
+    let mut quiet_since = Instant::now();
+    while seen < expected && quiet_since.elapsed() < patience {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = delivered();
+        if now != seen {
+            seen = now;
+            quiet_since = Instant::now();
+        }
+    }
+}
+
+/// An empty latency histogram, microseconds from 1 us to a minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_US, 3)
+        .expect("1 us to 60 s at 3 significant figures are valid bounds")
+}
+
+impl Latency {
+    /// The figures of `histogram`.
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        Self {
+            count: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.5),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        }
+    }
+}
+
 fn summarize<'a>(shards: impl Iterator<Item = &'a Mutex<Histogram<u64>>>) -> Latency {
-    let mut all = Histogram::<u64>::new_with_bounds(1, HIGHEST_US, 3)
-        .expect("1 us to 60 s at 3 significant figures are valid bounds");
+    let mut all = histogram();
     for shard in shards {
         all.add(&*lock(shard))
             .expect("histograms with the same bounds add up");
     }
-    Latency {
-        count: all.len(),
-        p50_us: all.value_at_quantile(0.5),
-        p99_us: all.value_at_quantile(0.99),
-        p999_us: all.value_at_quantile(0.999),
-        max_us: all.max(),
-    }
+    Latency::of(&all)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A histogram stays usable whatever panicked while it was held.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use super::capacity::{Fanout, Idle, Round};
 use super::churn::Churn;
 use super::ms;
+use super::pushes::{self, Phase, Pushes};
 use super::rest::Overhead;
 
 /// Where a run was measured.
@@ -106,21 +107,11 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
     let held = if fanout.upstreams_held.is_empty() {
         String::new()
     } else {
-        let counts: Vec<String> = fanout
-            .upstreams_held
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let connections: Vec<String> = fanout
-            .hub_connections
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         format!(
             " spread over {} nodes (upstreams held {}, hub connections {})",
-            counts.len(),
-            counts.join(" + "),
-            connections.join(" + ")
+            fanout.upstreams_held.len(),
+            per_node(&fanout.upstreams_held),
+            per_node(&fanout.hub_connections)
         )
     };
     format!(
@@ -132,6 +123,12 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
         round(&fanout.fixed),
         bound.as_millis(),
     )
+}
+
+/// Counts of each node, `a + b`.
+fn per_node(counts: &[u64]) -> String {
+    let counts: Vec<String> = counts.iter().map(ToString::to_string).collect();
+    counts.join(" + ")
 }
 
 /// The ratio line of the gateway's highest sustained and peak rates to the others'.
@@ -195,6 +192,80 @@ pub fn churn(churn: &Churn, load: f64) -> String {
     )
 }
 
+/// `part` of `whole` in per cent, rounded down to three decimals, so that anything short of
+/// all never reads as 100 %.
+pub fn share(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    let thousandths = u128::from(part) * 100_000 / u128::from(whole);
+    format!("{}.{:03} %", thousandths / 1000, thousandths % 1000)
+}
+
+fn push_phase(phase: &Phase) -> String {
+    let tally = &phase.tally;
+    let refused = if phase.refused.is_empty() {
+        String::new()
+    } else {
+        let kinds: Vec<String> = phase
+            .refused
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        format!("; refused: {}", kinds.join(", "))
+    };
+    let unowed = if tally.unowed > 0 {
+        format!(", {} not owed", tally.unowed)
+    } else {
+        String::new()
+    };
+    let redis = phase
+        .redis_cpu_us_per_push
+        .map(|us| format!(" + {us:.1} us Redis"))
+        .unwrap_or_default();
+    format!(
+        "{:.0} pushes/s accepted ({} of {} sent{refused}), {:.0} deliveries/s, {} of {} owed \
+         deliveries exactly once ({}; missing {}, duplicates {}, out of order {} across nodes \
+         and {} within a node{unowed}), accepted to received p50 {} ms, p99 {} ms ({} read \
+         before the 202), sent to received p50 {} ms, p99 {} ms, {:.1} us CPU per push (nodes \
+         together){redis}",
+        tally.accepted_per_s,
+        tally.accepted,
+        phase.sent,
+        tally.deliveries_per_s,
+        tally.exactly_once,
+        tally.owed,
+        share(tally.exactly_once, tally.owed),
+        tally.missing,
+        tally.duplicates,
+        tally.out_of_order - tally.out_of_order_one_node,
+        tally.out_of_order_one_node,
+        ms(tally.accepted_to_received.p50_us),
+        ms(tally.accepted_to_received.p99_us),
+        share(tally.before_accepted, tally.accepted_to_received.count),
+        ms(tally.sent_to_received.p50_us),
+        ms(tally.sent_to_received.p99_us),
+        phase.cpu_us_per_push,
+    )
+}
+
+/// The host pushes line.
+pub fn pushes(pushes: &Pushes, load: f64) -> String {
+    let offered = pushes.paced.offered.unwrap_or(0.0);
+    format!(
+        "{}: {} users with {} hub connections each, every user on both nodes (hub connections \
+         {}), one push per request to one user through either node; paced {offered:.0}/s \
+         offered: {}; flat out, {} in flight: {}; load {load:.2}",
+        pushes::NAME,
+        pushes.users,
+        pushes.per_user,
+        per_node(&pushes.hub_connections),
+        push_phase(&pushes.paced),
+        pushes.in_flight,
+        push_phase(&pushes.flat_out),
+    )
+}
+
 /// Appends the run's lines to the document at `path` (created when missing).
 pub async fn append(path: &Path, run: &RunInfo, lines: &[String]) -> anyhow::Result<()> {
     let mut doc = match tokio::fs::read_to_string(path).await {
@@ -255,6 +326,78 @@ mod tests {
             hub_connections: held.iter().map(|h| h * 5).collect(),
             upstreams_held: held,
         }
+    }
+
+    #[test]
+    fn shares_never_round_up_to_all() {
+        assert_eq!(share(5000, 5000), "100.000 %");
+        assert_eq!(share(999_999, 1_000_000), "99.999 %");
+        assert_eq!(share(1, 3), "33.333 %");
+        assert_eq!(share(0, 7), "0.000 %");
+        assert_eq!(share(0, 0), "-");
+    }
+
+    #[test]
+    fn the_pushes_line_names_both_phases_counts_and_latencies() {
+        use super::super::pushes::Tally;
+        let tally = Tally {
+            accepted: 1000,
+            owed: 5000,
+            exactly_once: 4998,
+            missing: 1,
+            duplicates: 1,
+            unowed: 0,
+            out_of_order: 7,
+            out_of_order_one_node: 1,
+            before_accepted: 50,
+            accepted_to_received: latency(1, 4, 5000),
+            sent_to_received: latency(2, 6, 5000),
+            accepted_per_s: 1000.0,
+            deliveries_per_s: 4999.0,
+        };
+        let paced = Phase {
+            offered: Some(1000.0),
+            sent: 1000,
+            refused: Default::default(),
+            tally,
+            cpu_us_per_push: 40.0,
+            redis_cpu_us_per_push: Some(2.5),
+        };
+        let flat_out = Phase {
+            offered: None,
+            sent: 1002,
+            refused: [("transport_timeout".to_owned(), 2)].into(),
+            tally: Tally { unowed: 3, ..tally },
+            redis_cpu_us_per_push: None,
+            ..paced.clone()
+        };
+        let line = super::pushes(
+            &Pushes {
+                users: 40,
+                per_user: 5,
+                hub_connections: vec![100, 100],
+                in_flight: 64,
+                paced,
+                flat_out,
+            },
+            1.0,
+        );
+        assert_eq!(
+            line,
+            "host pushes, two nodes + Redis: 40 users with 5 hub connections each, every user on \
+             both nodes (hub connections 100 + 100), one push per request to one user through \
+             either node; paced 1000/s offered: 1000 pushes/s accepted (1000 of 1000 sent), 4999 \
+             deliveries/s, 4998 of 5000 owed deliveries exactly once (99.960 %; missing 1, \
+             duplicates 1, out of order 6 across nodes and 1 within a node), accepted to \
+             received p50 1.00 ms, p99 4.00 ms (1.000 % read before the 202), sent to received \
+             p50 2.00 ms, p99 6.00 ms, 40.0 us CPU per push (nodes together) + 2.5 us Redis; \
+             flat out, 64 in flight: 1000 pushes/s accepted (1000 of 1002 sent; refused: \
+             transport_timeout 2), 4999 deliveries/s, 4998 of 5000 owed deliveries exactly once \
+             (99.960 %; missing 1, duplicates 1, out of order 6 across nodes and 1 within a node, \
+             3 not owed), accepted to received p50 1.00 ms, p99 4.00 ms (1.000 % read before \
+             the 202), sent to received p50 2.00 ms, p99 6.00 ms, 40.0 us CPU per push (nodes \
+             together); load 1.00"
+        );
     }
 
     #[test]
