@@ -26,7 +26,7 @@ pub struct HostPush {
 }
 
 /// Sends the accepted body to `audience`, counting a body refused before parsing finished.
-fn push(
+async fn push(
     host: &HostRealtime,
     audience: &Audience,
     body: Result<Json<HostPush>, ApiError>,
@@ -38,7 +38,8 @@ fn push(
         });
     })?;
     let HostPush { target, arguments } = body.into_inner();
-    host.push(audience, &HostInvocation { target, arguments })?;
+    host.push(audience, &HostInvocation { target, arguments })
+        .await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -60,7 +61,7 @@ pub async fn push_user(
     body: Result<Json<HostPush>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let user = params::user("userId", &user)?;
-    push(&host, &Audience::User(user), body)
+    push(&host, &Audience::User(user), body).await
 }
 
 /// Invokes `target(...arguments)` on every hub connection of every user, on every node.
@@ -78,7 +79,7 @@ pub async fn broadcast(
     host: web::Data<HostRealtime>,
     body: Result<Json<HostPush>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    push(&host, &Audience::All, body)
+    push(&host, &Audience::All, body).await
 }
 
 /// Whether the user has hub connections, and how many, over every node.

@@ -88,8 +88,13 @@ struct Channel {
     down: bool,
 }
 
+#[async_trait]
 impl HostChannel for Channel {
-    fn send(&self, audience: &Audience, invocation: &HostInvocation) -> Result<(), BackplaneError> {
+    async fn send(
+        &self,
+        audience: &Audience,
+        invocation: &HostInvocation,
+    ) -> Result<(), BackplaneError> {
         if self.down {
             return Err(BackplaneError::Unavailable("redis is not answering".into()));
         }

@@ -2,7 +2,7 @@
 //! [`MemoryBackplane`] made from it for one node.
 //!
 //! A gateway of one node uses a backplane alone on its bus, where `publish` finds no other
-//! node and does nothing. Several nodes on one bus are for tests: what one publishes is
+//! node and does nothing but hand a host's invocation back to the node itself. Several nodes on one bus are for tests: what one publishes is
 //! encoded with the backplane's wire format and decoded by each receiving node, so these
 //! tests run through the same versioned format as Redis.
 
@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use imgate_domain::ports::backplane::wire;
 use imgate_domain::ports::{
-    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, SubscriptionChange,
+    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, Confirmation,
+    Payload, SubscriptionChange,
 };
 use imgate_domain::UserId;
 use tokio::sync::mpsc;
@@ -183,10 +184,12 @@ impl Backplane for MemoryBackplane {
 
     fn publish(&self, message: &BackplaneMessage) -> Result<(), BackplaneError> {
         let nodes = self.bus.nodes();
-        // Encoded only when another node wants it, and once for all of them.
+        // A host's invocation comes back to its publisher too, behind what the bus took before.
+        let to_self = matches!(message.payload, Payload::Host { .. });
+        // Encoded only when a node wants it, and once for all of them.
         let mut encoded: Option<Bytes> = None;
         for (key, entry) in &nodes.by_key {
-            let wanted = *key != self.key
+            let wanted = (*key != self.key || to_self)
                 && match &message.audience {
                     Audience::All => true,
                     Audience::User(user) => entry.users.contains(user),
@@ -214,6 +217,12 @@ impl Backplane for MemoryBackplane {
             }
         }
         Ok(())
+    }
+
+    /// The bus orders what is published under its lock, so the message is in order once
+    /// `publish` returned.
+    fn publish_confirmed(&self, message: &BackplaneMessage) -> Confirmation {
+        futures::future::ready(self.publish(message)).boxed()
     }
 
     fn subscribe(&self, user: &UserId) -> SubscriptionChange {

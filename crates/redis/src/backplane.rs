@@ -18,7 +18,8 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use imgate_domain::ports::backplane::wire;
 use imgate_domain::ports::{
-    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, SubscriptionChange,
+    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, Confirmation,
+    Payload, SubscriptionChange,
 };
 use imgate_domain::UserId;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
@@ -53,6 +54,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// the queue is full or the writer knows Redis is not answering (it failed to write, the
 /// subscriber connection was lost, or Redis never answered yet); it never waits. A pipeline
 /// that fails loses the messages in it; the rest of the queue waits for Redis to answer.
+/// `publish_confirmed` resolves when Redis answered its `PUBLISH` (or the pipeline failed).
 ///
 /// A subscription change is queued when it is called and resolves once Redis confirmed it.
 /// While the subscriber connection is down, a subscribe resolves to `Unavailable`, but is kept
@@ -86,6 +88,8 @@ struct Shared {
 struct Outgoing {
     channel: String,
     payload: Bytes,
+    /// Told once Redis answered the message's `PUBLISH` (Redis has ordered it), or failed.
+    confirm: Option<oneshot::Sender<Result<(), BackplaneError>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +173,39 @@ impl RedisBackplane {
         self.cancel.cancel();
     }
 
+    /// Queues `message` for the writer, which tells `confirm` how its `PUBLISH` went.
+    fn enqueue(
+        &self,
+        message: &BackplaneMessage,
+        confirm: Option<oneshot::Sender<Result<(), BackplaneError>>>,
+    ) -> Result<(), BackplaneError> {
+        if !self.shared.writable.load(Ordering::Acquire) {
+            telemetry::publish_refused("unavailable");
+            return Err(unavailable("redis is not answering"));
+        }
+        let channel = match &message.audience {
+            Audience::All => self.shared.all_channel.clone(),
+            Audience::User(user) => self.shared.keys.user_channel(user),
+        };
+        let payload = wire::encode(&self.shared.node_id, message);
+        let outgoing = Outgoing {
+            channel,
+            payload,
+            confirm,
+        };
+        match self.outgoing.try_send(outgoing) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                telemetry::publish_refused("queue_full");
+                Err(unavailable("the backplane's publish queue is full"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                telemetry::publish_refused("unavailable");
+                Err(unavailable("the backplane is shut down"))
+            }
+        }
+    }
+
     fn change(&self, direction: Direction, user: &UserId) -> SubscriptionChange {
         let (done, outcome) = oneshot::channel();
         let change = Change {
@@ -197,26 +234,22 @@ impl Backplane for RedisBackplane {
     }
 
     fn publish(&self, message: &BackplaneMessage) -> Result<(), BackplaneError> {
-        if !self.shared.writable.load(Ordering::Acquire) {
-            telemetry::publish_refused("unavailable");
-            return Err(unavailable("redis is not answering"));
+        self.enqueue(message, None)
+    }
+
+    /// Resolves once Redis answered the `PUBLISH`: Redis runs commands one at a time, so a
+    /// message published after that, by any node, reaches every subscriber after this one.
+    fn publish_confirmed(&self, message: &BackplaneMessage) -> Confirmation {
+        let (confirm, confirmed) = oneshot::channel();
+        if let Err(error) = self.enqueue(message, Some(confirm)) {
+            return futures::future::ready(Err(error)).boxed();
         }
-        let channel = match &message.audience {
-            Audience::All => self.shared.all_channel.clone(),
-            Audience::User(user) => self.shared.keys.user_channel(user),
-        };
-        let payload = wire::encode(&self.shared.node_id, message);
-        match self.outgoing.try_send(Outgoing { channel, payload }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                telemetry::publish_refused("queue_full");
-                Err(unavailable("the backplane's publish queue is full"))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                telemetry::publish_refused("unavailable");
-                Err(unavailable("the backplane is shut down"))
-            }
+        async move {
+            confirmed
+                .await
+                .unwrap_or_else(|_| Err(unavailable("the backplane is shut down")))
         }
+        .boxed()
     }
 
     fn subscribe(&self, user: &UserId) -> SubscriptionChange {
@@ -240,7 +273,8 @@ impl Shared {
     }
 
     /// Hands a message from the subscriber connection to the receiver, unless it is this
-    /// node's own, unreadable, or for a user this node no longer wants.
+    /// node's own (but for a host's invocation), unreadable, or for a user this node no
+    /// longer wants.
     fn handle(&self, message: &Msg, subscriptions: &mut Subscriptions) {
         let bytes = Bytes::copy_from_slice(message.get_payload_bytes());
         let (origin, message) = match wire::decode(bytes) {
@@ -250,9 +284,10 @@ impl Shared {
                 return;
             }
         };
-        if origin == self.node_id {
+        if origin == self.node_id && !matches!(message.payload, Payload::Host { .. }) {
             // Its own message, echoed because this node listens to the same channel; the
-            // publishing node delivered it locally already.
+            // publishing node delivered it locally already. A host's invocation is the
+            // exception: every node hands those over as Redis ordered them, this one too.
             return;
         }
         if let Audience::User(user) = &message.audience {
@@ -346,14 +381,27 @@ async fn write_loop(
                 .ignore();
         }
         let count = batch.len();
-        batch.clear();
-        match shared.redis.pipeline::<()>(&pipe).await {
+        let confirms: Vec<_> = batch
+            .drain(..)
+            .filter_map(|message| message.confirm)
+            .collect();
+        let outcome = shared.redis.pipeline::<()>(&pipe).await;
+        match &outcome {
             Ok(()) => telemetry::published(count),
             Err(error) => {
-                telemetry::send_failed(count, &error);
+                telemetry::send_failed(count, error);
                 failed = true;
                 shared.writable.store(false, Ordering::Release);
             }
+        }
+        for confirm in confirms {
+            // The caller may have stopped waiting; nothing is owed to it then.
+            let _ = confirm.send(
+                outcome
+                    .as_ref()
+                    .copied()
+                    .map_err(|error| unavailable(format!("PUBLISH failed: {error}"))),
+            );
         }
     }
 }

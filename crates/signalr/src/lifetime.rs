@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use bytestring::ByteString;
 use imgate_domain::ports::{
@@ -87,23 +88,6 @@ struct Registry {
     by_key: HashMap<String, Arc<Connection>>,
     by_id: HashMap<String, Arc<Connection>>,
     users: HashMap<UserId, UserConnections>,
-}
-
-impl Registry {
-    /// Hands `frames` to `user`'s connections; says to how many.
-    fn hand_user(&self, user: &UserId, frames: &Frames) -> usize {
-        self.users
-            .get(user)
-            .map_or(0, |connections| hand(connections, frames))
-    }
-
-    /// Hands `frames` to every connection; says to how many.
-    fn hand_all(&self, frames: &Frames) -> usize {
-        self.users
-            .values()
-            .map(|connections| hand(connections, frames))
-            .sum()
-    }
 }
 
 /// The node's hub connections and the backplane to the other nodes.
@@ -323,12 +307,19 @@ impl HubLifetimeManager {
 
     /// Hands `frames` to `user`'s connections on this node; says to how many.
     pub(crate) fn send_user_here(&self, user: &UserId, frames: &Frames) -> usize {
-        self.lock().hand_user(user, frames)
+        self.lock()
+            .users
+            .get(user)
+            .map_or(0, |connections| hand(connections, frames))
     }
 
     /// Hands `frames` to every connection on this node; says to how many.
     pub(crate) fn send_all_here(&self, frames: &Frames) -> usize {
-        self.lock().hand_all(frames)
+        self.lock()
+            .users
+            .values()
+            .map(|connections| hand(connections, frames))
+            .sum()
     }
 
     pub(crate) fn close_user_here(&self, user: &UserId, reason: &str) {
@@ -550,23 +541,23 @@ impl EventDelivery for HubLifetimeManager {
     }
 }
 
+#[async_trait]
 impl HostChannel for HubLifetimeManager {
-    fn send(&self, audience: &Audience, invocation: &HostInvocation) -> Result<(), BackplaneError> {
-        let frames = Frames::of_invocation(invocation);
-        // Published and handed over under the registry's lock, so every node, this one too,
-        // sees one user's pushes in the order they were accepted.
-        let registry = self.lock();
-        self.backplane.publish(&BackplaneMessage {
+    /// Publishes the invocation and resolves once the backplane has ordered it. Every node,
+    /// this one too, hands it to its connections as it comes back from the backplane, so all
+    /// of them see a user's invocations in that one order.
+    async fn send(
+        &self,
+        audience: &Audience,
+        invocation: &HostInvocation,
+    ) -> Result<(), BackplaneError> {
+        let message = BackplaneMessage {
             audience: audience.clone(),
             payload: Payload::Host {
-                frames: frames.to_wire(),
+                frames: Frames::of_invocation(invocation).to_wire(),
             },
-        })?;
-        count_host_deliveries(match audience {
-            Audience::User(user) => registry.hand_user(user, &frames),
-            Audience::All => registry.hand_all(&frames),
-        });
-        Ok(())
+        };
+        self.backplane.publish_confirmed(&message).await
     }
 
     fn close(&self, user: &UserId, reason: &str) -> Result<(), BackplaneError> {

@@ -138,6 +138,16 @@ impl SuiteNode {
         self.backplane.publish(message).expect("publish");
     }
 
+    /// Publishes `message` and waits until the backplane confirms it is ordered.
+    pub async fn publish_confirmed(&self, message: &BackplaneMessage) {
+        within(
+            "a publish to be confirmed",
+            self.backplane.publish_confirmed(message),
+        )
+        .await
+        .expect("publish_confirmed");
+    }
+
     /// Checks that the next message this node receives is `expected`.
     pub async fn expect(&self, expected: &BackplaneMessage, what: &str) {
         assert_eq!(&self.recorder.next(what).await, expected, "{what}");
@@ -199,8 +209,13 @@ pub fn marker(text: &str) -> BackplaneMessage {
 
 /// A host's invocation of `target` for `user_id`.
 pub fn host(user_id: &str, target: &str) -> BackplaneMessage {
+    host_to(Audience::User(user(user_id)), target)
+}
+
+/// A host's invocation of `target` for `audience`.
+pub fn host_to(audience: Audience, target: &str) -> BackplaneMessage {
     BackplaneMessage {
-        audience: Audience::User(user(user_id)),
+        audience,
         payload: Payload::Host {
             frames: vec![(
                 ProtocolCode::JSON,
@@ -238,6 +253,7 @@ where
     repeated_and_needless_subscription_changes_are_ok(make().await).await;
     subscription_changes_take_effect_in_the_order_of_the_calls(make().await).await;
     publishing_never_waits_and_a_burst_arrives_whole_in_order(make().await).await;
+    host_invocations_reach_the_publisher_too_in_one_order_on_every_node(make().await).await;
 }
 
 async fn a_user_message_reaches_every_other_subscribed_node_once_in_order_as_published(
@@ -296,6 +312,43 @@ async fn the_publisher_does_not_get_its_own_messages_back([a, b, _c]: [SuiteNode
         "b's marker on a, with none of a's own messages before it",
     )
     .await;
+}
+
+async fn host_invocations_reach_the_publisher_too_in_one_order_on_every_node(
+    [a, b, c]: [SuiteNode; 3],
+) {
+    a.subscribe("alice").await;
+    b.subscribe("alice").await;
+    // Each published once the one before was confirmed, by the nodes in turn; c is not
+    // subscribed to alice.
+    let sent = [
+        host("alice", "h1"),
+        host("alice", "h2"),
+        host("alice", "h3"),
+        host("alice", "h4"),
+    ];
+    for (n, message) in sent.iter().enumerate() {
+        [&a, &b, &c][n % 3].publish_confirmed(message).await;
+    }
+    b.publish(&marker("after"));
+    for (n, message) in sent.iter().enumerate() {
+        a.expect(message, &format!("invocation {n} on a")).await;
+        b.expect(message, &format!("invocation {n} on b")).await;
+    }
+    a.expect(&marker("after"), "b's marker on a, after them")
+        .await;
+    c.expect(
+        &marker("after"),
+        "b's marker on c, with none of alice's invocations before it",
+    )
+    .await;
+    // To everyone: every node, the publisher too, subscribed or not.
+    let everyone = host_to(Audience::All, "h5");
+    c.publish_confirmed(&everyone).await;
+    for (node, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        node.expect(&everyone, &format!("the invocation to everyone on {name}"))
+            .await;
+    }
 }
 
 async fn a_message_to_all_reaches_every_other_node_without_subscribing([a, b, c]: [SuiteNode; 3]) {

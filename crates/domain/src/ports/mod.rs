@@ -14,8 +14,8 @@ pub mod provider;
 pub mod token_cache;
 
 pub use backplane::{
-    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, MessageStamp,
-    Payload, ProtocolCode, SubscriptionChange,
+    Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, Confirmation,
+    MessageStamp, Payload, ProtocolCode, SubscriptionChange,
 };
 pub use event_delivery::{EventDelivery, Reach};
 pub use health::HealthCheck;

@@ -106,8 +106,9 @@ impl HostRealtime {
         }
     }
 
-    /// Sends `invocation` to every hub connection of `audience` on every node.
-    pub fn push(
+    /// Sends `invocation` to every hub connection of `audience` on every node; resolves once it
+    /// is ordered (see [`HostChannel::send`]).
+    pub async fn push(
         &self,
         audience: &Audience,
         invocation: &HostInvocation,
@@ -120,7 +121,7 @@ impl HostRealtime {
             Audience::User(_) => "user",
             Audience::All => "all",
         };
-        match self.channel.send(audience, invocation) {
+        match self.channel.send(audience, invocation).await {
             Ok(()) => {
                 metrics::counter!("imgate_host_pushes_total", "audience" => kind).increment(1);
                 Ok(())
@@ -196,8 +197,9 @@ mod tests {
         down: bool,
     }
 
+    #[async_trait]
     impl HostChannel for Recorded {
-        fn send(
+        async fn send(
             &self,
             audience: &Audience,
             invocation: &HostInvocation,
@@ -248,14 +250,15 @@ mod tests {
         Audience::User(UserId::parse("bob").unwrap())
     }
 
-    #[test]
-    fn a_valid_push_goes_out_with_its_arguments_as_sent() {
+    #[tokio::test]
+    async fn a_valid_push_goes_out_with_its_arguments_as_sent() {
         let channel = Arc::new(Recorded::default());
         let host = service(channel.clone());
         host.push(
             &bob(),
             &invocation("orders.shipped", r#"[ {"id":7}, "x" ]"#),
         )
+        .await
         .unwrap();
         assert_eq!(
             channel.sent.lock().unwrap().as_slice(),
@@ -267,8 +270,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bad_targets_and_arguments_are_refused_naming_the_field() {
+    #[tokio::test]
+    async fn bad_targets_and_arguments_are_refused_naming_the_field() {
         let channel = Arc::new(Recorded::default());
         let host = service(channel.clone());
         let long = format!("a{}", "b".repeat(64));
@@ -282,14 +285,20 @@ mod tests {
             long.as_str(),
             "GETROOMMESSAGENOTIFICATION",
         ] {
-            let err = host.push(&bob(), &invocation(target, "[]")).unwrap_err();
+            let err = host
+                .push(&bob(), &invocation(target, "[]"))
+                .await
+                .unwrap_err();
             assert!(err.to_string().starts_with("target: "), "{target}: {err}");
         }
         let longest = format!("a{}", "b".repeat(63));
-        host.push(&bob(), &invocation(&longest, "[]")).unwrap();
+        host.push(&bob(), &invocation(&longest, "[]"))
+            .await
+            .unwrap();
         for arguments in ["{}", "1", "\"a\"", "null"] {
             let err = host
                 .push(&bob(), &invocation("notify", arguments))
+                .await
                 .unwrap_err();
             assert_eq!(err.to_string(), "arguments: must be an array");
         }
@@ -312,8 +321,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn declared_targets_decide_after_the_checks_of_form() {
+    #[tokio::test]
+    async fn declared_targets_decide_after_the_checks_of_form() {
         let channel = Arc::new(Recorded::default());
         let host = HostRealtime::new(
             channel.clone(),
@@ -322,28 +331,38 @@ mod tests {
             Arc::new(OnlyNotify),
         );
         host.push(&bob(), &invocation("notify", r#"["hi"]"#))
+            .await
             .unwrap();
-        let refused = |target: &str, arguments: &str| {
-            host.push(&bob(), &invocation(target, arguments))
-                .unwrap_err()
-                .to_string()
+        let refused = |target: &'static str, arguments: &'static str| {
+            let host = &host;
+            async move {
+                host.push(&bob(), &invocation(target, arguments))
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
         };
-        assert_eq!(refused("notify", "[1]"), "arguments[0]: must be a string");
-        assert!(refused("other", "[]").starts_with("target: 'other' is not declared"));
+        assert_eq!(
+            refused("notify", "[1]").await,
+            "arguments[0]: must be a string"
+        );
+        assert!(refused("other", "[]")
+            .await
+            .starts_with("target: 'other' is not declared"));
         // Form comes first: a reserved or malformed target never reaches the declarations.
-        assert!(refused("Typing", "[]").contains("chat targets"));
-        assert_eq!(refused("notify", "{}"), "arguments: must be an array");
+        assert!(refused("Typing", "[]").await.contains("chat targets"));
+        assert_eq!(refused("notify", "{}").await, "arguments: must be an array");
         assert_eq!(channel.sent.lock().unwrap().len(), 1);
     }
 
-    #[test]
-    fn a_backplane_down_is_unavailable() {
+    #[tokio::test]
+    async fn a_backplane_down_is_unavailable() {
         let host = service(Arc::new(Recorded {
             down: true,
             ..Recorded::default()
         }));
         assert!(matches!(
-            host.push(&Audience::All, &invocation("notify", "[]")),
+            host.push(&Audience::All, &invocation("notify", "[]")).await,
             Err(HostRealtimeError::Unavailable(_))
         ));
     }

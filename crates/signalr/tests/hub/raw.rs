@@ -958,10 +958,15 @@ async fn two_nodes_on_one_backplane_deliver_each_message_once_everywhere_and_clo
         arguments: serde_json::value::RawValue::from_string(format!("[\"{text}\"]")).unwrap(),
     };
     let alice = Audience::User(UserId::parse("alice").unwrap());
-    a.hub.manager().send(&alice, &invocation("yours")).unwrap();
+    a.hub
+        .manager()
+        .send(&alice, &invocation("yours"))
+        .await
+        .unwrap();
     a.hub
         .manager()
         .send(&Audience::All, &invocation("all"))
+        .await
         .unwrap();
     for (socket, expected) in [
         (&mut alice_a, &["yours", "all"][..]),

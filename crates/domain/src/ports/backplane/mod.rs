@@ -1,7 +1,8 @@
 //! `Backplane`: moves hub messages, already encoded, between the nodes that share it.
 //!
 //! A node delivers to its own connections itself; the backplane carries a message only to the
-//! other nodes. What crosses is [`wire`]'s versioned format, never the domain's serde types,
+//! other nodes, except a host's invocation, which every node, the publisher too, takes from
+//! the backplane so that all hand them over in one order. What crosses is [`wire`]'s versioned format, never the domain's serde types,
 //! so a rolling upgrade cannot silently change it.
 
 pub mod wire;
@@ -80,7 +81,7 @@ pub enum Payload {
         frames: Vec<(ProtocolCode, Bytes)>,
     },
     /// A host's invocation: sent as [`Payload::Frames`] without a stamp is, and counted as the
-    /// host's deliveries.
+    /// host's deliveries. It also reaches the publishing node, in the backplane's order.
     Host {
         /// The encoded invocation per protocol.
         frames: Vec<(ProtocolCode, Bytes)>,
@@ -101,9 +102,10 @@ pub struct BackplaneMessage {
     pub payload: Payload,
 }
 
-/// What a node does with the messages other nodes publish.
+/// What a node does with the messages the nodes publish.
 pub trait BackplaneReceiver: Send + Sync {
-    /// A message another node published for an audience this node is subscribed to.
+    /// A message another node published for an audience this node is subscribed to, or a
+    /// host's invocation this node published.
     fn receive(&self, message: BackplaneMessage);
     /// The link to the other nodes was lost and is back, with every subscription renewed;
     /// what they published meanwhile did not arrive.
@@ -117,6 +119,11 @@ pub trait BackplaneReceiver: Send + Sync {
 ///   subscribed to that user, as it was published; nodes not subscribed get nothing, and the
 ///   publishing node does not get it back.
 /// - A message published to [`Audience::All`] reaches every other node, subscribed or not.
+/// - A host's invocation ([`Payload::Host`]) also reaches the publishing node, under the same
+///   rule of audience, so every node receives host invocations in one order: the backplane's.
+/// - `publish_confirmed` resolves once the backplane holds the message in that order: a
+///   message published after it resolved, by any node, reaches every node after it. When that
+///   cannot be known it fails with `Unavailable` (and the message may have gone out).
 /// - After `unsubscribe` a node gets nothing more for that user; subscribing twice, or
 ///   unsubscribing a user never subscribed, is `Ok(())`.
 /// - Subscriptions take effect in the order of the calls, whenever their futures are awaited:
@@ -128,11 +135,16 @@ pub trait Backplane: Send + Sync {
     fn attach(&self, receiver: Weak<dyn BackplaneReceiver>);
     /// Sends `message` to the other nodes without waiting.
     fn publish(&self, message: &BackplaneMessage) -> Result<(), BackplaneError>;
+    /// Sends `message` as `publish` does; resolves once the backplane has ordered it.
+    fn publish_confirmed(&self, message: &BackplaneMessage) -> Confirmation;
     /// Starts receiving `user`'s messages; the future resolves once that is in effect.
     fn subscribe(&self, user: &UserId) -> SubscriptionChange;
     /// Stops receiving `user`'s messages; the future resolves once that is in effect.
     fn unsubscribe(&self, user: &UserId) -> SubscriptionChange;
 }
+
+/// A published message, resolving once the backplane has ordered it (or failed).
+pub type Confirmation = futures::future::BoxFuture<'static, Result<(), BackplaneError>>;
 
 /// A queued subscription change, resolving once it is in effect (or failed).
 pub type SubscriptionChange = futures::future::BoxFuture<'static, Result<(), BackplaneError>>;
