@@ -10,6 +10,7 @@ mod isolation;
 mod journey;
 mod limits;
 mod nodes;
+mod openapi_contract;
 mod rate_limit;
 mod realtime;
 mod redis_outage;

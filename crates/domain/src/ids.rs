@@ -24,6 +24,16 @@ pub enum IdError {
 /// Longest identifier accepted from a host application; provider ids are far shorter.
 pub const MAX_ID_LEN: usize = 128;
 
+/// The rule of [`check_id`] as a JSON Schema (ECMA-262) pattern, for the OpenAPI document: no
+/// control character (`char::is_control`, Unicode `Cc`) anywhere, and at least one character
+/// that is neither that nor white space (`char::is_whitespace`, Unicode `White_Space`). The
+/// length limit, [`MAX_ID_LEN`] characters, goes beside it as `maxLength`.
+pub const ID_PATTERN: &str = concat!(
+    r"^[^\u0000-\u001f\u007f-\u009f]*",
+    r"[^\u0000-\u001f\u007f-\u009f \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"[^\u0000-\u001f\u007f-\u009f]*$"
+);
+
 fn check_id(value: &str) -> Result<(), IdError> {
     if value.trim().is_empty() {
         return Err(IdError::Empty);

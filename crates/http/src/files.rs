@@ -13,10 +13,14 @@ use imgate_domain::model::{FileUpload, Message, MAX_TEXT_CHARS};
 use imgate_domain::services::ChatService;
 use imgate_domain::FileId;
 use tokio::sync::mpsc;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 
 use crate::auth::EndUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::params;
+use crate::params::{self, Id};
 
 /// Upload settings.
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +29,52 @@ pub struct UploadLimits {
     pub max_file_bytes: u64,
 }
 
+/// The multipart form of an upload, for the OpenAPI document: what [`upload`] reads.
+pub struct UploadForm;
+
+impl utoipa::PartialSchema for UploadForm {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "text",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_TEXT_CHARS))
+                    .description(Some(format!(
+                        "Posted with the file, at most {MAX_TEXT_CHARS} characters; only white \
+                         space counts as none. It must come before `file`."
+                    ))),
+            )
+            .property(
+                "file",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                    .description(Some(
+                        "The file, with a filename; its Content-Type is kept (application/octet-stream when absent).",
+                    )),
+            )
+            .required("file")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UploadForm {}
+
 /// Chunks in flight between the client's upload and the provider's; small, so a slow provider
 /// slows the client rather than filling memory.
 const PIPE_CHUNKS: usize = 8;
 
 /// Uploads a file into a room and posts it as a message. Multipart fields: `text` (optional,
 /// must come before the file) and `file`.
-#[utoipa::path(post, path = "/api/v1/rooms/{roomId}/files", tag = "files", security(("bearer" = [])),
-    params(("roomId" = String, Path)),
-    request_body(content_type = "multipart/form-data", description = "fields `text` (optional, first) and `file`"),
-    responses((status = 201, body = Message), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/rooms/{roomId}/files", operation_id = "uploadFile", tag = "files", security(("bearer" = [])),
+    params(("roomId" = Id, Path)),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "fields `text` (optional, first) and `file`"),
+    responses((status = 201, body = Message),
+        (status = 413, description = "The file is over `server.max_upload_bytes`", body = ErrorBody),
+        (status = 503, description = "The provider is unavailable, or it renewed the caller's session during the upload: send the file again", body = ErrorBody)))]
 pub async fn upload(
     user: EndUser,
     chat: web::Data<ChatService>,
@@ -142,9 +182,9 @@ fn pipe(
 }
 
 /// Downloads a file through the gateway, with the caller's provider credentials.
-#[utoipa::path(get, path = "/api/v1/files/{fileId}/{name}", tag = "files", security(("bearer" = [])),
-    params(("fileId" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "The file's bytes"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/files/{fileId}/{name}", operation_id = "downloadFile", tag = "files", security(("bearer" = [])),
+    params(("fileId" = Id, Path), ("name" = String, Path, min_length = 1, description = "The file's name, as in `file.url`")),
+    responses((status = 200, description = "The file's bytes", content_type = "*/*")))]
 pub async fn download(
     user: EndUser,
     chat: web::Data<ChatService>,
@@ -162,4 +202,20 @@ pub async fn download(
         response.no_chunking(size);
     }
     Ok(response.streaming(download.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_text_before_file_as_the_upload_reads_them() {
+        // Generated clients send the parts in the schema's order; `text` after the file would
+        // reach the handler once the file was posted already.
+        let schema =
+            serde_json::to_string(&<UploadForm as utoipa::PartialSchema>::schema()).unwrap();
+        let properties = &schema[schema.find("\"properties\"").unwrap()..];
+        let position = |name: &str| properties.find(&format!("\"{name}\":")).unwrap();
+        assert!(position("text") < position("file"), "{schema}");
+    }
 }

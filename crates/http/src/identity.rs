@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::auth::Authenticator;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 
 /// The caller as the gateway sees it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,11 +27,10 @@ pub struct Identity {
 }
 
 /// Who the caller is: an end user by JWT, or the host back end by API key.
-#[utoipa::path(get, path = "/api/v1/me", tag = "identity",
+#[utoipa::path(get, path = "/api/v1/me", operation_id = "me", tag = "identity",
     security(("bearer" = []), ("api_key" = [])),
     responses(
-        (status = 200, description = "The caller", body = Identity),
-        (status = 401, description = "Missing, malformed, expired or wrongly signed credentials", body = ErrorBody)))]
+        (status = 200, description = "The caller", body = Identity)))]
 pub async fn me(
     req: HttpRequest,
     auth: web::Data<Authenticator>,

@@ -3,6 +3,8 @@
 //! ([`error::ApiError`]) and the OpenAPI document generated from the handlers.
 //!
 //! It holds no business logic: handlers parse, call a domain service, and map the result.
+//! The document lists every status each route can answer ([`statuses`]) and the constraints
+//! the routes check on what they take ([`params`]).
 //! The app mounts everything with [`configure`].
 
 pub mod auth;
@@ -20,6 +22,7 @@ pub mod params;
 pub mod rate_limit;
 pub mod rooms;
 pub mod session;
+pub mod statuses;
 pub mod telemetry;
 pub mod users;
 
@@ -35,6 +38,7 @@ use utoipa::OpenApi;
 use crate::auth::Authenticator;
 use crate::error::{ApiError, ErrorBody};
 use crate::ops::Readiness;
+use crate::statuses::StatusRules;
 
 /// The generated OpenAPI document.
 #[derive(OpenApi)]
@@ -47,6 +51,7 @@ use crate::ops::Readiness;
         host_realtime::push_user, host_realtime::broadcast, host_realtime::presence, host_realtime::close),
     components(schemas(
         ErrorBody,
+        params::Id,
         ops::HealthBody,
         identity::Identity,
         users::UpsertUser,
@@ -66,7 +71,7 @@ use crate::ops::Readiness;
         imgate_domain::model::HistoryPage,
         imgate_domain::model::UnreadSummary,
     )),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &StatusRules),
 )]
 pub struct ApiDoc;
 

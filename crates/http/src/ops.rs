@@ -41,7 +41,7 @@ pub struct HealthBody {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "The process is up", body = HealthBody)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthBody {
@@ -53,7 +53,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// The provider (and Redis, when used) answer and the admin agent is logged in; provider
 /// settings the gateway would like changed are listed under `warnings`.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = HealthBody),
         (status = 503, description = "A dependency is not usable", body = HealthBody)))]
@@ -91,7 +91,7 @@ pub async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok()
@@ -100,7 +100,7 @@ pub async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
 }
 
 /// This API's OpenAPI document, generated from the handlers.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::ApiDoc::openapi())

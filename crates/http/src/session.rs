@@ -29,8 +29,9 @@ pub struct SessionBody {
 }
 
 /// Frontend mode: the caller's provider credentials for the provider's own realtime API.
-#[utoipa::path(post, path = "/api/v1/session", tag = "session", security(("bearer" = [])),
-    responses((status = 200, body = SessionBody), (status = 403, description = "Frontend mode is off", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/session", operation_id = "createSession", tag = "session", security(("bearer" = [])),
+    responses((status = 200, body = SessionBody),
+        (status = 403, description = "Frontend mode is off (`realtime.mode` is `backend`), or the user has no chat account", body = ErrorBody)))]
 pub async fn create(
     user: EndUser,
     chat: web::Data<ChatService>,
@@ -54,8 +55,8 @@ pub async fn create(
 }
 
 /// Logs the caller out of the provider and drops the cached session.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(("bearer" = [])),
-    responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/session", operation_id = "deleteSession", tag = "session", security(("bearer" = [])),
+    responses((status = 204, description = "Logged out of the provider")))]
 pub async fn delete(user: EndUser, chat: web::Data<ChatService>) -> Result<HttpResponse, ApiError> {
     chat.logout(&user.id).await?;
     Ok(HttpResponse::NoContent().finish())
