@@ -105,3 +105,70 @@ async fn the_document_holds_for_an_end_user() {
 async fn the_document_holds_for_the_host_back_end() {
     fuzz_as("host", |_| format!("X-Api-Key: {API_KEY}")).await;
 }
+
+/// Where openapi-typescript, openapi-fetch and TypeScript are (`make test-deps`).
+fn typescript_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/openapi");
+    assert!(
+        dir.join("node_modules/.bin/openapi-typescript").exists(),
+        "openapi-typescript is not installed: run `bash tests/clients/openapi/setup.sh`"
+    );
+    dir
+}
+
+/// Type-checks `client` (strict) against the types openapi-typescript generates from
+/// `document`; the compiler's complaints when it does not.
+fn type_check(document: &serde_json::Value, client: &str) -> Result<(), String> {
+    let dir = typescript_dir();
+    // Inside the clients folder, so that the client finds openapi-fetch there.
+    let work = dir.join(format!("generated/{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("openapi.json"), document.to_string()).unwrap();
+    std::fs::write(work.join("typed-client.ts"), client).unwrap();
+    let generated = Command::new(dir.join("node_modules/.bin/openapi-typescript"))
+        .arg(work.join("openapi.json"))
+        .arg("--output")
+        .arg(work.join("api-types.ts"))
+        .output()
+        .expect("openapi-typescript runs");
+    assert!(
+        generated.status.success(),
+        "openapi-typescript: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let checked = Command::new(dir.join("node_modules/.bin/tsc"))
+        .args([
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--lib",
+            "es2022,dom",
+        ])
+        .args(["--module", "nodenext", "--moduleResolution", "nodenext"])
+        .arg(work.join("typed-client.ts"))
+        .output()
+        .expect("tsc runs");
+    std::fs::remove_dir_all(&work).ok();
+    if checked.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&checked.stdout).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_typescript_client_generated_from_the_document_type_checks() {
+    let gw = TestGateway::start(&[]).await;
+    let (status, document) = gw.send(gw.get("/openapi.json")).await;
+    assert_eq!(status, 200);
+    let client = std::fs::read_to_string(typescript_dir().join("typed-client.ts")).unwrap();
+    assert_eq!(type_check(&document, &client), Ok(()));
+    // The types hold the contract: a misspelt route and a body of the wrong shape are errors.
+    let misspelt = client.replace("/api/v1/unread", "/api/v1/unreads");
+    assert!(type_check(&document, &misspelt).is_err());
+    let wrong_body = client.replace(r#"text: "hello""#, "text: 42");
+    let complaint = type_check(&document, &wrong_body).unwrap_err();
+    assert!(complaint.contains("number"), "{complaint}");
+    gw.stop().await;
+}
