@@ -13,6 +13,7 @@ pub mod ids;
 pub mod model;
 pub mod ports;
 pub mod services;
+pub mod sync;
 
 pub use event::UserEvent;
 pub use ids::{AuthToken, FileId, MessageId, Password, ProviderUserId, RoomId, UserId};

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -17,6 +17,7 @@ use imgate_domain::ports::{
     Audience, Backplane, BackplaneError, BackplaneMessage, BackplaneReceiver, Confirmation,
     Payload, SubscriptionChange,
 };
+use imgate_domain::sync::lock;
 use imgate_domain::UserId;
 use tokio::sync::mpsc;
 
@@ -62,8 +63,7 @@ struct NodeState {
 
 impl Bus {
     fn nodes(&self) -> MutexGuard<'_, Nodes> {
-        // Every edit of the map is one call, so a poisoned lock still holds a consistent map.
-        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.nodes)
     }
 
     /// Whether the node `key` still wants `audience`'s messages.
@@ -165,12 +165,7 @@ impl Backplane for MemoryBackplane {
             tracing::warn!(node = %self.node.id, "backplane attached twice; keeping the first receiver");
             return;
         }
-        let pending = self
-            .node
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let pending = lock(&self.node.pending).take();
         if let Some(queue) = pending {
             tokio::spawn(deliver(
                 Arc::downgrade(&self.bus),

@@ -1,11 +1,12 @@
 //! `Lease` within one process: enough for one node, where it always wins.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use imgate_domain::ports::{Lease, LeaseError, LeaseToken};
+use imgate_domain::sync::lock;
 use imgate_domain::UserId;
 use tokio::time::Instant;
 
@@ -23,8 +24,7 @@ struct State {
 
 impl MemoryLease {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Each operation edits the map in one step, so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 

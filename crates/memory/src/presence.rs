@@ -2,10 +2,11 @@
 //! [`MemoryPresence`] made from it for one node. A node's counts go when it is dropped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use imgate_domain::ports::{Presence, PresenceError};
+use imgate_domain::sync::lock;
 use imgate_domain::UserId;
 
 /// Each node's connection counts by user; cheap to clone.
@@ -39,8 +40,7 @@ impl PresenceBoard {
     }
 
     fn lock(&self) -> MutexGuard<'_, Board> {
-        // Each critical section is one map edit or read.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
 }
 

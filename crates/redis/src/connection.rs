@@ -4,10 +4,11 @@
 //! gateway starts while Redis is down, and its calls fail with the port's `Unavailable` until
 //! Redis answers. Once a `ConnectionManager` exists, it reconnects by itself.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use imgate_domain::sync::lock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisError, ScriptInvocation};
 
@@ -142,9 +143,7 @@ enum State {
 
 impl LazyManager {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // Every change of the state is one assignment, so a poisoned lock still holds a
-        // consistent one.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The manager, once an attempt (this call's or a running one) has made it.

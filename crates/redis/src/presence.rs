@@ -11,11 +11,12 @@
 //! sends every count again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use imgate_domain::ports::{Presence, PresenceError};
+use imgate_domain::sync::lock;
 use imgate_domain::UserId;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -92,8 +93,7 @@ impl Drop for RedisPresence {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Counts> {
-        // Each critical section is a few map edits.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Sends what changed, in the order it changed, until the node is dropped.

@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use imgate_domain::model::ProviderSession;
 use imgate_domain::ports::{CacheError, LoginError, LoginFuture, ProviderError, TokenCache};
+use imgate_domain::sync::lock;
 use imgate_domain::{AuthToken, UserId};
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -185,8 +186,7 @@ fn decode(raw: &str) -> Result<ProviderSession, CacheError> {
 
 impl Inner {
     fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (u64, Flight)>> {
-        // Every edit of the map is one call, so a poisoned lock still holds a consistent map.
-        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.flights)
     }
 
     /// The whole cross-node protocol for one caller per node: return the cached session,

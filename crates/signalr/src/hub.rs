@@ -2,7 +2,7 @@
 //! [`Hub::shutdown`]. The connections themselves live in the [`HubLifetimeManager`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use crate::config::HubConfig;
 use crate::lifetime::{HubLifetimeManager, Refused};
 use crate::routing::{is_id_shaped, random_id, route_of, routed_id};
 use crate::session;
+use imgate_domain::sync::lock;
 
 /// Inbound items a transport hands to the connection's session task.
 #[derive(Debug)]
@@ -186,11 +187,6 @@ pub struct Hub {
 const ENDED_MEMORY: Duration = Duration::from_secs(600);
 /// At most this many ended ids are remembered (about 100 bytes each).
 const ENDED_CAPACITY: u64 = 100_000;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is one map or option edit, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl Hub {
     /// A hub whose connections `manager` keeps, and that calls `backend` for connection

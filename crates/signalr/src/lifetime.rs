@@ -7,7 +7,7 @@
 //! itself and publishes the same bytes for the others; it never hears itself back.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use imgate_domain::ports::{
     HostChannel, HostInvocation, MessageStamp, Payload, Presence, ProtocolCode, Reach,
     SubscriptionChange,
 };
+use imgate_domain::sync::lock;
 use imgate_domain::{UserEvent, UserId};
 use tokio::sync::mpsc;
 
@@ -216,12 +217,7 @@ impl HubLifetimeManager {
             frames,
             host,
         };
-        if let Some(held) = self
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(user)
-        {
+        if let Some(held) = lock(&self.held).get_mut(user) {
             if held.len() == HELD_PER_USER {
                 held.pop_front();
             }
@@ -232,8 +228,7 @@ impl HubLifetimeManager {
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        // Every critical section is a few map edits and sends, so a poisoned lock is consistent.
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.registry)
     }
 
     /// Sends `frames` to every connection of `user` on this node and the others.
@@ -486,20 +481,11 @@ fn push(connection: &Connection, frames: &Frames) {
 
 impl EventDelivery for HubLifetimeManager {
     fn hold(&self, user: &UserId) {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(user.clone())
-            .or_default();
+        lock(&self.held).entry(user.clone()).or_default();
     }
 
     fn release(&self, user: &UserId) {
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(user)
-            .unwrap_or_default();
+        let held = lock(&self.held).remove(user).unwrap_or_default();
         for received in held {
             self.deliver_received(user, &received);
         }
@@ -511,11 +497,7 @@ impl EventDelivery for HubLifetimeManager {
             _ => None,
         };
         let frames = match &stamp {
-            Some(stamp) => self
-                .recent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_or(stamp, || Frames::of_event(event)),
+            Some(stamp) => lock(&self.recent).get_or(stamp, || Frames::of_event(event)),
             None => Frames::of_event(event),
         };
         let Some(frames) = frames else {

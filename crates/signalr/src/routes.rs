@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use imgate_domain::sync::lock;
 use imgate_http::auth::{Authenticator, EndUser};
 use imgate_http::error::ApiError;
 use serde_json::json;
@@ -353,12 +354,7 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
     }
     // A newer poll replaces a pending one (its client has evidently given up on it).
     let (preempt_tx, preempt_rx) = oneshot::channel();
-    if let Some(previous) = connection
-        .poll_preempt
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .replace(preempt_tx)
-    {
+    if let Some(previous) = lock(&connection.poll_preempt).replace(preempt_tx) {
         let _ = previous.send(());
     }
     let _pending = PendingPoll::new(connection.clone());

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +26,7 @@ use crate::ports::{
     EventDelivery, ImProvider, Lease, LeaseToken, MessageStamp, Reach, RealtimeSignal,
 };
 use crate::services::{SessionService, UserSessions};
+use crate::sync::lock;
 
 /// How far before the last event seen the gap fill starts, for clock differences between the
 /// provider's nodes; duplicates this brings are dropped.
@@ -98,8 +99,7 @@ impl UpstreamService {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Online>> {
-        // Every edit of the map is a single call, so a poisoned lock still holds a consistent map.
-        self.online.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.online)
     }
 
     /// `user`'s first connection on this node arrived: compete for the user's upstream.
@@ -452,8 +452,7 @@ impl Watch {
 }
 
 fn lock_watch(watch: &Mutex<Watch>) -> MutexGuard<'_, Watch> {
-    // Every edit is one call on plain collections, so a poisoned lock is still consistent.
-    watch.lock().unwrap_or_else(PoisonError::into_inner)
+    lock(watch)
 }
 
 /// Moves one user's upstream signals to the connections.
