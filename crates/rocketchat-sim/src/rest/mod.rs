@@ -1,7 +1,18 @@
 //! The HTTP side: `/api/v1/*` through one dispatcher (faults, auth, rate limit, body
 //! parsing, envelope), `/api/info`, `/file-upload/*` and the `/websocket` upgrade.
 
-mod endpoints;
+// REST v1 endpoint bodies, one module per concern, and the route table naming them all. Each
+// body runs under the store lock and returns the payload keys; shapes follow
+// docs/rocketchat-wire.md (7.x superset unless the version says otherwise).
+mod auth;
+mod chat;
+mod params;
+mod rooms;
+mod routes;
+mod settings;
+mod subscriptions;
+mod uploads;
+mod users;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -391,7 +402,7 @@ async fn api_v1(
     }
     let (name, params) = split_endpoint(&path.into_inner());
     let method = req.method().clone();
-    let Some(route) = endpoints::route(&method, &name, version) else {
+    let Some(route) = routes::route(&method, &name, version) else {
         return render_error(&ApiError::NotFound, version);
     };
 
