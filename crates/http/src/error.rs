@@ -8,6 +8,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use imgate_domain::ports::{BackplaneError, CacheError, ProviderError};
 use imgate_domain::services::{AdminError, HostRealtimeError, SessionError};
+use imgate_domain::ClientError;
 use serde::Serialize;
 
 /// The error body every non-2xx answer carries.
@@ -75,7 +76,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> &'static str {
+    /// The envelope's stable `error` code.
+    pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -135,83 +137,45 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<ProviderError> for ApiError {
-    fn from(err: ProviderError) -> Self {
+impl From<ClientError> for ApiError {
+    fn from(err: ClientError) -> Self {
         match err {
-            // A user's session is renewed before we get here; one that is still refused, or a
-            // refused login, means the gateway's provider credentials for them are wrong.
-            ProviderError::SessionExpired => {
-                Self::ProviderError(format!("provider refused the gateway's credentials: {err}"))
-            }
-            // A user login refused: the host never mirrored this user, or deleted them.
-            ProviderError::InvalidCredentials => Self::Forbidden(
-                "this user has no chat account; the host application must create it first".into(),
-            ),
-            ProviderError::Forbidden(message) => Self::Forbidden(message),
-            ProviderError::NotFound(message) => Self::NotFound(message),
-            ProviderError::Conflict(message) => Self::Conflict(message),
-            ProviderError::Invalid { field, message } => {
-                Self::Invalid(format!("{field}: {message}"))
-            }
-            ProviderError::RateLimited { retry_after } => Self::RateLimited {
-                message: "the chat provider is rate limiting, retry later".into(),
+            ClientError::Invalid(text) => Self::Invalid(text),
+            ClientError::Forbidden(text) => Self::Forbidden(text),
+            ClientError::NotFound(text) => Self::NotFound(text),
+            ClientError::Conflict(text) => Self::Conflict(text),
+            ClientError::RateLimited { retry_after } => Self::RateLimited {
+                message: ClientError::RateLimited { retry_after }.message(),
                 retry_after,
             },
-            ProviderError::Unavailable(detail) => Self::ProviderUnavailable(detail),
-            ProviderError::BadResponse(detail) => Self::ProviderError(detail),
-        }
-    }
-}
-
-impl From<CacheError> for ApiError {
-    fn from(err: CacheError) -> Self {
-        Self::ServiceUnavailable {
-            what: "the gateway's token cache",
-            detail: err.to_string(),
-        }
-    }
-}
-
-impl From<BackplaneError> for ApiError {
-    fn from(err: BackplaneError) -> Self {
-        Self::ServiceUnavailable {
-            what: "the gateway's event backplane",
-            detail: err.to_string(),
-        }
-    }
-}
-
-impl From<HostRealtimeError> for ApiError {
-    fn from(err: HostRealtimeError) -> Self {
-        match err {
-            HostRealtimeError::Invalid(message) => Self::Invalid(message),
-            HostRealtimeError::Unavailable(detail) => Self::ServiceUnavailable {
-                what: "the gateway's event backplane",
-                detail,
-            },
-        }
-    }
-}
-
-impl From<SessionError> for ApiError {
-    fn from(err: SessionError) -> Self {
-        match err {
-            SessionError::Provider(err) => err.into(),
-            SessionError::Cache(err) => err.into(),
-        }
-    }
-}
-
-impl From<AdminError> for ApiError {
-    fn from(err: AdminError) -> Self {
-        match err {
-            AdminError::LoginRefused => {
-                Self::ProviderError("the provider refused the admin agent's credentials".into())
+            ClientError::ProviderUnavailable(detail) => Self::ProviderUnavailable(detail),
+            ClientError::ProviderError(detail) => Self::ProviderError(detail),
+            ClientError::ServiceUnavailable { what, detail } => {
+                Self::ServiceUnavailable { what, detail }
             }
-            AdminError::Provider(err) => err.into(),
         }
     }
 }
+
+/// Every domain error reaches a client through [`ClientError`]'s one table.
+macro_rules! through_client_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for ApiError {
+            fn from(err: $error) -> Self {
+                ClientError::from(err).into()
+            }
+        }
+    )*};
+}
+
+through_client_error!(
+    ProviderError,
+    CacheError,
+    BackplaneError,
+    HostRealtimeError,
+    SessionError,
+    AdminError
+);
 
 /// Bad query strings become `invalid_request` naming the parameter.
 pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use imgate_domain::event::SubscriptionChange;
 use imgate_domain::model::{Message, Room};
-use imgate_domain::ports::{HostInvocation, MessageStamp, ProviderError};
-use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
+use imgate_domain::ports::{HostInvocation, MessageStamp};
+use imgate_domain::{ClientError, MessageId, RoomId, UserEvent, UserId};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -29,18 +29,12 @@ pub struct Caller {
 /// [`HubError::client_message`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// A bad argument; the text names it and is shown to the client.
+    /// A bad argument of a hub method; the text names it and is shown to the client.
     #[error("{0}")]
     Invalid(String),
-    /// The room or message does not exist or the caller cannot see it.
-    #[error("{0}")]
-    NotFound(String),
-    /// The caller may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The provider or a gateway dependency is down; the detail goes to the log only.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// A service's failure, as [`ClientError`]'s table says every client sees it.
+    #[error("{}", .0.detail().map_or_else(|| .0.message(), str::to_owned))]
+    Client(ClientError),
     /// Anything else; the detail goes to the log only.
     #[error("internal: {0}")]
     Internal(String),
@@ -50,29 +44,26 @@ impl HubError {
     /// The text a client sees in its completion's `error`; internals stay in the log.
     pub fn client_message(&self) -> String {
         match self {
-            Self::Invalid(text) | Self::NotFound(text) | Self::Forbidden(text) => text.clone(),
-            Self::Unavailable(_) => "the chat provider is unavailable, retry later".into(),
+            Self::Invalid(text) => text.clone(),
+            Self::Client(err) => err.message(),
             Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// Whether the failure is the gateway's or its provider's rather than the caller's, so
+    /// worth a warning in the log.
+    pub fn is_fault(&self) -> bool {
+        match self {
+            Self::Invalid(_) => false,
+            Self::Client(err) => err.detail().is_some(),
+            Self::Internal(_) => true,
         }
     }
 }
 
-impl From<ProviderError> for HubError {
-    fn from(err: ProviderError) -> Self {
-        match err {
-            ProviderError::Forbidden(text) => Self::Forbidden(text),
-            ProviderError::NotFound(text) => Self::NotFound(text),
-            ProviderError::Conflict(text) => Self::Invalid(text),
-            ProviderError::Invalid { field, message } => {
-                Self::Invalid(format!("{field}: {message}"))
-            }
-            ProviderError::RateLimited { .. } | ProviderError::Unavailable(_) => {
-                Self::Unavailable(err.to_string())
-            }
-            ProviderError::SessionExpired
-            | ProviderError::InvalidCredentials
-            | ProviderError::BadResponse(_) => Self::Internal(err.to_string()),
-        }
+impl<E: Into<ClientError>> From<E> for HubError {
+    fn from(err: E) -> Self {
+        Self::Client(err.into())
     }
 }
 
@@ -341,6 +332,7 @@ pub fn event_frame(event: &UserEvent) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imgate_domain::ports::ProviderError;
     use serde_json::json;
 
     fn room(id: &str) -> RoomId {
@@ -444,13 +436,16 @@ mod tests {
 
     #[test]
     fn error_details_stay_in_the_log() {
+        let down = HubError::from(ProviderError::Unavailable("10.0.0.1 refused".into()));
+        assert_eq!(down.client_message(), "the chat provider is unavailable");
+        assert!(down.to_string().contains("10.0.0.1"), "{down}");
+        assert!(down.is_fault());
+        let missing = HubError::from(ProviderError::NotFound("room r1 not found".into()));
+        assert_eq!(missing.client_message(), "room r1 not found");
+        assert!(!missing.is_fault());
         assert_eq!(
-            HubError::Unavailable("redis at 10.0.0.1 down".into()).client_message(),
-            "the chat provider is unavailable, retry later"
-        );
-        assert_eq!(
-            HubError::NotFound("room r1 not found".into()).client_message(),
-            "room r1 not found"
+            HubError::Internal("a bug at line 7".into()).client_message(),
+            "internal error"
         );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use imgate_domain::model::{Message, NewMessage};
 use imgate_domain::ports::MessageStamp;
-use imgate_domain::services::{ChatService, SessionError, UpstreamService};
+use imgate_domain::services::{ChatService, UpstreamService};
 use imgate_domain::{RoomId, UserId};
 
 use crate::backend::{Caller, HubBackend, HubError};
@@ -21,15 +21,6 @@ impl DomainBackend {
     /// A backend on these services.
     pub fn new(chat: Arc<ChatService>, upstreams: Arc<UpstreamService>) -> Self {
         Self { chat, upstreams }
-    }
-}
-
-impl From<SessionError> for HubError {
-    fn from(err: SessionError) -> Self {
-        match err {
-            SessionError::Provider(err) => err.into(),
-            SessionError::Cache(err) => Self::Unavailable(err.to_string()),
-        }
     }
 }
 

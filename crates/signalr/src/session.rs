@@ -531,11 +531,10 @@ impl Session<'_> {
             }
             Err(err) => {
                 telemetry::invocation(method, "error");
-                match &err {
-                    HubError::Unavailable(_) | HubError::Internal(_) => {
-                        tracing::warn!(method, error = %err, "hub method failed");
-                    }
-                    _ => tracing::debug!(method, error = %err, "hub method refused"),
+                if err.is_fault() {
+                    tracing::warn!(method, error = %err, "hub method failed");
+                } else {
+                    tracing::debug!(method, error = %err, "hub method refused");
                 }
                 Err(err.client_message())
             }

@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpServer};
 use async_trait::async_trait;
 use imgate_domain::model::{Message, Sender};
 use imgate_domain::ports::{EventDelivery, MessageStamp, Reach};
-use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
+use imgate_domain::{ClientError, MessageId, RoomId, UserEvent, UserId};
 use imgate_http::auth::{mint_hs256, AuthSettings, Authenticator, JwtKey};
 use imgate_memory::MemoryBackplane;
 use imgate_signalr::{Caller, Hub, HubBackend, HubConfig, HubError, HubLifetimeManager};
@@ -69,7 +69,9 @@ impl RecordingBackend {
 impl HubBackend for RecordingBackend {
     async fn connection_opened(&self, caller: &Caller) -> Result<(), HubError> {
         if caller.user.as_str() == "refused" {
-            return Err(HubError::Forbidden("this user may not connect".into()));
+            return Err(HubError::Client(ClientError::Forbidden(
+                "this user may not connect".into(),
+            )));
         }
         self.record(format!("opened:{}", caller.user));
         Ok(())
@@ -108,7 +110,9 @@ impl HubBackend for RecordingBackend {
     ) -> Result<Message, HubError> {
         self.record(format!("send:{}:{room}:{text}", caller.user));
         if room.as_str() == "forbidden" {
-            return Err(HubError::Forbidden("not a member of room forbidden".into()));
+            return Err(HubError::Client(ClientError::Forbidden(
+                "not a member of room forbidden".into(),
+            )));
         }
         Ok(message(&room, &caller.user, &text))
     }
