@@ -7,29 +7,22 @@ use std::process::Command;
 use imgate_testkit::hub_client::HubClient;
 use serde_json::{json, Value};
 
+use crate::clients::{self, Scratch};
 use crate::helpers::{TestGateway, API_KEY};
 
-/// Where the AsyncAPI parser and the typings script are installed (`make test-deps`).
+/// Where the AsyncAPI parser and the typings script are installed.
 fn clients() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/asyncapi");
-    assert!(
-        dir.join("node_modules/@asyncapi/parser/package.json")
-            .exists(),
-        "the AsyncAPI parser is not installed: run `bash tests/clients/asyncapi/setup.sh`"
-    );
-    dir
+    clients::installed("asyncapi", "node_modules/@asyncapi/parser/package.json")
 }
 
 /// Runs `script` of the clients folder on `document`, returning what it printed.
 fn run(script: &str, document: &Value) -> String {
-    let file = std::env::temp_dir().join(format!("imgate-asyncapi-{}.json", std::process::id()));
-    std::fs::write(&file, document.to_string()).unwrap();
+    let scratch = Scratch::new(&clients());
     let output = Command::new("node")
         .arg(clients().join(script))
-        .arg(&file)
+        .arg(scratch.write("asyncapi.json", &document.to_string()))
         .output()
         .expect("node runs");
-    std::fs::remove_file(&file).ok();
     assert!(
         output.status.success(),
         "{script}: {}",
@@ -40,23 +33,9 @@ fn run(script: &str, document: &Value) -> String {
 
 /// Type-checks `app` (strict) with `typings` as its `./hub-types`, against the official client.
 fn compile(typings: &str, app: &str) -> Result<(), String> {
-    // Inside the clients folder, so that the app finds `@microsoft/signalr` there.
-    let dir = clients().join(format!("generated/{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hub-types.ts"), typings).unwrap();
-    std::fs::write(dir.join("typed-app.ts"), app).unwrap();
-    let output = Command::new(clients().join("node_modules/.bin/tsc"))
-        .args(["--noEmit", "--strict", "--target", "es2022"])
-        .args(["--module", "nodenext", "--moduleResolution", "nodenext"])
-        .arg(dir.join("typed-app.ts"))
-        .output()
-        .expect("tsc runs");
-    std::fs::remove_dir_all(&dir).ok();
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
+    let scratch = Scratch::new(&clients());
+    scratch.write("hub-types.ts", typings);
+    clients::type_check(&clients(), &scratch.write("typed-app.ts", app))
 }
 
 /// A gateway whose host declared `notify(notice)` and `orderShipped(order)` and sends no

@@ -1,6 +1,7 @@
 //! End-to-end: the gateway with its embedded defaults, started in-process on a free port and
 //! driven over real HTTP, as a host back end and its users would.
 
+mod clients;
 mod demo;
 mod faults;
 mod helpers;

@@ -8,16 +8,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::clients::{self, Scratch};
 use crate::helpers::{TestGateway, API_KEY};
 
-/// Where schemathesis and its settings are (`make test-deps`).
+/// Where schemathesis and its settings are.
 fn schemathesis_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/schemathesis");
-    assert!(
-        dir.join(".venv/bin/schemathesis").exists(),
-        "schemathesis is not installed: run `bash tests/clients/schemathesis/setup.sh`"
-    );
-    dir
+    clients::installed("schemathesis", ".venv/bin/schemathesis")
 }
 
 /// Runs schemathesis against a fresh gateway with `header` on every request; fails with its
@@ -106,29 +102,20 @@ async fn the_document_holds_for_the_host_back_end() {
     fuzz_as("host", |_| format!("X-Api-Key: {API_KEY}")).await;
 }
 
-/// Where openapi-typescript, openapi-fetch and TypeScript are (`make test-deps`).
+/// Where openapi-typescript, openapi-fetch and TypeScript are.
 fn typescript_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/openapi");
-    assert!(
-        dir.join("node_modules/.bin/openapi-typescript").exists(),
-        "openapi-typescript is not installed: run `bash tests/clients/openapi/setup.sh`"
-    );
-    dir
+    clients::installed("openapi", "node_modules/.bin/openapi-typescript")
 }
 
 /// Type-checks `client` (strict) against the types openapi-typescript generates from
 /// `document`; the compiler's complaints when it does not.
 fn type_check(document: &serde_json::Value, client: &str) -> Result<(), String> {
     let dir = typescript_dir();
-    // Inside the clients folder, so that the client finds openapi-fetch there.
-    let work = dir.join(format!("generated/{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("openapi.json"), document.to_string()).unwrap();
-    std::fs::write(work.join("typed-client.ts"), client).unwrap();
+    let scratch = Scratch::new(&dir);
     let generated = Command::new(dir.join("node_modules/.bin/openapi-typescript"))
-        .arg(work.join("openapi.json"))
+        .arg(scratch.write("openapi.json", &document.to_string()))
         .arg("--output")
-        .arg(work.join("api-types.ts"))
+        .arg(scratch.path("api-types.ts"))
         .output()
         .expect("openapi-typescript runs");
     assert!(
@@ -136,25 +123,7 @@ fn type_check(document: &serde_json::Value, client: &str) -> Result<(), String> 
         "openapi-typescript: {}",
         String::from_utf8_lossy(&generated.stderr)
     );
-    let checked = Command::new(dir.join("node_modules/.bin/tsc"))
-        .args([
-            "--noEmit",
-            "--strict",
-            "--target",
-            "es2022",
-            "--lib",
-            "es2022,dom",
-        ])
-        .args(["--module", "nodenext", "--moduleResolution", "nodenext"])
-        .arg(work.join("typed-client.ts"))
-        .output()
-        .expect("tsc runs");
-    std::fs::remove_dir_all(&work).ok();
-    if checked.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&checked.stdout).into_owned())
-    }
+    clients::type_check(&dir, &scratch.write("typed-client.ts", client))
 }
 
 #[tokio::test]
