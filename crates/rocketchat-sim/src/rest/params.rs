@@ -59,6 +59,19 @@ pub(super) fn find_room<'a>(st: &'a Store, call: &Call, t: RoomType) -> Result<&
 }
 
 /// The DM (or any room for `t = None`) named by `roomId` or `username`.
+/// The room a call names, if the caller may read it: a member, or a channel they may preview.
+pub(super) fn readable_room<'a>(
+    st: &'a Store,
+    call: &Call,
+    t: Option<RoomType>,
+) -> Result<&'a Room, ApiError> {
+    let room = find_any_room(st, call, t)?;
+    if !st.can_access(call.me()?, room) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(room)
+}
+
 pub(super) fn find_any_room<'a>(
     st: &'a Store,
     call: &Call,

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::params::{
-    find_any_room, find_room, pagination, parse_date, room_key, room_value, since_arg, target_users,
+    find_room, pagination, parse_date, readable_room, room_key, room_value, since_arg, target_users,
 };
 use super::{Call, Reply};
 use crate::error::ApiError;
@@ -100,11 +100,7 @@ pub(super) fn room_members(
     call: &Call,
     t: Option<RoomType>,
 ) -> Result<Reply, ApiError> {
-    let room = find_any_room(st, call, t)?;
-    let me = call.me()?;
-    if !st.can_access(me, room) {
-        return Err(ApiError::Forbidden);
-    }
+    let room = readable_room(st, call, t)?;
     let (offset, count) = pagination(st, call, None);
     let filter = call.arg("filter").unwrap_or_default().to_lowercase();
     let mut members: Vec<_> = room
@@ -143,11 +139,7 @@ pub(super) fn room_history(
     call: &Call,
     t: Option<RoomType>,
 ) -> Result<Reply, ApiError> {
-    let room = find_any_room(st, call, t)?;
-    let me = call.me()?;
-    if !st.can_access(me, room) {
-        return Err(ApiError::Forbidden);
-    }
+    let room = readable_room(st, call, t)?;
     let latest = call
         .arg("latest")
         .map(|l| parse_date(&l, "latest"))
@@ -171,7 +163,7 @@ pub(super) fn room_history(
         .collect();
     let mut reply = json!({"messages": msgs});
     if call.flag("unreads").unwrap_or(false) {
-        let sub = st.subscription(me, &room.id);
+        let sub = st.subscription(call.me()?, &room.id);
         let ls = sub.and_then(|s| s.ls);
         let unread: Vec<&Message> = match ls {
             Some(ls) => st.history(&room.id, None, Some(ls), false, 0, None),
@@ -191,11 +183,7 @@ pub(super) fn room_messages(
     call: &Call,
     t: Option<RoomType>,
 ) -> Result<Reply, ApiError> {
-    let room = find_any_room(st, call, t)?;
-    let me = call.me()?;
-    if !st.can_access(me, room) {
-        return Err(ApiError::Forbidden);
-    }
+    let room = readable_room(st, call, t)?;
     let (offset, count) = pagination(st, call, None);
     let ascending = call
         .arg("sort")

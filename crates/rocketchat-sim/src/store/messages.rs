@@ -12,6 +12,18 @@ use crate::ids::random_id;
 use crate::model::{Dates, Message, Room, RoomType, User, UserRef};
 
 impl Store {
+    /// Refuses a text longer than `Message_MaxAllowedSize`, sent or edited.
+    fn check_message_size(&self, text: &str) -> Result<(), ApiError> {
+        let max = self.setting_i64("Message_MaxAllowedSize", 5000) as usize;
+        if text.chars().count() > max {
+            return Err(ApiError::meteor(
+                "error-message-size-exceeded",
+                "Message size exceeds Message_MaxAllowedSize",
+            ));
+        }
+        Ok(())
+    }
+
     /// Stores a system message and fans it out.
     pub(super) fn system_message(&mut self, rid: &str, t: &str, msg: &str, by: UserRef) {
         let now = self.now();
@@ -53,13 +65,7 @@ impl Store {
         tmid: Option<String>,
         extra: Map<String, Value>,
     ) -> Result<String, ApiError> {
-        let max = self.setting_i64("Message_MaxAllowedSize", 5000) as usize;
-        if text.chars().count() > max {
-            return Err(ApiError::meteor(
-                "error-message-size-exceeded",
-                "Message size exceeds Message_MaxAllowedSize",
-            ));
-        }
+        self.check_message_size(text)?;
         let room = self
             .rooms
             .get(rid)
@@ -328,13 +334,7 @@ impl Store {
                 "Message editing not allowed",
             ));
         }
-        let max = self.setting_i64("Message_MaxAllowedSize", 5000) as usize;
-        if text.chars().count() > max {
-            return Err(ApiError::meteor(
-                "error-message-size-exceeded",
-                "Message size exceeds Message_MaxAllowedSize",
-            ));
-        }
+        self.check_message_size(text)?;
         let editor = self.user(uid)?.brief();
         let mentions = self.parse_mentions(text);
         let now = self.now();
