@@ -144,8 +144,8 @@ impl From<ClientError> for ApiError {
             ClientError::Forbidden(text) => Self::Forbidden(text),
             ClientError::NotFound(text) => Self::NotFound(text),
             ClientError::Conflict(text) => Self::Conflict(text),
-            ClientError::RateLimited { retry_after } => Self::RateLimited {
-                message: ClientError::RateLimited { retry_after }.message(),
+            limited @ ClientError::RateLimited { retry_after } => Self::RateLimited {
+                message: limited.message(),
                 retry_after,
             },
             ClientError::ProviderUnavailable(detail) => Self::ProviderUnavailable(detail),
