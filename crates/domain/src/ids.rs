@@ -24,15 +24,22 @@ pub enum IdError {
 /// Longest identifier accepted from a host application; provider ids are far shorter.
 pub const MAX_ID_LEN: usize = 128;
 
+/// Unicode `Cc`, the characters `char::is_control` is true of, as the inside of a JSON Schema
+/// (ECMA-262) pattern's character class.
+pub const CONTROL_CHARS: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// Unicode `White_Space`, what `char::is_whitespace` is true of and `str::trim` drops, as the
+/// inside of a pattern's character class.
+pub const WHITE_SPACE_CHARS: &str =
+    r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
 /// The rule of [`check_id`] as a JSON Schema (ECMA-262) pattern, for the OpenAPI document: no
-/// control character (`char::is_control`, Unicode `Cc`) anywhere, and at least one character
-/// that is neither that nor white space (`char::is_whitespace`, Unicode `White_Space`). The
-/// length limit, [`MAX_ID_LEN`] characters, goes beside it as `maxLength`.
-pub const ID_PATTERN: &str = concat!(
-    r"^[^\u0000-\u001f\u007f-\u009f]*",
-    r"[^\u0000-\u001f\u007f-\u009f \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-    r"[^\u0000-\u001f\u007f-\u009f]*$"
-);
+/// control character anywhere, and at least one character that is neither that nor white
+/// space. The length limit, [`MAX_ID_LEN`] characters, goes beside it as `maxLength`.
+pub fn id_pattern() -> String {
+    let (cc, ws) = (CONTROL_CHARS, WHITE_SPACE_CHARS);
+    format!("^[^{cc}]*[^{cc}{ws}][^{cc}]*$")
+}
 
 fn check_id(value: &str) -> Result<(), IdError> {
     if value.trim().is_empty() {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use imgate_domain::ids::{IdError, ID_PATTERN, MAX_ID_LEN};
+use imgate_domain::ids::{id_pattern, IdError, CONTROL_CHARS, MAX_ID_LEN, WHITE_SPACE_CHARS};
 use imgate_domain::{MessageId, RoomId, UserId};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
@@ -12,15 +12,6 @@ use crate::error::ApiError;
 
 /// The most members one request may name.
 pub const MAX_MEMBERS: usize = 100;
-
-/// Unicode `Cc`, the characters `char::is_control` is true of, as the inside of a pattern's
-/// character class.
-pub(crate) const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
-
-/// Unicode `White_Space`, what `char::is_whitespace` is true of and `str::trim` drops, as the
-/// inside of a pattern's character class.
-pub(crate) const WHITE_SPACE: &str =
-    r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
 /// The schema of every id the API takes (users, rooms, messages, files), in paths and bodies:
 /// what [`UserId::parse`] and its siblings accept.
@@ -35,7 +26,7 @@ impl utoipa::PartialSchema for Id {
             )))
             .min_length(Some(1))
             .max_length(Some(MAX_ID_LEN))
-            .pattern(Some(ID_PATTERN))
+            .pattern(Some(id_pattern()))
             .into()
     }
 }
@@ -81,7 +72,7 @@ fn member_list(min: usize) -> ArrayBuilder {
 
 /// A pattern for text that [`text`] accepts: at least one character that is not white space.
 pub(crate) fn not_blank_pattern() -> String {
-    format!("[^{WHITE_SPACE}]")
+    format!("[^{WHITE_SPACE_CHARS}]")
 }
 
 /// A string of 1 to `max` characters that is not only white space, as [`text`] checks it.
@@ -97,7 +88,7 @@ pub(crate) fn text_schema(max: usize, description: &str) -> ObjectBuilder {
 /// A pattern for a name that, white space around it dropped, is not empty and holds no
 /// control character.
 pub(crate) fn trimmed_name_pattern() -> String {
-    let (ws, cc) = (WHITE_SPACE, CONTROL);
+    let (ws, cc) = (WHITE_SPACE_CHARS, CONTROL_CHARS);
     format!("^[{ws}]*(?:[^{ws}{cc}]|[^{ws}{cc}][^{cc}]*[^{ws}{cc}])[{ws}]*$")
 }
 

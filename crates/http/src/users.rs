@@ -1,6 +1,7 @@
 //! `/api/v1/users/{id}`: the host back end mirrors its users into the provider.
 
 use actix_web::{web, HttpResponse};
+use imgate_domain::ids::WHITE_SPACE_CHARS;
 use imgate_domain::model::{Upserted, User, UserProfile};
 use imgate_domain::services::{UserError, UserService};
 use imgate_domain::Password;
@@ -11,7 +12,7 @@ use utoipa::openapi::RefOr;
 use crate::auth::HostBackend;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::Json;
-use crate::params::{self, Id, WHITE_SPACE};
+use crate::params::{self, Id};
 
 /// The body of `PUT /api/v1/users/{id}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -63,7 +64,7 @@ fn display_name() -> ObjectBuilder {
 /// white space, something before the first `@`, and after it a domain with a dot that
 /// neither starts nor ends it.
 fn email_pattern() -> String {
-    let ws = WHITE_SPACE;
+    let ws = WHITE_SPACE_CHARS;
     format!("^[{ws}]*[^{ws}@]+@[^{ws}.][^{ws}]*\\.[^{ws}]*[^{ws}.][{ws}]*$")
 }
 
