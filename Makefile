@@ -35,7 +35,7 @@ bench-smoke:
 # stable toolchain accept them. The workspace forbids unsafe code, so the targets hunt panics,
 # overflows (debug assertions are on), hangs and memory blow-ups, and run without a sanitizer
 # unless FUZZ_SANITIZER says otherwise. One process per target: libFuzzer's default.
-FUZZ_TARGETS := signalr_records ddp_frames rest_bodies backplane_wire
+FUZZ_TARGETS := signalr_records messagepack_records ddp_frames rest_bodies backplane_wire
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_SANITIZER ?= none

@@ -12,7 +12,7 @@ use imgate_domain::ports::RealtimeSignal;
 use imgate_domain::UserEvent;
 use imgate_rocketchat::fuzzing::{documents, DdpSession};
 use imgate_signalr::backend::event_frame;
-use imgate_signalr::protocol::RecordBuffer;
+use imgate_signalr::protocol::{HubProtocol, RecordBuffer};
 use libfuzzer_sys::fuzz_target;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
@@ -74,13 +74,13 @@ fn check_event(event: &UserEvent) {
         assert_eq!(event, &UserEvent::AccountDeleted);
         return;
     };
-    let mut buffer = RecordBuffer::new(usize::MAX);
+    let mut buffer = RecordBuffer::new(HubProtocol::Json, usize::MAX);
     let records = buffer
         .push(frame.as_bytes())
         .expect("hub records are readable");
     assert!(!buffer.has_partial());
     assert_eq!(records.len(), 1);
-    let written: Value = serde_json::from_str(&records[0]).expect("hub records are JSON");
+    let written: Value = serde_json::from_slice(&records[0]).expect("hub records are JSON");
     assert_eq!(written["type"], 1, "{written}");
     assert!(written["target"].is_string(), "{written}");
     assert_eq!(

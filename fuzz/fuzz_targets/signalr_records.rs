@@ -1,5 +1,6 @@
-//! Arbitrary bytes through the hub's record splitter, handshake parser and message decoder,
-//! as a WebSocket message or a POST body reaches them.
+//! Arbitrary bytes through the hub's JSON record splitter, handshake parser and message
+//! decoder, as a WebSocket message or a POST body reaches them. (`messagepack_records` does
+//! the same for the MessagePack protocol.)
 //!
 //! Input: one byte choosing the record size limit, one byte choosing how the rest is cut into
 //! transport messages, then the bytes the client sent.
@@ -11,8 +12,10 @@
 #![no_main]
 
 use imgate_signalr::backend::HubCall;
+use imgate_signalr::protocol::json::decode;
 use imgate_signalr::protocol::{
-    decode, handshake_response, parse_handshake, Incoming, Outgoing, ProtocolError, RecordBuffer,
+    handshake_response, parse_handshake, Frame, HubProtocol, Incoming, Outgoing, ProtocolError,
+    RecordBuffer,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
@@ -27,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         usize::from(limit & 0x7f)
     };
-    let whole = RecordBuffer::new(max_record).push(input);
+    let whole = RecordBuffer::new(HubProtocol::Json, max_record).push(input);
     let chunked = push_in_chunks(max_record, input, usize::from(*cut) + 1);
     assert_eq!(whole, chunked, "cutting the input changed what was read");
     let Ok(records) = whole else {
@@ -36,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for record in &records {
-        assert!(!record.trim().is_empty(), "an empty record was returned");
+        assert!(
+            !record.iter().all(u8::is_ascii_whitespace),
+            "an empty record was returned"
+        );
         if let Err(err) = parse_handshake(record) {
             let answer = one_record(&handshake_response(Some(&err.to_string())));
             assert_eq!(answer, json!({ "error": err.to_string() }));
@@ -53,8 +59,8 @@ fn push_in_chunks(
     max_record: usize,
     input: &[u8],
     size: usize,
-) -> Result<Vec<String>, ProtocolError> {
-    let mut buffer = RecordBuffer::new(max_record);
+) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut buffer = RecordBuffer::new(HubProtocol::Json, max_record);
     let mut records = Vec::new();
     for chunk in input.chunks(size) {
         records.extend(buffer.push(chunk)?);
@@ -69,14 +75,14 @@ fn check_close(err: &ProtocolError) {
         allow_reconnect: false,
     };
     assert_eq!(
-        one_record(&close.encode()),
+        one_record(&text(close.encode(HubProtocol::Json))),
         json!({ "type": 7, "error": err.to_string() })
     );
 }
 
 fn check_message(incoming: &Incoming) {
     if let Some(written) = written_back(incoming) {
-        let read_again = decode(&written.to_string()).map(without_floats);
+        let read_again = decode(written.to_string().as_bytes()).map(without_floats);
         assert_eq!(
             read_again,
             Ok(without_floats(incoming.clone())),
@@ -113,7 +119,7 @@ fn check_message(incoming: &Incoming) {
             outcome: Err(error.clone()),
         };
         assert_eq!(
-            one_record(&completion.encode()),
+            one_record(&text(completion.encode(HubProtocol::Json))),
             json!({ "type": 3, "invocationId": id, "error": error })
         );
     }
@@ -185,9 +191,17 @@ fn without_floats(incoming: Incoming) -> Incoming {
     }
 }
 
+/// The text of a JSON frame.
+fn text(frame: Frame) -> String {
+    match frame {
+        Frame::Text(text) => text.to_string(),
+        Frame::Binary(_) => panic!("the JSON protocol writes text"),
+    }
+}
+
 /// Reads `text` as the client would: exactly one whole JSON record.
 fn one_record(text: &str) -> Value {
-    let mut buffer = RecordBuffer::new(usize::MAX);
+    let mut buffer = RecordBuffer::new(HubProtocol::Json, usize::MAX);
     let records = buffer
         .push(text.as_bytes())
         .expect("the hub writes readable records");
@@ -196,5 +210,5 @@ fn one_record(text: &str) -> Value {
         "a record without its separator: {text:?}"
     );
     assert_eq!(records.len(), 1, "not one record: {text:?}");
-    serde_json::from_str(&records[0]).expect("the hub writes JSON")
+    serde_json::from_slice(&records[0]).expect("the hub writes JSON")
 }

@@ -248,6 +248,127 @@ async fn every_connection_of_a_user_gets_each_event_exactly_once(provider: Provi
     }
 }
 
+each_provider!(messagepack_and_json_connections_of_one_user_get_the_same_events_once);
+
+/// The official MessagePack clients (Node over WebSockets and Long Polling, pysignalr) and a
+/// JSON one, all alice's: each gets every chat event and host push once, with the same values
+/// (dates as RFC 3339 strings), and completes `SendMessage` with the `Message`.
+async fn messagepack_and_json_connections_of_one_user_get_the_same_events_once(provider: Provider) {
+    let Some(s) = Setup::start(provider).await else {
+        return;
+    };
+    let dm = s
+        .post("bob", "/api/v1/rooms/direct", json!({"members": ["alice"]}))
+        .await;
+    let dm = dm["id"].as_str().unwrap().to_owned();
+    let mut json_ws = s.node("alice", "websockets").await;
+    let mut packed_ws = s.node("alice", "websockets+msgpack").await;
+    let mut packed_poll = s.node("alice", "longpolling+msgpack").await;
+    let mut packed_py = HubClient::spawn_python(&s.hub(), &s.token("alice"), "pysignalr+msgpack");
+    packed_py.connected().await;
+    s.until_live(
+        "bob",
+        &dm,
+        &mut [
+            &mut json_ws,
+            &mut packed_ws,
+            &mut packed_poll,
+            &mut packed_py,
+        ],
+    )
+    .await;
+
+    let hello = s.say("bob", &dm, "hello in two protocols").await;
+    let id = hello["id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        s.gw.send(
+            s.gw.delete(&format!("/api/v1/rooms/{dm}/messages/{id}"))
+                .bearer_auth(s.token("bob")),
+        )
+        .await;
+    assert_eq!(status, 204);
+    // Chat events come through the provider, host pushes straight away: one at a time, so
+    // the order every connection sees is known.
+    for client in [&mut json_ws, &mut packed_ws, &mut packed_poll, &mut packed_py] {
+        client
+            .wait_for("the deletion", |v| v["target"] == "messageDeleted")
+            .await;
+    }
+    let order = json!({"orderId": 42, "total": -1.5, "at": "2026-12-05T09:00:00Z", "lines": ["é ✓", null, true]});
+    let (status, _) =
+        s.gw.send(
+            s.gw.post("/api/v1/hub/users/alice")
+                .header("X-Api-Key", API_KEY)
+                .json(&json!({"target": "notify", "arguments": [order, 7]})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    s.say("bob", &dm, "last").await;
+
+    let mut seen = Vec::new();
+    for client in [
+        &mut json_ws,
+        &mut packed_ws,
+        &mut packed_poll,
+        &mut packed_py,
+    ] {
+        client
+            .wait_for("the last message", |v| v["arg"]["text"] == "last")
+            .await;
+        let name = client.name.clone();
+        let received: Vec<Value> = client
+            .received()
+            .into_iter()
+            // Unread counts move with the probes; the rest must match exactly.
+            .filter(|v| !is_probe(v) && v["target"] != "getRoomSubscriptionChangedNotification")
+            .cloned()
+            .collect();
+        let targets: Vec<&str> = received
+            .iter()
+            .map(|v| v["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "getRoomMessageNotification",
+                "messageDeleted",
+                "notify",
+                "getRoomMessageNotification"
+            ],
+            "{name}: {received:?}"
+        );
+        assert_eq!(
+            received[0]["arg"]["text"], "hello in two protocols",
+            "{name}"
+        );
+        assert!(
+            received[0]["arg"]["createdAt"]
+                .as_str()
+                .is_some_and(|at| chrono::DateTime::parse_from_rfc3339(at).is_ok()),
+            "{name}: {}",
+            received[0]["arg"]
+        );
+        assert_eq!(received[2]["args"], json!([order, 7]), "{name}");
+        seen.push(received);
+    }
+    // Byte for byte the same values, whichever protocol carried them.
+    assert!(seen.windows(2).all(|pair| pair[0] == pair[1]), "{seen:?}");
+
+    for client in [&mut packed_ws, &mut packed_poll, &mut packed_py] {
+        let sent = client
+            .invoke(
+                "send",
+                "SendMessage",
+                json!([dm, format!("from {}", client.name)]),
+            )
+            .await;
+        assert_eq!(sent["ok"], true, "{} {sent}", client.name);
+        assert_eq!(sent["value"]["roomId"], json!(dm), "{}", client.name);
+        assert_eq!(sent["value"]["sender"]["id"], "alice", "{}", client.name);
+        assert!(sent["value"]["id"].is_string(), "{} {sent}", client.name);
+    }
+}
+
 each_provider!(send_message_over_the_hub_reaches_the_other_members);
 
 async fn send_message_over_the_hub_reaches_the_other_members(provider: Provider) {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::protocol::{frame, to_value};
+use crate::protocol::json::frame;
+use crate::protocol::to_value;
 
 /// Who is calling: the end user authenticated when the connection was made.
 #[derive(Debug, Clone, PartialEq, Eq)]

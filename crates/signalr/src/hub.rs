@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -14,6 +13,7 @@ use tracing::Instrument;
 use crate::backend::{Caller, HubBackend};
 use crate::config::HubConfig;
 use crate::lifetime::{HubLifetimeManager, Refused};
+use crate::protocol::{Frame, HubProtocol};
 use crate::routing::{is_id_shaped, random_id, route_of, routed_id};
 use crate::session;
 use imgate_domain::sync::lock;
@@ -30,8 +30,9 @@ pub(crate) enum Inbound {
 /// Outbound items the session task hands to the transport.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// One or more whole, framed records; shared with every connection sent the same.
-    Frame(ByteString),
+    /// One or more whole, framed records in the connection's protocol; shared with every
+    /// connection sent the same.
+    Frame(Frame),
     /// Nothing follows: close the transport once the frames before have been written.
     End,
 }
@@ -72,6 +73,8 @@ pub(crate) struct Connection {
     /// The authenticated user.
     pub caller: Caller,
     transport: Mutex<Option<Transport>>,
+    /// The hub protocol, once the handshake chose it.
+    protocol: OnceLock<HubProtocol>,
     pub inbound: mpsc::Sender<Inbound>,
     inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
     outbound_tx: Mutex<Option<mpsc::Sender<Outbound>>>,
@@ -156,6 +159,16 @@ impl Connection {
     pub fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
         self.epoch.elapsed().saturating_sub(last)
+    }
+
+    /// The hub protocol the handshake chose; JSON before it.
+    pub fn protocol(&self) -> HubProtocol {
+        self.protocol.get().copied().unwrap_or(HubProtocol::Json)
+    }
+
+    /// Fixes the hub protocol; the handshake does this once, before the connection joins.
+    pub fn set_protocol(&self, protocol: HubProtocol) {
+        let _ = self.protocol.set(protocol);
     }
 
     /// The transport in use, once one connected.
@@ -346,6 +359,7 @@ impl Hub {
             key,
             caller,
             transport: Mutex::new(None),
+            protocol: OnceLock::new(),
             inbound,
             inbound_rx: Mutex::new(Some(inbound_rx)),
             outbound_tx: Mutex::new(Some(outbound_tx)),

@@ -3,10 +3,10 @@
 //! every event of their user, on every connection of that user, on every node.
 //!
 //! What it is: negotiate (versions 0 and 1), the WebSocket, Server-Sent Events and Long
-//! Polling transports, the JSON hub protocol (handshake, invocations with exactly one
-//! completion, keep-alive pings, client timeout, Close with `allowReconnect`), bounded
-//! per-connection buffers, and CORS for browsers on listed origins.
-//! What it is not: MessagePack, streaming, stateful reconnect, groups, or any chat logic —
+//! Polling transports, the JSON and MessagePack hub protocols (handshake, invocations with
+//! exactly one completion, keep-alive pings, client timeout, Close with `allowReconnect`),
+//! bounded per-connection buffers, and CORS for browsers on listed origins.
+//! What it is not: streaming, stateful reconnect, groups, or any chat logic —
 //! the app supplies that through [`HubBackend`].
 //!
 //! Main types: [`HubLifetimeManager`] (the node's connections by user; send to a user, to

@@ -24,31 +24,65 @@ use tokio::sync::mpsc;
 use crate::backend::{event_frame, invocation_frame, HubBackend};
 use crate::config::HubConfig;
 use crate::hub::{Connection, Eviction, Outbound, RESERVED_OUTBOUND};
+use crate::protocol::{messagepack, Frame, HubProtocol};
 
 /// The Close text a deleted user's connections get.
 pub(crate) const ACCOUNT_DELETED: &str = "the user's account was deleted";
 
 /// One hub message as each protocol encodes it, shared by every connection it goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The JSON record is written first; the MessagePack one is made from it when a MessagePack
+/// connection first needs it, once per node (clones share it), so a node without such
+/// connections never pays for it and both protocols always carry the same values.
+#[derive(Debug, Clone)]
 pub struct Frames {
     /// The JSON hub protocol's record, separator included.
     pub json: ByteString,
+    messagepack: Arc<OnceLock<Option<Bytes>>>,
 }
 
+impl PartialEq for Frames {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
+impl Eq for Frames {}
+
 impl Frames {
+    /// Frames from a JSON invocation record.
+    fn from_json(json: ByteString) -> Self {
+        Self {
+            json,
+            messagepack: Arc::default(),
+        }
+    }
+
     /// The frames of `event`; `None` for the events that close connections instead.
     pub fn of_event(event: &UserEvent) -> Option<Self> {
-        event_frame(event).map(|json| Self { json: json.into() })
+        event_frame(event).map(|json| Self::from_json(json.into()))
     }
 
     /// The frames of a host's invocation.
     pub fn of_invocation(invocation: &HostInvocation) -> Self {
-        Self {
-            json: invocation_frame(invocation).into(),
+        Self::from_json(invocation_frame(invocation).into())
+    }
+
+    /// The record in `protocol`; `None` only if the JSON record could not be re-encoded,
+    /// which the hub's own records always can.
+    pub(crate) fn frame(&self, protocol: HubProtocol) -> Option<Frame> {
+        match protocol {
+            HubProtocol::Json => Some(Frame::Text(self.json.clone())),
+            HubProtocol::MessagePack => self
+                .messagepack
+                .get_or_init(|| messagepack::invocation_from_json(self.json.as_bytes()))
+                .clone()
+                .map(Frame::Binary),
         }
     }
 
-    /// The frames as they cross nodes.
+    /// The frames as they cross nodes: the JSON record, from which each node makes its own
+    /// MessagePack record when it needs one.
     fn to_wire(&self) -> Vec<(ProtocolCode, Bytes)> {
         vec![(ProtocolCode::JSON, self.json.as_bytes().clone())]
     }
@@ -59,7 +93,7 @@ impl Frames {
             .into_iter()
             .find(|(protocol, _)| *protocol == ProtocolCode::JSON)?
             .1;
-        ByteString::try_from(json).ok().map(|json| Self { json })
+        ByteString::try_from(json).ok().map(Self::from_json)
     }
 }
 
@@ -403,7 +437,7 @@ impl HubLifetimeManager {
     pub(crate) fn join(
         &self,
         connection: &Arc<Connection>,
-        first_frame: ByteString,
+        first_frame: Frame,
         on_first: impl FnOnce(&UserId),
     ) {
         let mut registry = self.lock();
@@ -468,10 +502,11 @@ fn push(connection: &Connection, frames: &Frames) {
         connection.evict(Eviction::Lagged);
         return;
     }
-    match connection
-        .events
-        .try_send(Outbound::Frame(frames.json.clone()))
-    {
+    let Some(frame) = frames.frame(connection.protocol()) else {
+        tracing::warn!("a hub message could not be encoded for the connection's protocol");
+        return;
+    };
+    match connection.events.try_send(Outbound::Frame(frame)) {
         Ok(()) => connection.message_queued(),
         Err(mpsc::error::TrySendError::Full(_)) => connection.evict(Eviction::Lagged),
         // The session ended; it leaves the registry in a moment.

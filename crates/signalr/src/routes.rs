@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 use crate::backend::Caller;
 use crate::hub::{Connection, Hub, Inbound, Outbound, StartError, Transport};
 use crate::lifetime::Refused;
+use crate::protocol::Frame;
 use crate::routing::{random_id, routed_id};
 use crate::websocket;
 
@@ -150,10 +151,11 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
             Err(refused) => return error(&hub, &req, refused.into()),
         },
     };
+    // Text first: signalrcore picks MessagePack by itself when `Binary` comes first.
     let transports = json!([
-        {"transport": "WebSockets", "transferFormats": ["Text"]},
+        {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
-        {"transport": "LongPolling", "transferFormats": ["Text"]},
+        {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
     let body = if version >= 1 {
         json!({
@@ -317,8 +319,11 @@ fn sse_body(
             item = receiver.recv() => item,
         };
         match item {
-            Some(Outbound::Frame(text)) => Some((Ok(sse_event(&text)), (guard, receiver))),
-            Some(Outbound::End) | None => None,
+            // The handshake refuses a binary protocol on SSE, so every frame is text.
+            Some(Outbound::Frame(Frame::Text(text))) => {
+                Some((Ok(sse_event(&text)), (guard, receiver)))
+            }
+            Some(Outbound::Frame(Frame::Binary(_)) | Outbound::End) | None => None,
         }
     });
     opening.chain(events)
@@ -369,18 +374,26 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
         _ = tokio::time::sleep(hub.config.long_poll_timeout()) => return Ok(HttpResponse::Ok().finish()),
         item = receiver.recv() => item,
     };
-    let mut body = match first {
-        Some(Outbound::Frame(text)) => String::from(&*text),
+    let first = match first {
+        Some(Outbound::Frame(frame)) => frame,
         Some(Outbound::End) | None => {
             connection.poll_ended.store(true, Ordering::Release);
             connection.transport_gone.cancel();
             return Ok(HttpResponse::NoContent().finish());
         }
     };
+    // One connection's frames are all of its protocol's kind: text for JSON, binary for
+    // MessagePack.
+    let content_type = if first.is_binary() {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut body = BytesMut::from(first.as_bytes());
     // Hand over everything already queued in one response, up to a sane size.
     while body.len() < 1024 * 1024 {
         match receiver.try_recv() {
-            Ok(Outbound::Frame(text)) => body.push_str(&text),
+            Ok(Outbound::Frame(frame)) => body.extend_from_slice(frame.as_bytes()),
             Ok(Outbound::End) | Err(mpsc::error::TryRecvError::Disconnected) => {
                 connection.poll_ended.store(true, Ordering::Release);
                 break;
@@ -389,8 +402,8 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
         }
     }
     Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
-        .body(body))
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .body(body.freeze()))
 }
 
 /// Counts a waiting poll as a live client while it exists.

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytestring::ByteString;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::backend::{HubCall, HubError};
 use crate::hub::{Connection, Eviction, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
-use crate::protocol::{self, handshake_response, Incoming, Outgoing, ProtocolError, RecordBuffer};
+use crate::protocol::{self, Frame, HubProtocol, Incoming, Outgoing, ProtocolError, RecordBuffer};
 use crate::telemetry::{self, CloseReason};
 
 /// How long a finished session waits for the transport to deliver its last messages (a
@@ -61,7 +60,9 @@ impl Ending {
 /// manager cuts the connection off (lagged).
 struct Outbox {
     tx: mpsc::Sender<Outbound>,
-    backlog: VecDeque<ByteString>,
+    /// The connection's protocol: JSON until the handshake chose.
+    protocol: HubProtocol,
+    backlog: VecDeque<Frame>,
     /// Since when the channel has been too full to take the backlog.
     blocked_since: Option<Instant>,
     last_sent: Instant,
@@ -74,6 +75,7 @@ impl Outbox {
     fn new(tx: mpsc::Sender<Outbound>) -> Self {
         Self {
             tx,
+            protocol: HubProtocol::Json,
             backlog: VecDeque::new(),
             blocked_since: None,
             last_sent: Instant::now(),
@@ -85,10 +87,10 @@ impl Outbox {
     }
 
     fn push(&mut self, message: &Outgoing) -> Result<(), Gone> {
-        self.push_raw(message.encode().into())
+        self.push_raw(message.encode(self.protocol))
     }
 
-    fn push_raw(&mut self, frame: ByteString) -> Result<(), Gone> {
+    fn push_raw(&mut self, frame: Frame) -> Result<(), Gone> {
         let frame = if self.backlog.is_empty() {
             match self.try_send(frame)? {
                 None => return Ok(()),
@@ -103,7 +105,7 @@ impl Outbox {
     }
 
     /// Sends `frame` if there is room (keeping the reserved slots free); gives it back if not.
-    fn try_send(&mut self, frame: ByteString) -> Result<Option<ByteString>, Gone> {
+    fn try_send(&mut self, frame: Frame) -> Result<Option<Frame>, Gone> {
         if self.tx.is_closed() {
             return Err(Gone);
         }
@@ -142,7 +144,9 @@ impl Outbox {
     fn finish(&mut self, close: Option<Outgoing>) {
         self.backlog.clear();
         if let Some(close) = close {
-            let _ = self.tx.try_send(Outbound::Frame(close.encode().into()));
+            let _ = self
+                .tx
+                .try_send(Outbound::Frame(close.encode(self.protocol)));
         }
         let _ = self.tx.try_send(Outbound::End);
     }
@@ -177,11 +181,10 @@ pub(crate) async fn run(
     telemetry::connection_opened(transport.name());
     tracing::debug!("hub connection started");
     let mut outbox = Outbox::new(outbound);
-    let mut records = RecordBuffer::new(hub.config.max_message_size);
     let mut opened = false;
-    let ending = match handshake(&hub, &connection, &mut inbound, &mut outbox, &mut records).await {
+    let ending = match handshake(&hub, &connection, transport, &mut inbound, &mut outbox).await {
         Err(ending) => ending,
-        Ok(leftover) => {
+        Ok((mut records, leftover)) => {
             opened = true;
             let mut session = Session {
                 hub: &hub,
@@ -219,20 +222,23 @@ pub(crate) async fn run(
 }
 
 /// Waits for the handshake request, tells the backend, subscribes, answers `{}` and makes the
-/// connection a receiver of its user's messages.
+/// connection a receiver of its user's messages. Returns the reader of the chosen protocol
+/// and the bytes that came after the handshake.
 async fn handshake(
     hub: &Hub,
     connection: &Arc<Connection>,
+    transport: Transport,
     inbound: &mut mpsc::Receiver<Inbound>,
     outbox: &mut Outbox,
-    records: &mut RecordBuffer,
-) -> Result<Vec<String>, Ending> {
+) -> Result<(RecordBuffer, Vec<u8>), Ending> {
     let deadline = Instant::now() + hub.config.handshake_timeout();
+    let max = hub.config.max_message_size;
     let refuse = |outbox: &mut Outbox, reason: CloseReason, error: &str| {
-        let _ = outbox.push_raw(handshake_response(Some(error)).into());
+        let _ = outbox.push_raw(outbox.protocol.handshake_response(Some(error)));
         Ending::silent(reason)
     };
-    let mut received = loop {
+    let mut reader = RecordBuffer::new(HubProtocol::Json, max);
+    let handshake = loop {
         let item = tokio::select! {
             _ = connection.closed.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
             _ = connection.transport_gone.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
@@ -251,7 +257,7 @@ async fn handshake(
                     "handshake request is too large",
                 ))
             }
-            Some(Inbound::Data(bytes)) => match records.push(&bytes) {
+            Some(Inbound::Data(bytes)) => match reader.push_handshake(&bytes) {
                 Err(err) => {
                     return Err(refuse(
                         outbox,
@@ -259,20 +265,35 @@ async fn handshake(
                         &err.to_string(),
                     ))
                 }
-                Ok(list) if list.is_empty() => continue,
-                Ok(list) => break list,
+                Ok(None) => continue,
+                Ok(Some(handshake)) => break handshake,
             },
         }
     };
-    let request = received.remove(0);
-    if let Err(err) = protocol::parse_handshake(&request) {
-        tracing::info!(error = %err, "refusing hub handshake");
+    let protocol = match protocol::parse_handshake(&handshake.request) {
+        Ok(protocol) => protocol,
+        Err(err) => {
+            tracing::info!(error = %err, "refusing hub handshake");
+            return Err(refuse(
+                outbox,
+                CloseReason::HandshakeFailed,
+                &err.to_string(),
+            ));
+        }
+    };
+    if protocol.is_binary() && transport == Transport::ServerSentEvents {
         return Err(refuse(
             outbox,
             CloseReason::HandshakeFailed,
-            &err.to_string(),
+            &format!(
+                "the '{}' protocol needs a transport that carries binary data (WebSockets or \
+                 Long Polling); Server-Sent Events carry text only",
+                protocol.name()
+            ),
         ));
     }
+    outbox.protocol = protocol;
+    connection.set_protocol(protocol);
     if let Err(err) = hub.backend.connection_opened(&connection.caller).await {
         tracing::warn!(error = %err, "backend refused the hub connection");
         return Err(refuse(
@@ -291,11 +312,12 @@ async fn handshake(
         }
     }
     hub.manager
-        .join(connection, handshake_response(None).into(), |user| {
+        .join(connection, protocol.handshake_response(None), |user| {
             hub.backend.user_online(user)
         });
-    tracing::debug!("hub handshake done");
-    Ok(received)
+    telemetry::handshake_done(protocol.name());
+    tracing::debug!(protocol = protocol.name(), "hub handshake done");
+    Ok((RecordBuffer::new(protocol, max), handshake.rest))
 }
 
 struct Session<'a> {
@@ -313,12 +335,10 @@ impl Session<'_> {
         &mut self,
         inbound: &mut mpsc::Receiver<Inbound>,
         records: &mut RecordBuffer,
-        leftover: Vec<String>,
+        leftover: Vec<u8>,
     ) -> Ending {
-        for record in leftover {
-            if let Err(ending) = self.handle_record(&record) {
-                return ending;
-            }
+        if let Err(ending) = self.handle_data(records, &leftover) {
+            return ending;
         }
         let keep_alive = self.hub.config.keep_alive_interval();
         let client_timeout = self.hub.config.client_timeout();
@@ -405,17 +425,8 @@ impl Session<'_> {
                     None => return Ending::silent(CloseReason::ClientClosed),
                     Some(Inbound::TooLarge) => return too_large(self.hub.config.max_message_size),
                     Some(Inbound::Data(bytes)) => {
-                        let list = match records.push(&bytes) {
-                            Ok(list) => list,
-                            Err(ProtocolError::TooLarge { max }) => return too_large(max),
-                            Err(err) => {
-                                return Ending::with_error(CloseReason::ProtocolError, err.to_string(), false)
-                            }
-                        };
-                        for record in list {
-                            if let Err(ending) = self.handle_record(&record) {
-                                return ending;
-                            }
+                        if let Err(ending) = self.handle_data(records, &bytes) {
+                            return ending;
                         }
                     }
                 },
@@ -440,8 +451,27 @@ impl Session<'_> {
         }
     }
 
-    fn handle_record(&mut self, record: &str) -> Result<(), Ending> {
-        let message = protocol::decode(record).map_err(|err| {
+    /// Reads the records `bytes` completes and handles each in turn.
+    fn handle_data(&mut self, records: &mut RecordBuffer, bytes: &[u8]) -> Result<(), Ending> {
+        let list = match records.push(bytes) {
+            Ok(list) => list,
+            Err(ProtocolError::TooLarge { max }) => return Err(too_large(max)),
+            Err(err) => {
+                return Err(Ending::with_error(
+                    CloseReason::ProtocolError,
+                    err.to_string(),
+                    false,
+                ))
+            }
+        };
+        for record in list {
+            self.handle_record(&record)?;
+        }
+        Ok(())
+    }
+
+    fn handle_record(&mut self, record: &[u8]) -> Result<(), Ending> {
+        let message = self.outbox.protocol.decode(record).map_err(|err| {
             tracing::info!(error = %err, "closing hub connection on a malformed message");
             Ending::with_error(CloseReason::ProtocolError, err.to_string(), false)
         })?;

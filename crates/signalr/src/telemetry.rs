@@ -17,7 +17,7 @@ pub enum CloseReason {
     Lagged,
     /// A message over the size limit.
     MessageTooLarge,
-    /// Bytes that are not the JSON hub protocol, or too many queued invocations.
+    /// Bytes that are not a message of the connection's hub protocol.
     ProtocolError,
     /// `Hub::shutdown`.
     Shutdown,
@@ -52,6 +52,11 @@ impl CloseReason {
 pub(crate) fn connection_opened(transport: &'static str) {
     counter!("imgate_hub_connections_opened_total", "transport" => transport).increment(1);
     gauge!("imgate_hub_connections_open").increment(1.0);
+}
+
+/// A connection's handshake chose `protocol` (`json` or `messagepack`).
+pub(crate) fn handshake_done(protocol: &'static str) {
+    counter!("imgate_hub_handshakes_total", "protocol" => protocol).increment(1);
 }
 
 /// A connection whose transport had started ended.

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use bytestring::ByteString;
+use bytes::BytesMut;
 use tokio::sync::mpsc;
 
 use crate::hub::{Connection, Inbound, Outbound};
+use crate::protocol::Frame;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 
 /// The largest WebSocket message accepted: several records may share one message (the JS
@@ -17,29 +18,81 @@ pub(crate) fn max_ws_message(max_message_size: usize) -> usize {
 /// Most bytes joined into one WebSocket message.
 const MAX_BATCH: usize = 64 * 1024;
 
-/// `first` and the frames queued behind it, joined into one WebSocket message (each JSON
-/// record carries its own separator, and clients split them): under load one write and one
-/// wake-up of the socket carry many records. Whether the end marker was among them.
-fn coalesce(first: ByteString, outbound: &mut mpsc::Receiver<Outbound>) -> (ByteString, bool) {
-    let mut joined: Option<String> = None;
-    let mut ended = false;
-    while joined.as_ref().map_or(first.len(), String::len) < MAX_BATCH {
-        match outbound.try_recv() {
-            Ok(Outbound::Frame(next)) => joined
-                .get_or_insert_with(|| {
-                    let mut text = String::with_capacity(2 * first.len() + next.len());
-                    text.push_str(&first);
-                    text
-                })
-                .push_str(&next),
-            Ok(Outbound::End) => {
-                ended = true;
-                break;
-            }
-            Err(_) => break,
-        }
+/// The next queued frame if `size` bytes leave room for it and it is of `first`'s kind;
+/// another item taken from the queue (the end marker, a frame of the other kind) is left in
+/// `next` for the caller.
+fn next_like(
+    first: &Frame,
+    size: usize,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    next: &mut Option<Outbound>,
+) -> Option<Frame> {
+    if size >= MAX_BATCH || next.is_some() {
+        return None;
     }
-    (joined.map_or(first, ByteString::from), ended)
+    match outbound.try_recv() {
+        Ok(Outbound::Frame(frame)) if frame.is_binary() == first.is_binary() => Some(frame),
+        Ok(other) => {
+            *next = Some(other);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// `first` and the frames of its kind queued behind it, joined into one WebSocket message
+/// (JSON records end with their separator, MessagePack records start with their length, and
+/// clients split them): under load one write and one wake-up of the socket carry many records.
+/// Also returns the item that ended the batch unjoined, for the caller to handle next.
+fn coalesce(first: Frame, outbound: &mut mpsc::Receiver<Outbound>) -> (Frame, Option<Outbound>) {
+    let mut next = None;
+    let joined = match &first {
+        Frame::Text(head) => {
+            let mut joined: Option<String> = None;
+            while let Some(Frame::Text(text)) = next_like(
+                &first,
+                joined.as_ref().map_or(head.len(), String::len),
+                outbound,
+                &mut next,
+            ) {
+                joined
+                    .get_or_insert_with(|| {
+                        let mut joined = String::with_capacity(2 * head.len() + text.len());
+                        joined.push_str(head);
+                        joined
+                    })
+                    .push_str(&text);
+            }
+            joined.map(|text| Frame::Text(text.into()))
+        }
+        Frame::Binary(head) => {
+            let mut joined: Option<BytesMut> = None;
+            while let Some(Frame::Binary(bytes)) = next_like(
+                &first,
+                joined.as_ref().map_or(head.len(), BytesMut::len),
+                outbound,
+                &mut next,
+            ) {
+                joined
+                    .get_or_insert_with(|| {
+                        let mut joined = BytesMut::with_capacity(2 * head.len() + bytes.len());
+                        joined.extend_from_slice(head);
+                        joined
+                    })
+                    .extend_from_slice(&bytes);
+            }
+            joined.map(|bytes| Frame::Binary(bytes.freeze()))
+        }
+    };
+    (joined.unwrap_or(first), next)
+}
+
+/// Writes `frame` as a text (JSON) or binary (MessagePack) WebSocket message.
+async fn write(socket: &mut Session, frame: Frame) -> Result<(), actix_ws::Closed> {
+    match frame {
+        Frame::Text(text) => socket.text(text).await,
+        Frame::Binary(bytes) => socket.binary(bytes).await,
+    }
 }
 
 /// Sends the WebSocket close and marks the transport gone.
@@ -53,7 +106,8 @@ async fn close(socket: Session, connection: &Connection, code: CloseCode) {
 
 /// Runs until the socket closes, the session ends, or the connection is cut.
 ///
-/// Text frames only go out: the JSON protocol in a binary frame breaks the JS client. Client
+/// JSON goes out in text messages and MessagePack in binary ones: the clients read each
+/// protocol only from its own kind (JSON in a binary message breaks the JS client). Client
 /// WebSocket pings are answered; we never send our own (signalrcore cannot handle them), the
 /// session's `{"type":6}` records are the keep-alive.
 pub(crate) async fn run(
@@ -71,23 +125,25 @@ pub(crate) async fn run(
     // After a refused message we stop reading but still deliver the session's Close message.
     let mut reading = true;
     let mut close_code = CloseCode::Normal;
+    // An item `coalesce` took from the queue but did not join: handled before the queue.
+    let mut carried: Option<Outbound> = None;
     loop {
         tokio::select! {
             biased;
             _ = connection.closed.cancelled() => break,
-            item = outbound.recv() => match item {
-                Some(Outbound::Frame(text)) => {
-                    let (text, ended) = coalesce(text, &mut outbound);
+            item = async { match carried.take() {
+                Some(item) => Some(item),
+                None => outbound.recv().await,
+            } } => match item {
+                Some(Outbound::Frame(frame)) => {
+                    let (frame, next) = coalesce(frame, &mut outbound);
+                    carried = next;
                     let sent = tokio::select! {
-                        sent = socket.text(text) => sent.is_ok(),
+                        sent = write(&mut socket, frame) => sent.is_ok(),
                         _ = connection.closed.cancelled() => false,
                     };
                     if !sent {
                         break;
-                    }
-                    if ended {
-                        close(socket, &connection, close_code).await;
-                        return;
                     }
                 }
                 Some(Outbound::End) | None => {
@@ -133,26 +189,45 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use bytestring::ByteString;
 
-    fn frame(text: &str) -> Outbound {
-        Outbound::Frame(ByteString::from(text.to_owned()))
+    fn text(text: &str) -> Frame {
+        Frame::Text(ByteString::from(text.to_owned()))
+    }
+
+    fn binary(bytes: &[u8]) -> Frame {
+        Frame::Binary(Bytes::copy_from_slice(bytes))
     }
 
     #[test]
     fn queued_frames_go_out_as_one_message_until_the_end_marker() {
         let (tx, mut rx) = mpsc::channel(8);
-        for text in ["b\u{1e}", "c\u{1e}"] {
-            tx.try_send(frame(text)).unwrap();
+        for record in ["b\u{1e}", "c\u{1e}"] {
+            tx.try_send(Outbound::Frame(text(record))).unwrap();
         }
         tx.try_send(Outbound::End).unwrap();
-        tx.try_send(frame("after\u{1e}")).unwrap();
-        let (joined, ended) = coalesce(ByteString::from_static("a\u{1e}"), &mut rx);
-        assert_eq!((&*joined, ended), ("a\u{1e}b\u{1e}c\u{1e}", true));
+        tx.try_send(Outbound::Frame(text("after\u{1e}"))).unwrap();
+        let (joined, next) = coalesce(text("a\u{1e}"), &mut rx);
+        assert_eq!(joined, text("a\u{1e}b\u{1e}c\u{1e}"));
+        assert!(matches!(next, Some(Outbound::End)));
 
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Frame(text)) if &*text == "after\u{1e}"));
+        assert!(
+            matches!(rx.try_recv(), Ok(Outbound::Frame(frame)) if frame == text("after\u{1e}"))
+        );
         // Alone, a frame goes out as it is.
-        let (alone, ended) = coalesce(ByteString::from_static("x\u{1e}"), &mut rx);
-        assert_eq!((&*alone, ended), ("x\u{1e}", false));
+        let (alone, next) = coalesce(text("x\u{1e}"), &mut rx);
+        assert_eq!((alone, next.is_none()), (text("x\u{1e}"), true));
+    }
+
+    #[test]
+    fn binary_frames_join_only_binary_frames() {
+        let (tx, mut rx) = mpsc::channel(8);
+        tx.try_send(Outbound::Frame(binary(&[2, 0x91, 6]))).unwrap();
+        tx.try_send(Outbound::Frame(text("{}\u{1e}"))).unwrap();
+        let (joined, next) = coalesce(binary(&[1, 0xc0]), &mut rx);
+        assert_eq!(joined, binary(&[1, 0xc0, 2, 0x91, 6]));
+        assert!(matches!(next, Some(Outbound::Frame(frame)) if frame == text("{}\u{1e}")));
     }
 
     #[test]
@@ -160,10 +235,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let big = "x".repeat(MAX_BATCH / 2);
         for _ in 0..3 {
-            tx.try_send(frame(&big)).unwrap();
+            tx.try_send(Outbound::Frame(text(&big))).unwrap();
         }
-        let (joined, ended) = coalesce(ByteString::from(big.clone()), &mut rx);
-        assert_eq!((joined.len(), ended), (MAX_BATCH, false));
+        let (joined, next) = coalesce(text(&big), &mut rx);
+        assert_eq!((joined.len(), next.is_none()), (MAX_BATCH, true));
         assert!(rx.try_recv().is_ok(), "the rest waits for the next message");
     }
 }

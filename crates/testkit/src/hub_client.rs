@@ -21,7 +21,7 @@ fn clients_dir() -> PathBuf {
 /// Fails (never skips) when the official clients are not installed.
 fn require_clients() -> PathBuf {
     let dir = clients_dir();
-    let node = dir.join("node_modules/@microsoft/signalr/package.json");
+    let node = dir.join("node_modules/@microsoft/signalr-protocol-msgpack/package.json");
     let python = dir.join(".venv/bin/python");
     assert!(
         node.exists() && python.exists(),
@@ -46,22 +46,29 @@ pub struct HubClient {
 
 impl HubClient {
     /// `@microsoft/signalr` in Node against the hub at `url`, with the given transport
-    /// (`websockets`, `sse`, `longpolling`, or `websockets+skip` for skipNegotiation).
+    /// (`websockets`, `sse`, `longpolling`), optionally followed by `+skip` (skipNegotiation)
+    /// and `+msgpack` (the MessagePack hub protocol of `@microsoft/signalr-protocol-msgpack`).
     pub fn spawn_node(url: &str, token: &str, transport: &str) -> Self {
         let dir = require_clients();
+        let mut options = transport.split('+');
         let mut command = Command::new("node");
         command
             .arg(dir.join("hub-client.js"))
             .env("HUB_URL", url)
             .env("HUB_TOKEN", token)
-            .env("HUB_TRANSPORT", transport.trim_end_matches("+skip"));
-        if transport.ends_with("+skip") {
-            command.env("HUB_SKIP_NEGOTIATION", "1");
+            .env("HUB_TRANSPORT", options.next().unwrap_or_default());
+        for option in options {
+            match option {
+                "skip" => command.env("HUB_SKIP_NEGOTIATION", "1"),
+                "msgpack" => command.env("HUB_PROTOCOL", "messagepack"),
+                other => panic!("unknown client option '{other}' in '{transport}'"),
+            };
         }
         Self::spawn(format!("node/{transport}"), command)
     }
 
-    /// `signalrcore` or `pysignalr` against the hub at `url`, over WebSockets.
+    /// `signalrcore`, `pysignalr` or `pysignalr+msgpack` (its MessagePack hub protocol)
+    /// against the hub at `url`, over WebSockets.
     pub fn spawn_python(url: &str, token: &str, library: &str) -> Self {
         let dir = require_clients();
         let mut command = Command::new(dir.join(".venv/bin/python"));

@@ -1,6 +1,6 @@
 // Drives imgate's hub with the official @microsoft/signalr client, unmodified.
 // Environment: HUB_URL, HUB_TOKEN, HUB_TRANSPORT (websockets|sse|longpolling),
-// HUB_SKIP_NEGOTIATION=1. Prints one JSON object per line on stdout (connected, recv,
+// HUB_SKIP_NEGOTIATION=1, HUB_PROTOCOL (json, the default, or messagepack). Prints one JSON object per line on stdout (connected, recv,
 // result, reconnecting, reconnected, closed, start_failed); reads commands as JSON lines on
 // stdin: {"cmd":"invoke","tag","method","args"}, {"cmd":"send",…}, {"cmd":"stop"}.
 "use strict";
@@ -14,12 +14,17 @@ const transports = {
   longpolling: signalR.HttpTransportType.LongPolling,
 };
 const transport = transports[process.env.HUB_TRANSPORT || "websockets"];
+const protocol =
+  process.env.HUB_PROTOCOL === "messagepack"
+    ? new (require("@microsoft/signalr-protocol-msgpack").MessagePackHubProtocol)()
+    : new signalR.JsonHubProtocol();
 const connection = new signalR.HubConnectionBuilder()
   .withUrl(process.env.HUB_URL, {
     transport,
     skipNegotiation: process.env.HUB_SKIP_NEGOTIATION === "1",
     accessTokenFactory: () => process.env.HUB_TOKEN,
   })
+  .withHubProtocol(protocol)
   .withAutomaticReconnect([0, 200, 500, 1000, 2000])
   .configureLogging(signalR.LogLevel.Warning)
   .build();

@@ -1,6 +1,7 @@
 """Drives imgate's hub with the Python SignalR clients, unmodified.
 
-Usage: hub_client.py signalrcore|pysignalr, with HUB_URL and HUB_TOKEN in the environment.
+Usage: hub_client.py signalrcore|pysignalr|pysignalr+msgpack, with HUB_URL and HUB_TOKEN in
+the environment (+msgpack: pysignalr with its MessagePack hub protocol).
 Speaks the same line protocol as hub-client.js: JSON events on stdout (connected, recv,
 result, closed), JSON commands on stdin ({"cmd":"invoke","tag","method","args"}, send, stop).
 """
@@ -78,13 +79,16 @@ def run_signalrcore(url, token):
     os._exit(0)
 
 
-async def run_pysignalr(url, token):
+async def run_pysignalr(url, token, messagepack=False):
     from pysignalr.client import SignalRClient
+    from pysignalr.protocol.json import JSONProtocol
+    from pysignalr.protocol.messagepack import MessagepackProtocol
 
     # pysignalr sends no token on its first connect even with access_token_factory, so the
     # header is given explicitly (see the hub's docs).
     client = SignalRClient(
         url,
+        protocol=MessagepackProtocol() if messagepack else JSONProtocol(),
         headers={"Authorization": f"Bearer {token}"},
         access_token_factory=lambda: token,
     )
@@ -157,8 +161,8 @@ def main():
     url, token = os.environ["HUB_URL"], os.environ["HUB_TOKEN"]
     if lib == "signalrcore":
         run_signalrcore(url, token)
-    elif lib == "pysignalr":
-        asyncio.run(run_pysignalr(url, token))
+    elif lib in ("pysignalr", "pysignalr+msgpack"):
+        asyncio.run(run_pysignalr(url, token, messagepack=lib.endswith("+msgpack")))
     else:
         sys.exit(f"unknown client library {lib}")
 

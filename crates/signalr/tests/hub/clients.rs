@@ -8,7 +8,7 @@ use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use imgate_signalr::HubConfig;
 use serde_json::{json, Value};
 
-use crate::support::{message, typing, Client, ClientExt, TestHub};
+use crate::support::{message, metric, typing, Client, ClientExt, TestHub};
 
 fn room_id(id: &str) -> RoomId {
     RoomId::parse(id).unwrap()
@@ -241,6 +241,55 @@ async fn python_clients_receive_events_and_invoke() {
         h.backend.count("typing:alice:r5:true") == 1
     })
     .await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn messagepack_clients_beside_a_json_one_get_the_same_events_and_completions() {
+    let handshakes = || metric(r#"imgate_hub_handshakes_total{protocol="messagepack"}"#);
+    let before = handshakes();
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut clients = [
+        Client::node(&hub, "alice", "websockets+msgpack").await,
+        Client::node(&hub, "alice", "longpolling+msgpack").await,
+        Client::python(&hub, "alice", "pysignalr+msgpack").await,
+        Client::node(&hub, "alice", "websockets").await,
+    ];
+    for client in &mut clients {
+        client.connected().await;
+    }
+    hub.eventually("four open connections", |h| h.hub.open_connections() == 4)
+        .await;
+    // Other tests of this binary may shake hands in MessagePack meanwhile, never fewer.
+    assert!(handshakes() - before >= 3.0, "the three spoke MessagePack");
+    for event in events() {
+        hub.publish("alice", &event);
+    }
+    hub.publish("alice", &typing("r1", "done"));
+    for client in &mut clients {
+        expect_events_once(client).await;
+    }
+    for client in &mut clients {
+        let sent = client
+            .invoke("send", "SendMessage", json!(["r1", "packed"]))
+            .await;
+        assert_eq!(sent["ok"], true, "{} {sent}", client.name);
+        assert_eq!(sent["value"]["text"], "packed", "{}", client.name);
+        assert_eq!(sent["value"]["sender"]["id"], "alice", "{}", client.name);
+        let read = client.invoke("read", "MarkRead", json!(["r1"])).await;
+        assert_eq!(read["ok"], true, "{} {read}", client.name);
+        let unknown = client.invoke("unknown", "Nope", json!([])).await;
+        assert_eq!(unknown["ok"], false, "{unknown}");
+        assert!(
+            unknown["error"]
+                .as_str()
+                .unwrap()
+                .contains("Unknown hub method"),
+            "{} {unknown}",
+            client.name
+        );
+    }
+    assert_eq!(hub.backend.count("send:alice:r1:packed"), 4);
     hub.stop().await;
 }
 

@@ -3,5 +3,6 @@
 //! wire traffic against a hub served on 127.0.0.1:0.
 
 mod clients;
+mod messagepack;
 mod raw;
 mod support;

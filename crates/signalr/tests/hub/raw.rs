@@ -100,9 +100,20 @@ async fn negotiate_answers_version_zero_or_one_as_asked() {
         transports,
         ["WebSockets", "ServerSentEvents", "LongPolling"]
     );
+    // Text first (signalrcore takes the first), Binary for MessagePack where it can travel.
+    let formats: Vec<&Value> = v0["availableTransports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["transferFormats"])
+        .collect();
     assert_eq!(
-        v0["availableTransports"][0]["transferFormats"],
-        json!(["Text"])
+        formats,
+        [
+            &json!(["Text", "Binary"]),
+            &json!(["Text"]),
+            &json!(["Text", "Binary"])
+        ]
     );
 
     let v1: Value = negotiate("?negotiateVersion=1")
@@ -303,12 +314,12 @@ async fn cors_preflight_allows_listed_origins_with_credentials_only() {
 }
 
 #[tokio::test]
-async fn messagepack_and_garbage_handshakes_are_refused_with_an_error() {
+async fn unknown_protocols_and_garbage_handshakes_are_refused_with_an_error() {
     let hub = TestHub::start(HubConfig::default()).await;
     for (request, expected) in [
         (
-            format!(r#"{{"protocol":"messagepack","version":1}}{RS}"#),
-            "messagepack",
+            format!(r#"{{"protocol":"blueprint","version":1}}{RS}"#),
+            "'blueprint' is not supported",
         ),
         (format!("hello{RS}"), "malformed"),
         (
