@@ -7,7 +7,7 @@
 # sim, all driven by `imgate-load bench`. Each scenario prints one line; the lines are
 # appended to BENCH_REPORT (default docs/benchmarks.md; empty = write nothing).
 #
-# BENCH_SIZE=small (default, about 10 minutes) or full (100 000 idle connections).
+# BENCH_SIZE=small (default, about 11 minutes) or full (100 000 idle connections).
 # BENCH_GATEWAY_BIN runs another build of the gateway (e.g. an older commit's, to compare);
 # BENCH_PEERS=no leaves the limit and Socket.IO servers out.
 # Arguments go to `imgate-load bench` (see its --help), e.g. `bash scripts/bench.sh
@@ -30,7 +30,7 @@ case "$size" in
 esac
 
 # The scenarios asked for (the last --scenarios wins, as in imgate-load), default its own.
-scenarios=capacity,nodes,pushes,churn,rest
+scenarios=capacity,msgpack,nodes,pushes,churn,rest
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   case "${args[i]}" in

@@ -289,7 +289,12 @@ async fn messagepack_and_json_connections_of_one_user_get_the_same_events_once(p
     assert_eq!(status, 204);
     // Chat events come through the provider, host pushes straight away: one at a time, so
     // the order every connection sees is known.
-    for client in [&mut json_ws, &mut packed_ws, &mut packed_poll, &mut packed_py] {
+    for client in [
+        &mut json_ws,
+        &mut packed_ws,
+        &mut packed_poll,
+        &mut packed_py,
+    ] {
         client
             .wait_for("the deletion", |v| v["target"] == "messageDeleted")
             .await;

@@ -5,7 +5,8 @@
 //! the gateway process's memory and descriptors) and leaves judging to the numbers. It does
 //! not start the gateway; `scripts/soak.sh` does.
 //!
-//! - [`signalr::HubClient`]: a minimal SignalR client (negotiate v1, WebSockets, JSON).
+//! - [`signalr::HubClient`]: a minimal SignalR client (negotiate v1, WebSockets, JSON or
+//!   MessagePack).
 //! - [`api::GatewayApi`]: the REST calls, with host JWTs minted from the gateway's secret.
 //! - [`procfs`]: RSS, descriptors and threads of a process; the machine's cores and memory.
 //! - [`soak`]: the soak scenario, its delivery check and its report section.

@@ -31,9 +31,10 @@ enum Command {
     /// Steady load with churn of connections and users; samples the gateway's memory and
     /// descriptors and can write the results into a Markdown document.
     Soak(SoakArgs),
-    /// Idle capacity, fan-out, REST overhead and login churn of a gateway, next to the limit
-    /// server and a Socket.IO server, and the fan-out and host pushes over two gateway nodes
-    /// sharing Redis; one line of figures per scenario.
+    /// Idle capacity, fan-out (over JSON, and over MessagePack next to it), REST overhead and
+    /// login churn of a gateway, next to the limit server and a Socket.IO server, and the
+    /// fan-out and host pushes over two gateway nodes sharing Redis; one line of figures per
+    /// scenario.
     // A later flag wins, so `make bench` sizes can be overridden on the command line.
     #[command(args_override_self = true)]
     Bench(BenchArgs),
@@ -122,7 +123,7 @@ struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "capacity,nodes,pushes,churn,rest"
+        default_value = "capacity,msgpack,nodes,pushes,churn,rest"
     )]
     scenarios: Vec<Scenario>,
     /// Markdown document the run's lines are appended to.

@@ -1,22 +1,29 @@
-//! A minimal SignalR client: negotiate (version 1), the WebSocket transport and the JSON hub
-//! protocol. Enough to hold many connections cheaply and count what they receive; the
-//! official clients are what the end-to-end tests use for compatibility.
+//! A minimal SignalR client: negotiate (version 1), the WebSocket transport and the JSON or
+//! MessagePack hub protocol. Enough to hold many connections cheaply and count what they
+//! receive; the official clients are what the end-to-end tests use for compatibility.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use rmpv::ValueRef;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 use url::Url;
 
 use crate::ws::Socket;
 
-/// Ends every record of the JSON hub protocol.
+/// Ends every record of the JSON hub protocol, and the handshake and its answer in both.
 pub const RECORD_SEPARATOR: char = '\u{1e}';
+
+/// [`RECORD_SEPARATOR`] as a byte.
+const SEPARATOR: u8 = 0x1e;
+
+/// The longest MessagePack length prefix: 5 bytes carry more than the 2 GiB the spec allows.
+const MAX_PREFIX: usize = 5;
 
 /// How often the client pings when it has sent nothing else; the hub closes connections it
 /// has not heard from for 30 s by default, and the official clients also ping every 15 s.
@@ -24,6 +31,144 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// How long `close` waits for the server to answer the WebSocket close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The hub protocol a connection speaks, chosen in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubProtocol {
+    /// Text messages; each record is JSON ending with [`RECORD_SEPARATOR`].
+    Json,
+    /// Binary messages; each record is one MessagePack array after its length as a VarInt.
+    MessagePack,
+}
+
+impl HubProtocol {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::MessagePack => "MessagePack",
+        }
+    }
+
+    /// Appends the whole records of `chunk` (without their framing) to `records`; an
+    /// unfinished one stays in `partial` for the next chunk (a record may span messages).
+    pub fn split(
+        self,
+        partial: &mut Vec<u8>,
+        chunk: &[u8],
+        records: &mut VecDeque<Vec<u8>>,
+    ) -> Result<(), HubClientError> {
+        partial.extend_from_slice(chunk);
+        let mut at = 0;
+        match self {
+            Self::Json => {
+                while let Some(end) = partial[at..].iter().position(|&b| b == SEPARATOR) {
+                    if end > 0 {
+                        records.push_back(partial[at..at + end].to_vec());
+                    }
+                    at += end + 1;
+                }
+            }
+            Self::MessagePack => {
+                while let Some((length, prefix)) = read_length(&partial[at..])? {
+                    let start = at + prefix;
+                    if partial.len() - start < length {
+                        break;
+                    }
+                    records.push_back(partial[start..start + length].to_vec());
+                    at = start + length;
+                }
+            }
+        }
+        partial.drain(..at);
+        Ok(())
+    }
+
+    /// One record as it goes on the wire: JSON with its separator, MessagePack after its
+    /// length.
+    fn frame(self, record: &[u8], into: &mut Vec<u8>) {
+        match self {
+            Self::Json => {
+                into.extend_from_slice(record);
+                into.push(SEPARATOR);
+            }
+            Self::MessagePack => {
+                let mut length = record.len();
+                loop {
+                    let low = (length & 0x7f) as u8;
+                    length >>= 7;
+                    if length == 0 {
+                        into.push(low);
+                        break;
+                    }
+                    into.push(low | 0x80);
+                }
+                into.extend_from_slice(record);
+            }
+        }
+    }
+
+    /// The message carrying `message` to the hub.
+    fn encode(self, message: Outgoing<'_>) -> Frame {
+        match self {
+            Self::Json => {
+                let record = match message {
+                    Outgoing::Invocation {
+                        id,
+                        target,
+                        arguments,
+                    } => json!({
+                        "type": 1,
+                        "invocationId": id,
+                        "target": target,
+                        "arguments": arguments,
+                    }),
+                    Outgoing::Ping => json!({"type": 6}),
+                    Outgoing::Close => json!({"type": 7}),
+                };
+                Frame::text(format!("{record}{RECORD_SEPARATOR}"))
+            }
+            Self::MessagePack => {
+                // JSON values written as MessagePack: arrays stay arrays, objects become maps
+                // with string keys, as the hub reads them.
+                let record = match message {
+                    Outgoing::Invocation {
+                        id,
+                        target,
+                        arguments,
+                    } => json!([1, {}, id, target, arguments]),
+                    Outgoing::Ping => json!([6]),
+                    Outgoing::Close => json!([7, null, false]),
+                };
+                let body =
+                    rmp_serde::to_vec(&record).expect("a JSON value is always valid MessagePack");
+                let mut framed = Vec::with_capacity(body.len() + MAX_PREFIX);
+                self.frame(&body, &mut framed);
+                Frame::binary(framed)
+            }
+        }
+    }
+
+    /// One record (without its framing); `None` for those a client ignores (pings, stream
+    /// items and whatever a newer protocol adds).
+    pub fn decode(self, record: &[u8]) -> Result<Option<Incoming>, HubClientError> {
+        match self {
+            Self::Json => decode_json(record),
+            Self::MessagePack => decode_messagepack(record),
+        }
+    }
+}
+
+/// What the client sends besides the handshake.
+enum Outgoing<'a> {
+    Invocation {
+        id: &'a str,
+        target: &'a str,
+        arguments: Vec<Value>,
+    },
+    Ping,
+    Close,
+}
 
 /// Why a connection could not be made or went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +196,7 @@ pub enum HubClientError {
     /// The hub refused the handshake.
     #[error("handshake refused: {0}")]
     Handshake(String),
-    /// The hub sent something that is not the JSON hub protocol.
+    /// The hub sent something that is not the hub protocol chosen.
     #[error("protocol: {0}")]
     Protocol(String),
     /// A step took longer than allowed.
@@ -86,7 +231,7 @@ impl HubClientError {
     }
 }
 
-/// What the hub sent, as far as a client of the JSON protocol cares.
+/// What the hub sent, as far as a client cares.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     /// A server-to-client call (type 1), e.g. `getRoomMessageNotification`.
@@ -116,15 +261,120 @@ pub enum Incoming {
     Ended,
 }
 
+/// One WebSocket message of the hub, as it came: whole records, or part of one.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A text message (the JSON protocol).
+    Text(Utf8Bytes),
+    /// A binary message (the MessagePack protocol).
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Binary(bytes) => bytes,
+        }
+    }
+
+    /// Hands `each` every invocation of `target` in the message, decoding no more than that
+    /// takes, so a driver can count many deliveries cheaply. A JSON record is handed over
+    /// whole: what a caller looks for is in its text, and finding it there costs less than
+    /// parsing. Of a MessagePack invocation, the first argument's `text` is (a `Message`'s
+    /// text, where the bench's fan-out puts its event); such a record is decoded without
+    /// copying, and only when its bytes contain the target. Records that cannot be read are
+    /// skipped, and so is a record cut off at the end of the message.
+    pub fn each_invocation(&self, target: &str, mut each: impl FnMut(&str)) {
+        match self {
+            Self::Text(text) => {
+                for record in text.as_str().split(RECORD_SEPARATOR) {
+                    if names_target(record, target) {
+                        each(record);
+                    }
+                }
+            }
+            Self::Binary(bytes) => {
+                let mut rest: &[u8] = bytes;
+                while let Ok(Some((length, prefix))) = read_length(rest) {
+                    let Some(record) = rest.get(prefix..prefix + length) else {
+                        return;
+                    };
+                    rest = &rest[prefix + length..];
+                    if let Some(text) = first_argument_text(record, target) {
+                        each(text);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the JSON `record` has `target` as a string, quotes included, without parsing it.
+fn names_target(record: &str, target: &str) -> bool {
+    record
+        .match_indices(target)
+        .any(|(at, _)| record[..at].ends_with('"') && record[at + target.len()..].starts_with('"'))
+}
+
+/// The first argument's `text` of the MessagePack `record` when it is an invocation
+/// (`[1, headers, id, target, [arguments]]`) of `target`.
+fn first_argument_text<'a>(record: &'a [u8], target: &str) -> Option<&'a str> {
+    let needle = target.as_bytes();
+    if needle.is_empty() || !record.windows(needle.len()).any(|window| window == needle) {
+        return None;
+    }
+    let ValueRef::Array(items) = rmpv::decode::read_value_ref(&mut &record[..]).ok()? else {
+        return None;
+    };
+    let string = |value: &ValueRef<'a>| match value {
+        ValueRef::String(text) => text.into_str(),
+        _ => None,
+    };
+    if items.first()?.as_u64() != Some(1) || string(items.get(3)?)? != target {
+        return None;
+    }
+    let ValueRef::Array(arguments) = items.get(4)? else {
+        return None;
+    };
+    let ValueRef::Map(fields) = arguments.first()? else {
+        return None;
+    };
+    fields
+        .iter()
+        .find(|(key, _)| string(key) == Some("text"))
+        .and_then(|(_, value)| string(value))
+}
+
+/// The length at the start of `bytes` and the size of its prefix; `None` while the prefix is
+/// incomplete.
+fn read_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, HubClientError> {
+    let mut length = 0usize;
+    for (index, &byte) in bytes.iter().take(MAX_PREFIX).enumerate() {
+        length |= usize::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(Some((length, index + 1)));
+        }
+    }
+    if bytes.len() >= MAX_PREFIX {
+        return Err(HubClientError::Protocol(
+            "a length prefix longer than 5 bytes".into(),
+        ));
+    }
+    Ok(None)
+}
+
 /// One open hub connection over WebSockets.
 pub struct HubClient {
     socket: Socket,
+    protocol: HubProtocol,
     /// The public id negotiate gave this connection (the one in the hub's logs).
     connection_id: String,
-    /// Whole records received and not handed out yet.
-    records: VecDeque<String>,
-    /// The unfinished record at the end of the last frame.
-    partial: String,
+    /// Whole records received and not handed out yet, without their framing.
+    records: VecDeque<Vec<u8>>,
+    /// The unfinished record at the end of the last message.
+    partial: Vec<u8>,
     last_sent: Instant,
     next_invocation: u64,
 }
@@ -151,12 +401,12 @@ impl HubClient {
         timeout: Duration,
         source: Option<IpAddr>,
     ) -> Result<Self, HubClientError> {
-        Self::connect_routed(http, base, &[], token, timeout, source).await
+        Self::connect_routed(http, base, &[], token, timeout, source, HubProtocol::Json).await
     }
 
-    /// [`Self::connect_from`], with the transport opened where a proxy routing by connection
-    /// id would send it: to the base of `routes` whose route starts the id (`b.Xy3...`), else
-    /// to `base`, which negotiated.
+    /// [`Self::connect_from`] speaking `protocol`, with the transport opened where a proxy
+    /// routing by connection id would send it: to the base of `routes` whose route starts the
+    /// id (`b.Xy3...`), else to `base`, which negotiated.
     pub async fn connect_routed(
         http: &reqwest::Client,
         base: &str,
@@ -164,6 +414,7 @@ impl HubClient {
         token: &str,
         timeout: Duration,
         source: Option<IpAddr>,
+        protocol: HubProtocol,
     ) -> Result<Self, HubClientError> {
         let deadline = Instant::now() + timeout;
         let base = base.trim_end_matches('/');
@@ -182,24 +433,25 @@ impl HubClient {
             .map_err(HubClientError::WebSocket)?;
         let mut client = Self {
             socket,
+            protocol,
             connection_id: negotiated.connection_id,
             records: VecDeque::new(),
-            partial: String::new(),
+            partial: Vec::new(),
             last_sent: Instant::now(),
             next_invocation: 1,
         };
+        let name = match protocol {
+            HubProtocol::Json => "json",
+            HubProtocol::MessagePack => "messagepack",
+        };
+        let request = json!({"protocol": name, "version": 1});
         client
-            .send_record(&json!({"protocol": "json", "version": 1}))
+            .send(Frame::text(format!("{request}{RECORD_SEPARATOR}")))
             .await?;
-        let answer = tokio::time::timeout_at(deadline, client.next_record())
+        let answer = tokio::time::timeout_at(deadline, client.handshake_answer())
             .await
             .map_err(|_| HubClientError::Timeout("handshake"))??;
-        let Some(answer) = answer else {
-            return Err(HubClientError::Handshake(
-                "socket closed before the answer".into(),
-            ));
-        };
-        let answer: Value = serde_json::from_str(&answer)
+        let answer: Value = serde_json::from_slice(&answer)
             .map_err(|err| HubClientError::Protocol(format!("handshake answer: {err}")))?;
         match answer.get("error") {
             None | Some(Value::Null) => Ok(client),
@@ -214,6 +466,11 @@ impl HubClient {
         &self.connection_id
     }
 
+    /// The protocol the connection speaks.
+    pub fn protocol(&self) -> HubProtocol {
+        self.protocol
+    }
+
     /// The next thing the hub sent that a caller may care about. Pings are dropped, and the
     /// client pings the hub itself while waiting, so an idle connection stays open.
     ///
@@ -223,7 +480,7 @@ impl HubClient {
             let Some(record) = self.next_record().await? else {
                 return Ok(Incoming::Ended);
             };
-            if let Some(incoming) = decode(&record)? {
+            if let Some(incoming) = self.protocol.decode(&record)? {
                 return Ok(incoming);
             }
         }
@@ -238,20 +495,19 @@ impl HubClient {
     ) -> Result<String, HubClientError> {
         let id = self.next_invocation.to_string();
         self.next_invocation += 1;
-        self.send_record(&json!({
-            "type": 1,
-            "invocationId": id,
-            "target": target,
-            "arguments": arguments,
-        }))
-        .await?;
+        let invocation = Outgoing::Invocation {
+            id: &id,
+            target,
+            arguments,
+        };
+        self.send(self.protocol.encode(invocation)).await?;
         Ok(id)
     }
 
     /// Leaves politely: a Close record, then the WebSocket close, waiting a little for the
     /// server's side of it.
     pub async fn close(mut self) -> Result<(), HubClientError> {
-        self.send_record(&json!({"type": 7})).await?;
+        self.send(self.protocol.encode(Outgoing::Close)).await?;
         self.socket
             .close(None)
             .await
@@ -262,60 +518,103 @@ impl HubClient {
             .map_err(|_| HubClientError::Timeout("close"))
     }
 
-    async fn send_record(&mut self, record: &Value) -> Result<(), HubClientError> {
-        let text = format!("{record}{RECORD_SEPARATOR}");
+    async fn send(&mut self, frame: Frame) -> Result<(), HubClientError> {
         self.socket
-            .send(Frame::text(text))
+            .send(frame)
             .await
             .map_err(HubClientError::WebSocket)?;
         self.last_sent = Instant::now();
         Ok(())
     }
 
+    /// The handshake's answer, a JSON record in either protocol, in a text message (JSON) or a
+    /// binary one (MessagePack); what follows it in that message are the protocol's first
+    /// records.
+    async fn handshake_answer(&mut self) -> Result<Vec<u8>, HubClientError> {
+        loop {
+            let Some(message) = self.next_frame().await? else {
+                return Err(HubClientError::Handshake(
+                    "socket closed before the answer".into(),
+                ));
+            };
+            self.partial.extend_from_slice(message.as_bytes());
+            if let Some(end) = self.partial.iter().position(|&b| b == SEPARATOR) {
+                let rest = self.partial.split_off(end + 1);
+                let mut answer = std::mem::take(&mut self.partial);
+                answer.pop();
+                self.protocol
+                    .split(&mut self.partial, &rest, &mut self.records)?;
+                return Ok(answer);
+            }
+        }
+    }
+
     /// The next whole record, `None` once the socket ended; pings the hub when due.
-    async fn next_record(&mut self) -> Result<Option<String>, HubClientError> {
+    async fn next_record(&mut self) -> Result<Option<Vec<u8>>, HubClientError> {
         loop {
             if let Some(record) = self.records.pop_front() {
                 return Ok(Some(record));
             }
-            let Some(text) = self.next_frame().await? else {
+            let Some(message) = self.next_of_protocol().await? else {
                 return Ok(None);
             };
-            self.records
-                .extend(split_records(&mut self.partial, text.as_str()));
+            self.protocol
+                .split(&mut self.partial, message.as_bytes(), &mut self.records)?;
         }
     }
 
-    /// The next text message as it came (whole records, or part of one), `None` once the
-    /// socket ended; pings the hub when due. Nothing is split or parsed, so a driver can
-    /// count many deliveries cheaply; records kept by an earlier [`Self::next`] come first.
-    pub async fn next_text(&mut self) -> Result<Option<Utf8Bytes>, HubClientError> {
-        if !self.records.is_empty() {
-            let mut joined = String::new();
-            for record in self.records.drain(..) {
-                joined.push_str(&record);
-                joined.push(RECORD_SEPARATOR);
-            }
-            return Ok(Some(joined.into()));
+    /// The next message as it came (whole records, or part of one), `None` once the socket
+    /// ended; pings the hub when due. Nothing is split or parsed, so a driver can count many
+    /// deliveries cheaply ([`Payload::each_invocation`]); records kept by an earlier
+    /// [`Self::next`] come first, framed again.
+    pub async fn next_message(&mut self) -> Result<Option<Payload>, HubClientError> {
+        if self.records.is_empty() {
+            return self.next_of_protocol().await;
         }
-        self.next_frame().await
+        let mut joined = Vec::new();
+        for record in self.records.drain(..) {
+            self.protocol.frame(&record, &mut joined);
+        }
+        Ok(Some(match self.protocol {
+            HubProtocol::Json => Payload::Text(
+                String::from_utf8(joined)
+                    .map_err(|_| HubClientError::Protocol("a record is not UTF-8".into()))?
+                    .into(),
+            ),
+            HubProtocol::MessagePack => Payload::Binary(joined.into()),
+        }))
     }
 
-    async fn next_frame(&mut self) -> Result<Option<Utf8Bytes>, HubClientError> {
+    /// The next message, which must be of the kind the protocol sends.
+    async fn next_of_protocol(&mut self) -> Result<Option<Payload>, HubClientError> {
+        let message = self.next_frame().await?;
+        match (self.protocol, &message) {
+            (_, None)
+            | (HubProtocol::Json, Some(Payload::Text(_)))
+            | (HubProtocol::MessagePack, Some(Payload::Binary(_))) => Ok(message),
+            (protocol, Some(_)) => Err(HubClientError::Protocol(format!(
+                "a message of the other kind on the {} protocol",
+                protocol.name()
+            ))),
+        }
+    }
+
+    /// The next text or binary message, `None` once the socket ended; pings the hub when due.
+    async fn next_frame(&mut self) -> Result<Option<Payload>, HubClientError> {
         loop {
             let ping_at = self.last_sent + PING_EVERY;
             tokio::select! {
                 frame = self.socket.next() => match frame {
                     None | Some(Ok(Frame::Close(_))) => return Ok(None),
                     Some(Err(err)) => return Err(HubClientError::WebSocket(err)),
-                    Some(Ok(Frame::Text(text))) => return Ok(Some(text)),
-                    Some(Ok(Frame::Binary(_))) => {
-                        return Err(HubClientError::Protocol("binary frame on the JSON protocol".into()))
-                    }
+                    Some(Ok(Frame::Text(text))) => return Ok(Some(Payload::Text(text))),
+                    Some(Ok(Frame::Binary(bytes))) => return Ok(Some(Payload::Binary(bytes))),
                     // tungstenite answers WebSocket pings by itself.
                     Some(Ok(_)) => {}
                 },
-                _ = tokio::time::sleep_until(ping_at) => self.send_record(&json!({"type": 6})).await?,
+                _ = tokio::time::sleep_until(ping_at) => {
+                    self.send(self.protocol.encode(Outgoing::Ping)).await?;
+                }
             }
         }
     }
@@ -373,26 +672,9 @@ fn transport_url(base: &str, connection_token: &str, token: &str) -> Result<Url,
     Ok(url)
 }
 
-/// Appends `chunk` to `partial` and takes out every whole record; what follows the last
-/// separator stays in `partial` for the next chunk (a record may span WebSocket messages).
-pub fn split_records(partial: &mut String, chunk: &str) -> Vec<String> {
-    partial.push_str(chunk);
-    let Some(last) = partial.rfind(RECORD_SEPARATOR) else {
-        return Vec::new();
-    };
-    let rest = partial.split_off(last + RECORD_SEPARATOR.len_utf8());
-    let whole = std::mem::replace(partial, rest);
-    whole
-        .split(RECORD_SEPARATOR)
-        .filter(|record| !record.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// One record of the JSON hub protocol; `None` for those a client ignores (pings, stream
-/// items and whatever a newer protocol adds).
-pub fn decode(record: &str) -> Result<Option<Incoming>, HubClientError> {
-    let value: Value = serde_json::from_str(record)
+/// One record of the JSON hub protocol (without its separator).
+fn decode_json(record: &[u8]) -> Result<Option<Incoming>, HubClientError> {
+    let value: Value = serde_json::from_slice(record)
         .map_err(|err| HubClientError::Protocol(format!("not JSON: {err}")))?;
     let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
     let incoming = match value.get("type").and_then(Value::as_u64) {
@@ -417,7 +699,55 @@ pub fn decode(record: &str) -> Result<Option<Incoming>, HubClientError> {
         Some(_) => return Ok(None),
         None => {
             return Err(HubClientError::Protocol(format!(
-                "record without type: {record}"
+                "record without type: {}",
+                String::from_utf8_lossy(record)
+            )))
+        }
+    };
+    Ok(Some(incoming))
+}
+
+/// One record of the MessagePack hub protocol (without its length): an array whose first item
+/// is the type, its values read as the JSON protocol's.
+fn decode_messagepack(record: &[u8]) -> Result<Option<Incoming>, HubClientError> {
+    let value: Value = rmp_serde::from_slice(record)
+        .map_err(|err| HubClientError::Protocol(format!("not MessagePack: {err}")))?;
+    let Value::Array(items) = value else {
+        return Err(HubClientError::Protocol(format!(
+            "record is not an array: {value}"
+        )));
+    };
+    let text = |index: usize| items.get(index).and_then(Value::as_str).map(str::to_owned);
+    let incoming = match items.first().and_then(Value::as_u64) {
+        // [1, headers, invocation id, target, [arguments]]
+        Some(1) => Incoming::Invocation {
+            target: text(3)
+                .ok_or_else(|| HubClientError::Protocol("invocation without target".into()))?,
+            arguments: match items.get(4) {
+                Some(Value::Array(arguments)) => arguments.clone(),
+                _ => Vec::new(),
+            },
+        },
+        // [3, headers, invocation id, result kind (1 error, 2 void, 3 result), error or result]
+        Some(3) => {
+            let kind = items.get(3).and_then(Value::as_u64);
+            Incoming::Completion {
+                invocation_id: text(2)
+                    .ok_or_else(|| HubClientError::Protocol("completion without id".into()))?,
+                result: items.get(4).filter(|_| kind == Some(3)).cloned(),
+                error: text(4).filter(|_| kind == Some(1)),
+            }
+        }
+        // [7, error, allow reconnect]
+        Some(7) => Incoming::Close {
+            error: text(1),
+            allow_reconnect: items.get(2) == Some(&Value::Bool(true)),
+        },
+        Some(_) => return Ok(None),
+        None => {
+            return Err(HubClientError::Protocol(format!(
+                "record without type: {}",
+                Value::Array(items)
             )))
         }
     };
@@ -428,31 +758,94 @@ pub fn decode(record: &str) -> Result<Option<Incoming>, HubClientError> {
 mod tests {
     use super::*;
 
-    fn split(chunks: &[&str]) -> (Vec<String>, String) {
-        let mut partial = String::new();
-        let mut all = Vec::new();
+    fn split(protocol: HubProtocol, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut partial = Vec::new();
+        let mut records = VecDeque::new();
         for chunk in chunks {
-            all.extend(split_records(&mut partial, chunk));
+            protocol.split(&mut partial, chunk, &mut records).unwrap();
         }
-        (all, partial)
+        (records.into(), partial)
+    }
+
+    /// `value` as a MessagePack record, without its length.
+    fn pack(value: Value) -> Vec<u8> {
+        rmp_serde::to_vec(&value).unwrap()
+    }
+
+    /// `records` as one MessagePack message.
+    fn framed(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut message = Vec::new();
+        for record in records {
+            HubProtocol::MessagePack.frame(record, &mut message);
+        }
+        message
+    }
+
+    fn message(text: &str) -> Value {
+        json!({"id": "m1", "roomId": "r1", "text": text, "createdAt": "2026-12-05T08:26:00.000Z"})
     }
 
     #[test]
-    fn records_are_split_on_the_separator_and_joined_across_frames() {
-        assert_eq!(split(&["{}\u{1e}"]), (vec!["{}".to_owned()], String::new()));
+    fn json_records_are_split_on_the_separator_and_joined_across_messages() {
+        let json = HubProtocol::Json;
         assert_eq!(
-            split(&["{\"type\":6}\u{1e}{\"ty", "pe\":6}\u{1e}{"]),
+            split(json, &[b"{}\x1e"]),
+            (vec![b"{}".to_vec()], Vec::new())
+        );
+        assert_eq!(
+            split(json, &[b"{\"type\":6}\x1e{\"ty", b"pe\":6}\x1e{"]),
             (
-                vec!["{\"type\":6}".to_owned(), "{\"type\":6}".to_owned()],
-                "{".to_owned()
+                vec![b"{\"type\":6}".to_vec(), b"{\"type\":6}".to_vec()],
+                b"{".to_vec()
             )
         );
-        assert_eq!(split(&["no separator yet"]).0, Vec::<String>::new());
-        assert_eq!(split(&["\u{1e}\u{1e}"]).0, Vec::<String>::new());
+        assert_eq!(split(json, &[b"no separator yet"]).0, Vec::<Vec<u8>>::new());
+        assert_eq!(split(json, &[b"\x1e\x1e"]).0, Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn messagepack_records_are_split_on_their_lengths_and_joined_across_messages() {
+        let ping = pack(json!([6]));
+        let long = pack(json!([1, {}, null, "x", [message(&"a".repeat(300))]]));
+        let all = framed(&[ping.clone(), long.clone(), ping.clone()]);
+        // The long record's length takes two bytes: cut between them, and inside the record.
+        let cut = ping.len() + 2;
+        let (records, partial) = split(
+            HubProtocol::MessagePack,
+            &[
+                &all[..cut],
+                &all[cut..cut + 100],
+                &all[cut + 100..all.len() - 1],
+            ],
+        );
+        assert_eq!(records, vec![ping.clone(), long]);
+        assert_eq!(partial, vec![2, 0x91]);
+        let mut records = VecDeque::new();
+        let mut too_long = vec![0xff; 5];
+        assert!(HubProtocol::MessagePack
+            .split(&mut too_long, &[], &mut records)
+            .is_err());
+    }
+
+    #[test]
+    fn lengths_are_varints_low_bits_first() {
+        let frame = |length: usize| {
+            let mut into = Vec::new();
+            HubProtocol::MessagePack.frame(&vec![0; length], &mut into);
+            into.truncate(into.len() - length);
+            into
+        };
+        assert_eq!(frame(0), vec![0x00]);
+        assert_eq!(frame(127), vec![0x7f]);
+        assert_eq!(frame(128), vec![0x80, 0x01]);
+        assert_eq!(frame(300), vec![0xac, 0x02]);
+        assert_eq!(read_length(&[0xac, 0x02, 0xff]).unwrap(), Some((300, 2)));
+        assert_eq!(read_length(&[0xac]).unwrap(), None);
     }
 
     #[test]
     fn decode_keeps_what_a_client_acts_on() {
+        let decode = |record: &str| HubProtocol::Json.decode(record.as_bytes());
         assert_eq!(
             decode(
                 r#"{"type":1,"target":"getRoomMessageNotification","arguments":[{"text":"hi"}]}"#
@@ -488,6 +881,142 @@ mod tests {
         );
         assert!(decode("not json").is_err());
         assert!(decode(r#"{"target":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn messagepack_records_decode_as_their_json_twins() {
+        let decode = |value: Value| HubProtocol::MessagePack.decode(&pack(value));
+        assert_eq!(
+            decode(json!([
+                1,
+                {},
+                null,
+                "getRoomMessageNotification",
+                [message("hi")]
+            ]))
+            .unwrap(),
+            Some(Incoming::Invocation {
+                target: "getRoomMessageNotification".into(),
+                arguments: vec![message("hi")],
+            })
+        );
+        assert_eq!(decode(json!([6])).unwrap(), None);
+        assert_eq!(
+            decode(json!([3, {}, "4", 1, "nope"])).unwrap(),
+            Some(Incoming::Completion {
+                invocation_id: "4".into(),
+                result: None,
+                error: Some("nope".into()),
+            })
+        );
+        assert_eq!(
+            decode(json!([3, {}, "5", 3, message("sent")])).unwrap(),
+            Some(Incoming::Completion {
+                invocation_id: "5".into(),
+                result: Some(message("sent")),
+                error: None,
+            })
+        );
+        assert_eq!(
+            decode(json!([3, {}, "6", 2])).unwrap(),
+            Some(Incoming::Completion {
+                invocation_id: "6".into(),
+                result: None,
+                error: None,
+            })
+        );
+        assert_eq!(
+            decode(json!([7, "the user's account was deleted", false])).unwrap(),
+            Some(Incoming::Close {
+                error: Some("the user's account was deleted".into()),
+                allow_reconnect: false,
+            })
+        );
+        assert_eq!(
+            decode(json!([7, null, true])).unwrap(),
+            Some(Incoming::Close {
+                error: None,
+                allow_reconnect: true,
+            })
+        );
+        assert!(decode(json!({"type": 1})).is_err());
+        assert!(HubProtocol::MessagePack.decode(&[0xc1]).is_err());
+    }
+
+    #[test]
+    fn the_clients_records_are_those_of_its_protocol() {
+        let bytes = |frame: Frame| frame.into_data().to_vec();
+        assert_eq!(
+            bytes(HubProtocol::Json.encode(Outgoing::Ping)),
+            b"{\"type\":6}\x1e"
+        );
+        assert_eq!(
+            bytes(HubProtocol::MessagePack.encode(Outgoing::Ping)),
+            vec![2, 0x91, 6]
+        );
+        let invocation = || Outgoing::Invocation {
+            id: "7",
+            target: "SendMessage",
+            arguments: vec![json!("r1"), json!("hi")],
+        };
+        let (records, partial) = split(
+            HubProtocol::MessagePack,
+            &[&bytes(HubProtocol::MessagePack.encode(invocation()))],
+        );
+        assert!(partial.is_empty());
+        let read: Value = rmp_serde::from_slice(&records[0]).unwrap();
+        assert_eq!(read, json!([1, {}, "7", "SendMessage", ["r1", "hi"]]));
+        let close = bytes(HubProtocol::MessagePack.encode(Outgoing::Close));
+        let read: Value = rmp_serde::from_slice(&close[1..]).unwrap();
+        assert_eq!(read, json!([7, null, false]));
+        let json = bytes(HubProtocol::Json.encode(invocation()));
+        let read: Value = serde_json::from_slice(json.strip_suffix(b"\x1e").unwrap()).unwrap();
+        assert_eq!(
+            read,
+            json!({"type": 1, "invocationId": "7", "target": "SendMessage", "arguments": ["r1", "hi"]})
+        );
+    }
+
+    #[test]
+    fn invocations_of_the_target_are_found_in_both_protocols() {
+        let target = "getRoomMessageNotification";
+        let found = |message: Payload| {
+            let mut texts = Vec::new();
+            message.each_invocation(target, |text| texts.push(text.to_owned()));
+            texts
+        };
+        // The room update quotes the last message too, and must not count.
+        let event = message("bench 3 1234");
+        let changed = json!({"method": "updated", "room": {"lastMessage": event}});
+        let json_record = |target: &str, argument: &Value| {
+            format!(r#"{{"type":1,"target":"{target}","arguments":[{argument}]}}"#)
+        };
+        let text = format!(
+            "{}\u{1e}{}\u{1e}{{\"type\":6}}\u{1e}{}\u{1e}",
+            json_record("getRoomSubscriptionChangedNotification", &changed),
+            json_record(target, &event),
+            json_record("getRoomMessageNotificationX", &event),
+        );
+        assert_eq!(
+            found(Payload::Text(text.into())),
+            vec![json_record(target, &event)]
+        );
+        let invocation =
+            |target: &str, argument: &Value| pack(json!([1, {}, null, target, [argument]]));
+        let mut binary = framed(&[
+            invocation("getRoomSubscriptionChangedNotification", &changed),
+            pack(json!([6])),
+            invocation(target, &event),
+            invocation("getRoomMessageNotificationX", &event),
+            invocation(target, &json!("not a message")),
+            invocation(target, &message("second")),
+        ]);
+        // A record cut off at the end is skipped.
+        binary.extend_from_slice(&framed(&[invocation(target, &event)])[..20]);
+        assert_eq!(
+            found(Payload::Binary(binary.into())),
+            vec!["bench 3 1234".to_owned(), "second".to_owned()]
+        );
     }
 
     #[test]

@@ -42,11 +42,11 @@ async fn every_event_reaches_every_connection_once() {
     }
 
     probe.begin(round + 1);
+    let mut sent_bytes = 0;
     for _ in 0..5 {
-        publisher
-            .publish(&http, &probe.event(round + 1))
-            .await
-            .unwrap();
+        let event = probe.event(round + 1);
+        sent_bytes += event.len();
+        publisher.publish(&http, &event).await.unwrap();
     }
     probe
         .settle(5 * connections as u64, Duration::from_secs(5))
@@ -56,5 +56,7 @@ async fn every_event_reaches_every_connection_once() {
     // Nothing arrives twice.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(probe.delivered(), 5 * connections as u64);
+    // The limit sends the events and nothing else, each as its own message.
+    assert_eq!(probe.bytes_read(), (sent_bytes * connections) as u64);
     stop.cancel();
 }

@@ -54,6 +54,12 @@ pub struct HubConfig {
     /// the user's upstream, and a proxy that maps that prefix to the node (`config/nginx.conf`)
     /// sends the user's connections there.
     pub route: String,
+    /// How long a stateful-reconnect connection whose WebSocket dropped waits for the client
+    /// to come back with the same connection token, in seconds.
+    pub reconnect_window_s: u64,
+    /// The most bytes of sent messages a stateful-reconnect connection keeps until the client
+    /// acknowledges them; a connection that would keep more is closed, saying so.
+    pub stateful_reconnect_buffer_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -75,11 +81,19 @@ impl Default for HubConfig {
             targets: BTreeMap::new(),
             strict_targets: false,
             route: String::new(),
+            reconnect_window_s: 15,
+            // ASP.NET Core's default (`StatefulReconnectBufferSize`), and the JS client's.
+            stateful_reconnect_buffer_bytes: 100_000,
         }
     }
 }
 
 impl HubConfig {
+    /// The stateful-reconnect window as a duration.
+    pub fn reconnect_window(&self) -> Duration {
+        Duration::from_secs(self.reconnect_window_s)
+    }
+
     /// The keep-alive interval as a duration (at least 10 ms).
     pub fn keep_alive_interval(&self) -> Duration {
         Duration::from_millis(self.keep_alive_interval_ms.max(10))

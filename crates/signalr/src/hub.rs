@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -14,8 +14,10 @@ use crate::backend::{Caller, HubBackend};
 use crate::config::HubConfig;
 use crate::lifetime::{HubLifetimeManager, Refused};
 use crate::protocol::{Frame, HubProtocol};
-use crate::routing::{is_id_shaped, random_id, route_of, routed_id};
+use crate::replay::ReplayBuffer;
+use crate::routing::{is_id_shaped, random_id, resumable_id, route_of, routed_id};
 use crate::session;
+use crate::telemetry;
 use imgate_domain::sync::lock;
 
 /// Inbound items a transport hands to the connection's session task.
@@ -30,9 +32,12 @@ pub(crate) enum Inbound {
 /// Outbound items the session task hands to the transport.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// One or more whole, framed records in the connection's protocol; shared with every
-    /// connection sent the same.
+    /// One whole, framed message that counts in stateful reconnect's sequence (an invocation
+    /// or completion), in the connection's protocol; shared with every connection sent the
+    /// same.
     Frame(Frame),
+    /// One or more records that do not count (handshake answer, ping, Close, Ack, Sequence).
+    Control(Frame),
     /// Nothing follows: close the transport once the frames before have been written.
     End,
 }
@@ -72,6 +77,9 @@ pub(crate) struct Connection {
     pub key: String,
     /// The authenticated user.
     pub caller: Caller,
+    /// Negotiate granted stateful reconnect (`useStatefulReconnect`); it is on once the
+    /// handshake asks for protocol version 2 over WebSockets.
+    pub resumable: bool,
     transport: Mutex<Option<Transport>>,
     /// The hub protocol, once the handshake chose it.
     protocol: OnceLock<HubProtocol>,
@@ -89,8 +97,16 @@ pub(crate) struct Connection {
     pub outbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>,
     /// Everything about this connection must stop now.
     pub closed: CancellationToken,
-    /// The transport went away (socket closed, SSE stream dropped, DELETE, end delivered).
-    pub transport_gone: CancellationToken,
+    /// The transport serving the connection now: cancelled when it goes away (socket closed,
+    /// SSE stream dropped, DELETE, end delivered). A stateful reconnect puts a new one here.
+    link: Mutex<CancellationToken>,
+    /// Told when a transport took the connection over again.
+    pub relinked: Notify,
+    /// The client ended its transport on purpose (a WebSocket Close), so it is not coming
+    /// back to resume.
+    pub client_left: AtomicBool,
+    /// Stateful reconnect's sent messages, once the handshake turned it on.
+    replay: OnceLock<Mutex<ReplayBuffer>>,
     /// `Hub::shutdown` asks the session to close with `allowReconnect`.
     pub shutdown: CancellationToken,
     /// Set once the session task has finished and the connection is unregistered.
@@ -116,6 +132,8 @@ pub(crate) struct Connection {
 pub(crate) enum Eviction {
     /// Its queue was full: the client does not read fast enough.
     Lagged,
+    /// Stateful reconnect's buffer was full: the client does not acknowledge what it got.
+    Unacknowledged,
     /// Closed for good, with this text (say, the account was deleted).
     Closed(String),
 }
@@ -169,6 +187,26 @@ impl Connection {
     /// Fixes the hub protocol; the handshake does this once, before the connection joins.
     pub fn set_protocol(&self, protocol: HubProtocol) {
         let _ = self.protocol.set(protocol);
+    }
+
+    /// The current transport's token: cancelled once it is gone.
+    pub fn link(&self) -> CancellationToken {
+        lock(&self.link).clone()
+    }
+
+    /// Ends the current transport.
+    pub fn end_transport(&self) {
+        lock(&self.link).cancel();
+    }
+
+    /// Turns stateful reconnect on, keeping up to `limit` bytes of sent messages.
+    pub fn enable_replay(&self, limit: usize) {
+        let _ = self.replay.set(Mutex::new(ReplayBuffer::new(limit)));
+    }
+
+    /// Stateful reconnect's sent messages; `None` when it is off.
+    pub fn replay(&self) -> Option<&Mutex<ReplayBuffer>> {
+        self.replay.get()
     }
 
     /// The transport in use, once one connected.
@@ -272,20 +310,32 @@ impl Hub {
     }
 
     /// Registers a new connection of `caller`; with `separate_token`, transports address it
-    /// by a secret token (negotiate v1), otherwise by its connection id.
+    /// by a secret token (negotiate v1), otherwise by its connection id. A `resumable` one
+    /// (stateful reconnect) gets an id no other node takes over, so a reconnect that lands
+    /// elsewhere finds no connection rather than a fresh one.
     pub(crate) fn create(
         self: &Arc<Self>,
         caller: Caller,
         separate_token: bool,
+        resumable: bool,
     ) -> Result<Arc<Connection>, Refused> {
         let route = self.own_route();
+        let id = || {
+            if resumable {
+                resumable_id(route)
+            } else {
+                routed_id(route)
+            }
+        };
         let (connection_id, key) = if separate_token {
-            (random_id(), routed_id(route))
+            (random_id(), id())
         } else {
-            let id = routed_id(route);
+            let id = id();
             (id.clone(), id)
         };
-        self.register(caller, connection_id, key)
+        let connection = self.new_connection(caller, connection_id, key, resumable);
+        self.manager.insert(connection.clone(), &self.config)?;
+        Ok(connection)
     }
 
     /// This node's route, when it has one.
@@ -319,7 +369,7 @@ impl Hub {
         if let Some(existing) = self.manager.find(key) {
             return Ok(Some(existing));
         }
-        let connection = self.new_connection(caller, random_id(), key.to_owned());
+        let connection = self.new_connection(caller, random_id(), key.to_owned(), false);
         if let Err(refused) = self.manager.insert(connection.clone(), &self.config) {
             // Two requests adopting one id at once: the other one registered it.
             return match self.manager.find(key) {
@@ -333,22 +383,12 @@ impl Hub {
         Ok(Some(connection))
     }
 
-    fn register(
-        self: &Arc<Self>,
-        caller: Caller,
-        connection_id: String,
-        key: String,
-    ) -> Result<Arc<Connection>, Refused> {
-        let connection = self.new_connection(caller, connection_id, key);
-        self.manager.insert(connection.clone(), &self.config)?;
-        Ok(connection)
-    }
-
     fn new_connection(
         &self,
         caller: Caller,
         connection_id: String,
         key: String,
+        resumable: bool,
     ) -> Arc<Connection> {
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_BUFFER);
         let (outbound_tx, outbound_rx) =
@@ -358,6 +398,7 @@ impl Hub {
             connection_id,
             key,
             caller,
+            resumable,
             transport: Mutex::new(None),
             protocol: OnceLock::new(),
             inbound,
@@ -368,7 +409,10 @@ impl Hub {
             evicted: CancellationToken::new(),
             outbound: Arc::new(tokio::sync::Mutex::new(outbound_rx)),
             closed: CancellationToken::new(),
-            transport_gone: CancellationToken::new(),
+            link: Mutex::new(CancellationToken::new()),
+            relinked: Notify::new(),
+            client_left: AtomicBool::new(false),
+            replay: OnceLock::new(),
             shutdown: CancellationToken::new(),
             finished: CancellationToken::new(),
             last_activity_ms: AtomicU64::new(0),
@@ -413,6 +457,29 @@ impl Hub {
         if self.manager.remove(connection) {
             self.ended.insert(connection.key.clone(), ());
         }
+    }
+
+    /// Hands a stateful-reconnect connection to a new WebSocket with the same token: the one
+    /// before, if the hub has not noticed it is gone yet, is ended. The session keeps running;
+    /// the new transport first sends what the client has not acknowledged.
+    pub(crate) fn reattach(&self, connection: &Connection) -> Result<(), StartError> {
+        if connection.replay().is_none()
+            || connection.transport() != Some(Transport::WebSockets)
+            || connection.closed.is_cancelled()
+        {
+            return Err(StartError::AlreadyConnected);
+        }
+        {
+            let mut link = lock(&connection.link);
+            link.cancel();
+            *link = CancellationToken::new();
+        }
+        connection.client_left.store(false, Ordering::Release);
+        connection.touch();
+        connection.relinked.notify_one();
+        telemetry::resumed();
+        tracing::debug!(connection_id = %connection.connection_id, "hub connection resumed on a new WebSocket");
+        Ok(())
     }
 
     /// Binds `transport` to the connection and starts its session task.

@@ -23,6 +23,7 @@ mod host_targets;
 mod hub;
 mod lifetime;
 pub mod protocol;
+mod replay;
 mod routes;
 mod routing;
 mod session;

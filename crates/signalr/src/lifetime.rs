@@ -442,7 +442,7 @@ impl HubLifetimeManager {
     ) {
         let mut registry = self.lock();
         // The channel is fresh, so the first frame always fits.
-        let _ = connection.events.try_send(Outbound::Frame(first_frame));
+        let _ = connection.events.try_send(Outbound::Control(first_frame));
         let user = &connection.caller.user;
         let entry = registry.users.entry(user.clone()).or_default();
         entry.members.push(connection.clone());

@@ -130,8 +130,17 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(0);
     let version = requested.min(1);
+    // Stateful reconnect, when the client asks (the JS client's `withStatefulReconnect`).
+    let resumable = version >= 1 && query(&req, "useStatefulReconnect").as_deref() == Some("true");
     let hub = hub.into_inner();
-    let (connection_id, key) = match hub.route_elsewhere(&user.id).await {
+    // A connection that may resume stays on this node: only the node holding it can resume
+    // it, so it is not handed to the node of the user's upstream.
+    let elsewhere = if resumable {
+        None
+    } else {
+        hub.route_elsewhere(&user.id).await
+    };
+    let (connection_id, key) = match elsewhere {
         // The user's connections belong with the upstream on another node: ids the proxy
         // routes there, and nothing to keep here (that node takes the connection over).
         Some(route) => {
@@ -143,7 +152,7 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
                 (id.clone(), id)
             }
         }
-        None => match hub.create(caller(user), version >= 1) {
+        None => match hub.create(caller(user), version >= 1, resumable) {
             Ok(connection) => {
                 hub.expire_unless_started(&connection);
                 (connection.connection_id.clone(), connection.key.clone())
@@ -158,12 +167,16 @@ async fn negotiate(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
         {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
     ]);
     let body = if version >= 1 {
-        json!({
+        let mut body = json!({
             "connectionId": connection_id,
             "connectionToken": key,
             "negotiateVersion": 1,
             "availableTransports": transports,
-        })
+        });
+        if resumable {
+            body["useStatefulReconnect"] = json!(true);
+        }
+        body
     } else {
         json!({
             "connectionId": connection_id,
@@ -254,9 +267,11 @@ fn connect_websocket(
         find(hub, req, Unknown::Adopt)?
     } else {
         // skipNegotiation: the client connects straight away and gets a fresh connection.
-        hub.create(caller(authenticate(req)?), false)?
+        hub.create(caller(authenticate(req)?), false, false)?
     };
-    if connection.transport().is_some() {
+    // A second WebSocket for a connection: a stateful reconnect, or a conflict.
+    let resumed = connection.transport().is_some();
+    if resumed && connection.replay().is_none() {
         return Err(conflict(StartError::AlreadyConnected));
     }
     let (response, socket, stream) = actix_ws::handle(req, body).map_err(|err| {
@@ -270,10 +285,14 @@ fn connect_websocket(
         .max_frame_size(limit)
         .aggregate_continuations()
         .max_continuation_size(limit);
-    hub.start(&connection, Transport::WebSockets)
-        .map_err(conflict)?;
+    if resumed {
+        hub.reattach(&connection).map_err(conflict)?;
+    } else {
+        hub.start(&connection, Transport::WebSockets)
+            .map_err(conflict)?;
+    }
     // actix-ws sockets are tied to this worker thread, hence a local task.
-    actix_web::rt::spawn(websocket::run(connection, socket, stream));
+    actix_web::rt::spawn(websocket::run(connection, socket, stream, resumed));
     Ok(response)
 }
 
@@ -282,7 +301,7 @@ struct TransportGuard(Arc<Connection>);
 
 impl Drop for TransportGuard {
     fn drop(&mut self) {
-        self.0.transport_gone.cancel();
+        self.0.end_transport();
     }
 }
 
@@ -320,10 +339,15 @@ fn sse_body(
         };
         match item {
             // The handshake refuses a binary protocol on SSE, so every frame is text.
-            Some(Outbound::Frame(Frame::Text(text))) => {
+            Some(Outbound::Frame(Frame::Text(text)) | Outbound::Control(Frame::Text(text))) => {
                 Some((Ok(sse_event(&text)), (guard, receiver)))
             }
-            Some(Outbound::Frame(Frame::Binary(_)) | Outbound::End) | None => None,
+            Some(
+                Outbound::Frame(Frame::Binary(_))
+                | Outbound::Control(Frame::Binary(_))
+                | Outbound::End,
+            )
+            | None => None,
         }
     });
     opening.chain(events)
@@ -354,7 +378,7 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
         Some(_) => return Err(conflict(StartError::AlreadyConnected)),
     }
     if connection.poll_ended.load(Ordering::Acquire) {
-        connection.transport_gone.cancel();
+        connection.end_transport();
         return Ok(HttpResponse::NoContent().finish());
     }
     // A newer poll replaces a pending one (its client has evidently given up on it).
@@ -375,10 +399,10 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
         item = receiver.recv() => item,
     };
     let first = match first {
-        Some(Outbound::Frame(frame)) => frame,
+        Some(Outbound::Frame(frame) | Outbound::Control(frame)) => frame,
         Some(Outbound::End) | None => {
             connection.poll_ended.store(true, Ordering::Release);
-            connection.transport_gone.cancel();
+            connection.end_transport();
             return Ok(HttpResponse::NoContent().finish());
         }
     };
@@ -393,7 +417,9 @@ async fn poll(hub: &Arc<Hub>, req: &HttpRequest) -> Result<HttpResponse, ApiErro
     // Hand over everything already queued in one response, up to a sane size.
     while body.len() < 1024 * 1024 {
         match receiver.try_recv() {
-            Ok(Outbound::Frame(frame)) => body.extend_from_slice(frame.as_bytes()),
+            Ok(Outbound::Frame(frame) | Outbound::Control(frame)) => {
+                body.extend_from_slice(frame.as_bytes())
+            }
             Ok(Outbound::End) | Err(mpsc::error::TryRecvError::Disconnected) => {
                 connection.poll_ended.store(true, Ordering::Release);
                 break;
@@ -502,7 +528,7 @@ async fn disconnect(hub: web::Data<Hub>, req: HttpRequest) -> HttpResponse {
     let hub = hub.into_inner();
     match find(&hub, &req, Unknown::Refuse) {
         Ok(connection) => {
-            connection.transport_gone.cancel();
+            connection.end_transport();
             if connection.transport().is_none() {
                 hub.remove(&connection);
                 connection.closed.cancel();

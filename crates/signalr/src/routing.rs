@@ -26,6 +26,13 @@ pub(crate) fn routed_id(route: Option<&str>) -> String {
     }
 }
 
+/// A fresh connection id like [`routed_id`]'s for a connection that may resume (stateful
+/// reconnect): the suffix makes it unlike any id [`is_id_shaped`] accepts, so no node but the
+/// one holding it takes it over, while a proxy still routes it by its prefix.
+pub(crate) fn resumable_id(route: Option<&str>) -> String {
+    format!("{}.r", routed_id(route))
+}
+
 /// The node id of the node whose route is `route` (empty: none), unique by `unique`.
 pub fn node_id(route: &str, unique: &str) -> String {
     if route.is_empty() {
@@ -74,6 +81,10 @@ mod tests {
         assert!(routed.starts_with("node-a."), "{routed}");
         assert!(is_id_shaped(&routed));
         assert!(is_id_shaped(&routed_id(None)));
+        for resumable in [resumable_id(Some("node-a")), resumable_id(None)] {
+            assert!(!is_id_shaped(&resumable), "{resumable}");
+        }
+        assert!(resumable_id(Some("node-a")).starts_with("node-a."));
         for bad in [
             "",
             "short",

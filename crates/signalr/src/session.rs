@@ -20,8 +20,10 @@ use tokio::time::Instant;
 
 use crate::backend::{HubCall, HubError};
 use crate::hub::{Connection, Eviction, Hub, Inbound, Outbound, Transport, RESERVED_OUTBOUND};
-use crate::protocol::{self, Frame, HubProtocol, Incoming, Outgoing, ProtocolError, RecordBuffer};
+use crate::protocol::{self, HubProtocol, Incoming, Outgoing, ProtocolError, RecordBuffer};
+use crate::replay::Received;
 use crate::telemetry::{self, CloseReason};
+use imgate_domain::sync::lock;
 
 /// How long a finished session waits for the transport to deliver its last messages (a
 /// Close message to a long-polling client needs one more poll) before cutting it.
@@ -62,7 +64,7 @@ struct Outbox {
     tx: mpsc::Sender<Outbound>,
     /// The connection's protocol: JSON until the handshake chose.
     protocol: HubProtocol,
-    backlog: VecDeque<Frame>,
+    backlog: VecDeque<Outbound>,
     /// Since when the channel has been too full to take the backlog.
     blocked_since: Option<Instant>,
     last_sent: Instant,
@@ -87,46 +89,51 @@ impl Outbox {
     }
 
     fn push(&mut self, message: &Outgoing) -> Result<(), Gone> {
-        self.push_raw(message.encode(self.protocol))
+        let frame = message.encode(self.protocol);
+        self.push_item(if message.is_tracked() {
+            Outbound::Frame(frame)
+        } else {
+            Outbound::Control(frame)
+        })
     }
 
-    fn push_raw(&mut self, frame: Frame) -> Result<(), Gone> {
-        let frame = if self.backlog.is_empty() {
-            match self.try_send(frame)? {
+    fn push_item(&mut self, item: Outbound) -> Result<(), Gone> {
+        let item = if self.backlog.is_empty() {
+            match self.try_send(item)? {
                 None => return Ok(()),
-                Some(frame) => frame,
+                Some(item) => item,
             }
         } else {
-            frame
+            item
         };
         self.blocked_since.get_or_insert_with(Instant::now);
-        self.backlog.push_back(frame);
+        self.backlog.push_back(item);
         Ok(())
     }
 
-    /// Sends `frame` if there is room (keeping the reserved slots free); gives it back if not.
-    fn try_send(&mut self, frame: Frame) -> Result<Option<Frame>, Gone> {
+    /// Sends `item` if there is room (keeping the reserved slots free); gives it back if not.
+    fn try_send(&mut self, item: Outbound) -> Result<Option<Outbound>, Gone> {
         if self.tx.is_closed() {
             return Err(Gone);
         }
         if self.tx.capacity() <= RESERVED_OUTBOUND {
-            return Ok(Some(frame));
+            return Ok(Some(item));
         }
-        match self.tx.try_send(Outbound::Frame(frame)) {
+        match self.tx.try_send(item) {
             Ok(()) => {
                 self.last_sent = Instant::now();
                 Ok(None)
             }
-            Err(mpsc::error::TrySendError::Full(Outbound::Frame(frame))) => Ok(Some(frame)),
-            Err(_) => Err(Gone),
+            Err(mpsc::error::TrySendError::Full(item)) => Ok(Some(item)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Gone),
         }
     }
 
     /// Moves as much of the backlog into the channel as fits.
     fn flush(&mut self) -> Result<(), Gone> {
-        while let Some(frame) = self.backlog.pop_front() {
-            if let Some(frame) = self.try_send(frame)? {
-                self.backlog.push_front(frame);
+        while let Some(item) = self.backlog.pop_front() {
+            if let Some(item) = self.try_send(item)? {
+                self.backlog.push_front(item);
                 return Ok(());
             }
         }
@@ -146,7 +153,7 @@ impl Outbox {
         if let Some(close) = close {
             let _ = self
                 .tx
-                .try_send(Outbound::Frame(close.encode(self.protocol)));
+                .try_send(Outbound::Control(close.encode(self.protocol)));
         }
         let _ = self.tx.try_send(Outbound::End);
     }
@@ -192,6 +199,9 @@ pub(crate) async fn run(
                 outbox: &mut outbox,
                 queue: VecDeque::new(),
                 running: FuturesUnordered::new(),
+                received: Received::new(),
+                ack_due: false,
+                detached_until: None,
             };
             session.serve(&mut inbound, &mut records, leftover).await
         }
@@ -212,7 +222,7 @@ pub(crate) async fn run(
     telemetry::connection_closed(ending.reason);
     // Let the transport write what is queued (the Close message above), then cut it.
     tokio::select! {
-        _ = connection.transport_gone.cancelled() => {}
+        _ = connection.link().cancelled_owned() => {}
         _ = connection.closed.cancelled() => {}
         _ = tokio::time::sleep(DRAIN_GRACE) => {}
     }
@@ -234,14 +244,16 @@ async fn handshake(
     let deadline = Instant::now() + hub.config.handshake_timeout();
     let max = hub.config.max_message_size;
     let refuse = |outbox: &mut Outbox, reason: CloseReason, error: &str| {
-        let _ = outbox.push_raw(outbox.protocol.handshake_response(Some(error)));
+        let _ = outbox.push_item(Outbound::Control(
+            outbox.protocol.handshake_response(Some(error)),
+        ));
         Ending::silent(reason)
     };
     let mut reader = RecordBuffer::new(HubProtocol::Json, max);
     let handshake = loop {
         let item = tokio::select! {
             _ = connection.closed.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
-            _ = connection.transport_gone.cancelled() => return Err(Ending::silent(CloseReason::ClientClosed)),
+            _ = connection.link().cancelled_owned() => return Err(Ending::silent(CloseReason::ClientClosed)),
             _ = connection.shutdown.cancelled() => return Err(Ending::silent(CloseReason::Shutdown)),
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(refuse(outbox, CloseReason::HandshakeFailed, "handshake was not received in time"));
@@ -270,8 +282,8 @@ async fn handshake(
             },
         }
     };
-    let protocol = match protocol::parse_handshake(&handshake.request) {
-        Ok(protocol) => protocol,
+    let request = match protocol::parse_handshake(&handshake.request) {
+        Ok(request) => request,
         Err(err) => {
             tracing::info!(error = %err, "refusing hub handshake");
             return Err(refuse(
@@ -281,6 +293,7 @@ async fn handshake(
             ));
         }
     };
+    let protocol = request.protocol;
     if protocol.is_binary() && transport == Transport::ServerSentEvents {
         return Err(refuse(
             outbox,
@@ -294,6 +307,11 @@ async fn handshake(
     }
     outbox.protocol = protocol;
     connection.set_protocol(protocol);
+    // Stateful reconnect: granted in negotiate, asked for again by the handshake's version,
+    // and only WebSockets can resume (as in ASP.NET Core).
+    if connection.resumable && request.version >= 2 && transport == Transport::WebSockets {
+        connection.enable_replay(hub.config.stateful_reconnect_buffer_bytes);
+    }
     if let Err(err) = hub.backend.connection_opened(&connection.caller).await {
         tracing::warn!(error = %err, "backend refused the hub connection");
         return Err(refuse(
@@ -328,6 +346,12 @@ struct Session<'a> {
     queue: VecDeque<(Option<String>, HubCall)>,
     /// The running invocation (at most one: calls of a connection run in order).
     running: FuturesUnordered<BoxFuture<'static, InvocationResult>>,
+    /// Stateful reconnect: the client's messages received, to drop what it sends again.
+    received: Received,
+    /// Stateful reconnect: a message of the client was handled since the last Ack.
+    ack_due: bool,
+    /// Stateful reconnect: the WebSocket dropped, and the client may come back until then.
+    detached_until: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -354,11 +378,18 @@ impl Session<'_> {
         };
         loop {
             let now = Instant::now();
+            let link = self.connection.link();
+            if self.detached_until.is_some() && !link.is_cancelled() {
+                // A new WebSocket took the connection over.
+                self.detached_until = None;
+            }
+            let detached = self.detached_until.is_some();
             let idle = self.connection.idle_for();
             let polling = self.connection.polls_pending.load(Ordering::Relaxed) > 0;
-            // While invocations pile up we are not reading, so silence proves nothing.
+            // While invocations pile up we are not reading, so silence proves nothing; while
+            // detached, the reconnect window decides instead.
             let reading = self.queue.len() < max_pending;
-            if idle >= client_timeout && !polling && reading {
+            if idle >= client_timeout && !polling && reading && !detached {
                 return Ending::silent(CloseReason::ClientTimeout);
             }
             let blocked = self.outbox.is_blocked();
@@ -366,7 +397,7 @@ impl Session<'_> {
             if stall_at.is_some_and(|at| now >= at) {
                 return slow_client();
             }
-            let timeout_at = if polling || !reading {
+            let timeout_at = if polling || !reading || detached {
                 // Liveness is not in question now; look again a timeout later.
                 now + client_timeout
             } else {
@@ -378,7 +409,7 @@ impl Session<'_> {
                 .connection
                 .last_message_at()
                 .map_or(self.outbox.last_sent, |at| at.max(self.outbox.last_sent));
-            let ping_at = if blocked {
+            let ping_at = if blocked || detached {
                 timeout_at
             } else {
                 last_sent + keep_alive
@@ -386,7 +417,21 @@ impl Session<'_> {
             let wake_at = timeout_at.min(ping_at).min(stall_at.unwrap_or(timeout_at));
             tokio::select! {
                 _ = self.connection.closed.cancelled() => return Ending::silent(CloseReason::ClientClosed),
-                _ = self.connection.transport_gone.cancelled() => return Ending::silent(CloseReason::ClientClosed),
+                _ = link.cancelled(), if !detached => {
+                    // A stateful-reconnect WebSocket that dropped (rather than closed) keeps
+                    // the connection for the client to come back to.
+                    let resumable = self.connection.replay().is_some()
+                        && !self.connection.client_left.load(Ordering::Acquire);
+                    if !resumable {
+                        return Ending::silent(CloseReason::ClientClosed);
+                    }
+                    tracing::debug!("hub connection's WebSocket dropped; waiting for the client to resume");
+                    self.detached_until = Some(Instant::now() + self.hub.config.reconnect_window());
+                }
+                _ = self.connection.relinked.notified(), if detached => {}
+                _ = tokio::time::sleep_until(self.detached_until.unwrap_or(now)), if detached => {
+                    return Ending::silent(CloseReason::ReconnectTimeout);
+                }
                 _ = self.connection.shutdown.cancelled() => {
                     // No `error`: pysignalr raises on a Close that has one and stops for good,
                     // while every client reconnects on a plain `allowReconnect`.
@@ -409,7 +454,7 @@ impl Session<'_> {
                         .connection
                         .last_message_at()
                         .is_none_or(|at| Instant::now() >= at + keep_alive);
-                    if !blocked && quiet && Instant::now() >= ping_at {
+                    if !blocked && !detached && quiet && Instant::now() >= ping_at {
                         if let Err(err) = self.outbox.push(&Outgoing::Ping) {
                             return gone(err);
                         }
@@ -435,6 +480,15 @@ impl Session<'_> {
                         Some(Eviction::Closed(reason)) => {
                             Ending::with_error(CloseReason::ClosedByServer, reason.clone(), false)
                         }
+                        Some(Eviction::Unacknowledged) => Ending::with_error(
+                            CloseReason::Unacknowledged,
+                            format!(
+                                "connection closed because the client did not acknowledge its \
+                                 messages (more than {} bytes waiting)",
+                                self.hub.config.stateful_reconnect_buffer_bytes
+                            ),
+                            true,
+                        ),
                         _ => Ending::with_error(
                             CloseReason::Lagged,
                             "connection closed because it fell behind its messages (lagged)",
@@ -467,6 +521,10 @@ impl Session<'_> {
         for record in list {
             self.handle_record(&record)?;
         }
+        if std::mem::take(&mut self.ack_due) {
+            let ack = Outgoing::Ack(self.received.latest());
+            self.outbox.push(&ack).map_err(gone)?;
+        }
         Ok(())
     }
 
@@ -475,6 +533,24 @@ impl Session<'_> {
             tracing::info!(error = %err, "closing hub connection on a malformed message");
             Ending::with_error(CloseReason::ProtocolError, err.to_string(), false)
         })?;
+        if let Some(replay) = self.connection.replay() {
+            match &message {
+                Incoming::Ack(id) => lock(replay).ack(*id),
+                Incoming::Sequence(id) => {
+                    self.received.restart_at(*id).map_err(|error| {
+                        Ending::with_error(CloseReason::ProtocolError, error, false)
+                    })?;
+                }
+                tracked if tracked.is_tracked() => {
+                    if !self.received.arrive() {
+                        // Sent again after a reconnect, and handled the first time.
+                        return Ok(());
+                    }
+                    self.ack_due = true;
+                }
+                _ => {}
+            }
+        }
         match message {
             Incoming::Invocation {
                 invocation_id,
@@ -512,7 +588,8 @@ impl Session<'_> {
                 Some(invocation_id),
                 Err("streaming is not supported by this hub; there is nothing to cancel".into()),
             ),
-            Incoming::Ping => Ok(()),
+            // Without stateful reconnect there is nothing to acknowledge or resume.
+            Incoming::Ping | Incoming::Ack(_) | Incoming::Sequence(_) => Ok(()),
             Incoming::Close => Err(Ending::silent(CloseReason::ClientClosed)),
             Incoming::Ignored(kind) => {
                 tracing::debug!(kind, "ignoring hub message");

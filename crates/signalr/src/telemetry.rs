@@ -27,6 +27,10 @@ pub enum CloseReason {
     TokenExpired,
     /// The server closed it for good: the user's account was deleted, or the host asked.
     ClosedByServer,
+    /// Its WebSocket dropped and no new one came within the stateful-reconnect window.
+    ReconnectTimeout,
+    /// Stateful reconnect's buffer filled: the client does not acknowledge what it got.
+    Unacknowledged,
 }
 
 impl CloseReason {
@@ -44,6 +48,8 @@ impl CloseReason {
             Self::BackendError => "backend_error",
             Self::TokenExpired => "token_expired",
             Self::ClosedByServer => "closed_by_server",
+            Self::ReconnectTimeout => "reconnect_timeout",
+            Self::Unacknowledged => "unacknowledged",
         }
     }
 }
@@ -57,6 +63,11 @@ pub(crate) fn connection_opened(transport: &'static str) {
 /// A connection's handshake chose `protocol` (`json` or `messagepack`).
 pub(crate) fn handshake_done(protocol: &'static str) {
     counter!("imgate_hub_handshakes_total", "protocol" => protocol).increment(1);
+}
+
+/// A stateful-reconnect connection went on over a new WebSocket.
+pub(crate) fn resumed() {
+    counter!("imgate_hub_reconnects_total").increment(1);
 }
 
 /// A connection whose transport had started ended.

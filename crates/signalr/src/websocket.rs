@@ -1,12 +1,15 @@
 //! The WebSocket transport: moves bytes between an actix-ws socket and the session task.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use imgate_domain::sync::lock;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Connection, Inbound, Outbound};
-use crate::protocol::Frame;
+use crate::hub::{Connection, Eviction, Inbound, Outbound};
+use crate::protocol::{Frame, Outgoing};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 
 /// The largest WebSocket message accepted: several records may share one message (the JS
@@ -18,20 +21,26 @@ pub(crate) fn max_ws_message(max_message_size: usize) -> usize {
 /// Most bytes joined into one WebSocket message.
 const MAX_BATCH: usize = 64 * 1024;
 
-/// The next queued frame if `size` bytes leave room for it and it is of `first`'s kind;
-/// another item taken from the queue (the end marker, a frame of the other kind) is left in
-/// `next` for the caller.
+/// The next queued frame if `size` bytes leave room for it and it is of `first`'s kind; a
+/// counted one (see [`Outbound::Frame`]) is handed to `track` as it is taken. Another item
+/// taken from the queue (the end marker, a frame of the other kind) is left in `next` for
+/// the caller.
 fn next_like(
     first: &Frame,
     size: usize,
     outbound: &mut mpsc::Receiver<Outbound>,
     next: &mut Option<Outbound>,
+    track: &mut impl FnMut(&Frame),
 ) -> Option<Frame> {
     if size >= MAX_BATCH || next.is_some() {
         return None;
     }
     match outbound.try_recv() {
-        Ok(Outbound::Frame(frame)) if frame.is_binary() == first.is_binary() => Some(frame),
+        Ok(Outbound::Frame(frame)) if frame.is_binary() == first.is_binary() => {
+            track(&frame);
+            Some(frame)
+        }
+        Ok(Outbound::Control(frame)) if frame.is_binary() == first.is_binary() => Some(frame),
         Ok(other) => {
             *next = Some(other);
             None
@@ -44,7 +53,11 @@ fn next_like(
 /// (JSON records end with their separator, MessagePack records start with their length, and
 /// clients split them): under load one write and one wake-up of the socket carry many records.
 /// Also returns the item that ended the batch unjoined, for the caller to handle next.
-fn coalesce(first: Frame, outbound: &mut mpsc::Receiver<Outbound>) -> (Frame, Option<Outbound>) {
+fn coalesce(
+    first: Frame,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    track: &mut impl FnMut(&Frame),
+) -> (Frame, Option<Outbound>) {
     let mut next = None;
     let joined = match &first {
         Frame::Text(head) => {
@@ -54,6 +67,7 @@ fn coalesce(first: Frame, outbound: &mut mpsc::Receiver<Outbound>) -> (Frame, Op
                 joined.as_ref().map_or(head.len(), String::len),
                 outbound,
                 &mut next,
+                track,
             ) {
                 joined
                     .get_or_insert_with(|| {
@@ -72,6 +86,7 @@ fn coalesce(first: Frame, outbound: &mut mpsc::Receiver<Outbound>) -> (Frame, Op
                 joined.as_ref().map_or(head.len(), BytesMut::len),
                 outbound,
                 &mut next,
+                track,
             ) {
                 joined
                     .get_or_insert_with(|| {
@@ -95,16 +110,45 @@ async fn write(socket: &mut Session, frame: Frame) -> Result<(), actix_ws::Close
     }
 }
 
-/// Sends the WebSocket close and marks the transport gone.
-async fn close(socket: Session, connection: &Connection, code: CloseCode) {
+/// Sends the WebSocket close and marks this transport gone.
+async fn close(
+    socket: Session,
+    connection: &Connection,
+    link: &CancellationToken,
+    code: CloseCode,
+) {
     tokio::select! {
         _ = socket.close(Some(CloseReason { code, description: None })) => {}
         _ = connection.closed.cancelled() => {}
     }
-    connection.transport_gone.cancel();
+    link.cancel();
 }
 
-/// Runs until the socket closes, the session ends, or the connection is cut.
+/// Keeps a counted message for stateful reconnect, when it is on; a client that lets more
+/// pile up unacknowledged than the buffer holds is cut off.
+fn track(connection: &Connection, frame: &Frame) {
+    if let Some(replay) = connection.replay() {
+        if lock(replay).record(frame).is_err() {
+            connection.evict(Eviction::Unacknowledged);
+        }
+    }
+}
+
+/// What a resumed transport sends before anything else: the Sequence record with the id of
+/// the oldest unacknowledged message, then those messages again, in order.
+fn resumption(connection: &Connection) -> Vec<Frame> {
+    let Some(replay) = connection.replay() else {
+        return Vec::new();
+    };
+    let (first, frames) = lock(replay).unacknowledged();
+    let mut resumption = vec![Outgoing::Sequence(first).encode(connection.protocol())];
+    resumption.extend(frames);
+    resumption
+}
+
+/// Runs until the socket closes or drops, the session ends, the connection is cut, or (with
+/// stateful reconnect) a newer WebSocket takes the connection over. A `resumed` one starts
+/// with what the client has not acknowledged.
 ///
 /// JSON goes out in text messages and MessagePack in binary ones: the clients read each
 /// protocol only from its own kind (JSON in a binary message breaks the JS client). Client
@@ -114,9 +158,24 @@ pub(crate) async fn run(
     connection: Arc<Connection>,
     mut socket: Session,
     mut stream: AggregatedMessageStream,
+    resumed: bool,
 ) {
+    let link = connection.link();
     let outbound = connection.outbound.clone();
-    let mut outbound = outbound.lock().await;
+    // A transport this one replaces lets go of the queue once it has seen `link` change.
+    let mut outbound = tokio::select! {
+        outbound = outbound.lock() => outbound,
+        _ = link.cancelled() => return,
+        _ = connection.closed.cancelled() => return,
+    };
+    if resumed {
+        for frame in resumption(&connection) {
+            if write(&mut socket, frame).await.is_err() {
+                link.cancel();
+                return;
+            }
+        }
+    }
     let inbound = connection.inbound.clone();
     // A message read from the socket that the session has not taken yet. While it waits we
     // stop reading (back-pressure on the client) but keep writing: the session may be waiting
@@ -127,28 +186,35 @@ pub(crate) async fn run(
     let mut close_code = CloseCode::Normal;
     // An item `coalesce` took from the queue but did not join: handled before the queue.
     let mut carried: Option<Outbound> = None;
+    let mut track = |frame: &Frame| track(&connection, frame);
     loop {
         tokio::select! {
             biased;
             _ = connection.closed.cancelled() => break,
+            _ = link.cancelled() => break,
             item = async { match carried.take() {
                 Some(item) => Some(item),
                 None => outbound.recv().await,
-            } } => match item {
-                Some(Outbound::Frame(frame)) => {
-                    let (frame, next) = coalesce(frame, &mut outbound);
-                    carried = next;
-                    let sent = tokio::select! {
-                        sent = write(&mut socket, frame) => sent.is_ok(),
-                        _ = connection.closed.cancelled() => false,
-                    };
-                    if !sent {
-                        break;
+            } } => {
+                let frame = match item {
+                    Some(Outbound::Frame(frame)) => {
+                        track(&frame);
+                        frame
                     }
-                }
-                Some(Outbound::End) | None => {
-                    close(socket, &connection, close_code).await;
-                    return;
+                    Some(Outbound::Control(frame)) => frame,
+                    Some(Outbound::End) | None => {
+                        close(socket, &connection, &link, close_code).await;
+                        return;
+                    }
+                };
+                let (frame, next) = coalesce(frame, &mut outbound, &mut track);
+                carried = next;
+                let sent = tokio::select! {
+                    sent = write(&mut socket, frame) => sent.is_ok(),
+                    _ = connection.closed.cancelled() => false,
+                };
+                if !sent {
+                    break;
                 }
             },
             permit = inbound.reserve(), if pending.is_some() => match (permit, pending.take()) {
@@ -167,7 +233,14 @@ pub(crate) async fn run(
                         None
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => None,
-                    Some(Ok(AggregatedMessage::Close(_))) | None => break,
+                    Some(Ok(AggregatedMessage::Close(_))) => {
+                        // Closed on purpose, not dropped: nothing to resume.
+                        connection.client_left.store(true, Ordering::Release);
+                        break;
+                    }
+                    // The socket dropped without a Close: a client with stateful reconnect
+                    // comes back.
+                    None => break,
                     Some(Err(actix_ws::ProtocolError::Overflow)) => {
                         reading = false;
                         close_code = CloseCode::Size;
@@ -181,7 +254,7 @@ pub(crate) async fn run(
             }
         }
     }
-    connection.transport_gone.cancel();
+    link.cancel();
     // Dropping the socket ends the response stream; actix closes the TCP connection.
     drop(socket);
 }
@@ -208,7 +281,7 @@ mod tests {
         }
         tx.try_send(Outbound::End).unwrap();
         tx.try_send(Outbound::Frame(text("after\u{1e}"))).unwrap();
-        let (joined, next) = coalesce(text("a\u{1e}"), &mut rx);
+        let (joined, next) = coalesce(text("a\u{1e}"), &mut rx, &mut |_| {});
         assert_eq!(joined, text("a\u{1e}b\u{1e}c\u{1e}"));
         assert!(matches!(next, Some(Outbound::End)));
 
@@ -216,7 +289,7 @@ mod tests {
             matches!(rx.try_recv(), Ok(Outbound::Frame(frame)) if frame == text("after\u{1e}"))
         );
         // Alone, a frame goes out as it is.
-        let (alone, next) = coalesce(text("x\u{1e}"), &mut rx);
+        let (alone, next) = coalesce(text("x\u{1e}"), &mut rx, &mut |_| {});
         assert_eq!((alone, next.is_none()), (text("x\u{1e}"), true));
     }
 
@@ -225,7 +298,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         tx.try_send(Outbound::Frame(binary(&[2, 0x91, 6]))).unwrap();
         tx.try_send(Outbound::Frame(text("{}\u{1e}"))).unwrap();
-        let (joined, next) = coalesce(binary(&[1, 0xc0]), &mut rx);
+        let (joined, next) = coalesce(binary(&[1, 0xc0]), &mut rx, &mut |_| {});
         assert_eq!(joined, binary(&[1, 0xc0, 2, 0x91, 6]));
         assert!(matches!(next, Some(Outbound::Frame(frame)) if frame == text("{}\u{1e}")));
     }
@@ -237,7 +310,7 @@ mod tests {
         for _ in 0..3 {
             tx.try_send(Outbound::Frame(text(&big))).unwrap();
         }
-        let (joined, next) = coalesce(text(&big), &mut rx);
+        let (joined, next) = coalesce(text(&big), &mut rx, &mut |_| {});
         assert_eq!((joined.len(), next.is_none()), (MAX_BATCH, true));
         assert!(rx.try_recv().is_ok(), "the rest waits for the next message");
     }

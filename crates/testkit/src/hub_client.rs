@@ -46,8 +46,9 @@ pub struct HubClient {
 
 impl HubClient {
     /// `@microsoft/signalr` in Node against the hub at `url`, with the given transport
-    /// (`websockets`, `sse`, `longpolling`), optionally followed by `+skip` (skipNegotiation)
-    /// and `+msgpack` (the MessagePack hub protocol of `@microsoft/signalr-protocol-msgpack`).
+    /// (`websockets`, `sse`, `longpolling`), optionally followed by `+skip` (skipNegotiation),
+    /// `+msgpack` (the MessagePack hub protocol of `@microsoft/signalr-protocol-msgpack`) and
+    /// `+stateful` (`withStatefulReconnect`).
     pub fn spawn_node(url: &str, token: &str, transport: &str) -> Self {
         let dir = require_clients();
         let mut options = transport.split('+');
@@ -61,6 +62,7 @@ impl HubClient {
             match option {
                 "skip" => command.env("HUB_SKIP_NEGOTIATION", "1"),
                 "msgpack" => command.env("HUB_PROTOCOL", "messagepack"),
+                "stateful" => command.env("HUB_STATEFUL", "1"),
                 other => panic!("unknown client option '{other}' in '{transport}'"),
             };
         }

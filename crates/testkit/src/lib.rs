@@ -1,10 +1,12 @@
 //! Contract test suites, one per port, that every adapter of that port runs unchanged, plus a
-//! scripted provider for testing the domain services. Only ever a dev-dependency.
+//! scripted provider for testing the domain services, the official SignalR clients and a TCP
+//! proxy that cuts connections. Only ever a dev-dependency.
 //!
 //! Each suite is a generic async function taking a factory; its cases take `&dyn Port`, which
 //! also proves the port is object safe.
 
 pub mod backplane;
+pub mod blip;
 pub mod hub_client;
 pub mod lease;
 pub mod password_store;

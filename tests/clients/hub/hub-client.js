@@ -1,6 +1,7 @@
 // Drives imgate's hub with the official @microsoft/signalr client, unmodified.
 // Environment: HUB_URL, HUB_TOKEN, HUB_TRANSPORT (websockets|sse|longpolling),
-// HUB_SKIP_NEGOTIATION=1, HUB_PROTOCOL (json, the default, or messagepack). Prints one JSON object per line on stdout (connected, recv,
+// HUB_SKIP_NEGOTIATION=1, HUB_PROTOCOL (json, the default, or messagepack), HUB_STATEFUL=1
+// (withStatefulReconnect). Prints one JSON object per line on stdout (connected, recv,
 // result, reconnecting, reconnected, closed, start_failed); reads commands as JSON lines on
 // stdin: {"cmd":"invoke","tag","method","args"}, {"cmd":"send",…}, {"cmd":"stop"}.
 "use strict";
@@ -18,7 +19,7 @@ const protocol =
   process.env.HUB_PROTOCOL === "messagepack"
     ? new (require("@microsoft/signalr-protocol-msgpack").MessagePackHubProtocol)()
     : new signalR.JsonHubProtocol();
-const connection = new signalR.HubConnectionBuilder()
+const builder = new signalR.HubConnectionBuilder()
   .withUrl(process.env.HUB_URL, {
     transport,
     skipNegotiation: process.env.HUB_SKIP_NEGOTIATION === "1",
@@ -26,8 +27,9 @@ const connection = new signalR.HubConnectionBuilder()
   })
   .withHubProtocol(protocol)
   .withAutomaticReconnect([0, 200, 500, 1000, 2000])
-  .configureLogging(signalR.LogLevel.Warning)
-  .build();
+  .configureLogging(signalR.LogLevel.Warning);
+if (process.env.HUB_STATEFUL === "1") builder.withStatefulReconnect();
+const connection = builder.build();
 
 for (const target of [
   "getRoomMessageNotification",

@@ -14,7 +14,7 @@ use super::clients::{self, open_many, Publisher, Receiver};
 use super::probe::{Latency, Probe, Recorder};
 use super::{Bench, SET_UP_CONCURRENCY};
 use crate::procfs;
-use crate::signalr::HubClient;
+use crate::signalr::{HubClient, HubProtocol};
 use crate::ws;
 
 /// Budget for opening one connection.
@@ -35,8 +35,8 @@ const SATURATION_OVER_FIXED: f64 = 4.0;
 /// The server measured.
 #[derive(Debug, Clone)]
 pub enum Server {
-    /// The gateway's hub.
-    Gateway,
+    /// The gateway's hub, its connections speaking the protocol given.
+    Gateway(HubProtocol),
     /// The limit server.
     Limit(Url),
     /// The Socket.IO peer.
@@ -55,7 +55,8 @@ impl Server {
     /// Its name in the report.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Gateway => "gateway",
+            Self::Gateway(HubProtocol::Json) => "gateway",
+            Self::Gateway(HubProtocol::MessagePack) => "gateway over MessagePack",
             Self::Limit(_) => "limit",
             Self::SocketIo(_) => "socket.io",
             Self::Nodes { .. } => super::nodes::NAME,
@@ -98,6 +99,10 @@ pub struct Round {
     /// CPU time Redis spent per delivery, microseconds, when the nodes share one on this
     /// machine.
     pub redis_cpu_us_per_delivery: Option<f64>,
+    /// WebSocket payload bytes the driver read per delivery: every message the connections
+    /// read during the round (events, the other records that come with them, pings) over
+    /// the deliveries.
+    pub bytes_per_delivery: f64,
     /// For several nodes: the latency on the node holding the user's upstream and on the
     /// other one.
     pub split: Option<Split>,
@@ -153,8 +158,8 @@ pub struct Fanout {
     pub best: Option<Round>,
     /// The first round that was not.
     pub broke: Option<Round>,
-    /// The most deliveries per second any round achieved, whatever its latency.
-    pub peak: f64,
+    /// The round that achieved the most deliveries per second, whatever its latency.
+    pub peak: Round,
     /// For several nodes: the upstreams each held after the last round.
     pub upstreams_held: Vec<u64>,
     /// For several nodes: the hub connections each served once all were open.
@@ -174,7 +179,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
     // For the gateway each user's first connection comes first, so what an online user costs
     // (upstream included) and what a further connection costs are measured apart.
     let (first, rest): (Vec<usize>, Vec<usize>) = match server {
-        Server::Gateway => (0..config.connections).partition(|i| i % per_user == 0),
+        Server::Gateway(_) => (0..config.connections).partition(|i| i % per_user == 0),
         _ => ((0..config.connections).collect(), Vec::new()),
     };
     println!("[bench] {name}: opening {} connections", config.connections);
@@ -211,8 +216,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
         rss_mib: rss_held / 1024.0,
     };
 
-    // The fan-out keeps whole users: the first ones, members of the fan-out channel.
-    let keep = config.fanout_connections.div_ceil(per_user) * per_user;
+    let keep = config.fanout_kept();
     for stop in stops.iter().skip(keep).flatten() {
         stop.cancel();
     }
@@ -223,7 +227,7 @@ pub async fn run(bench: &Bench, server: &Server, pid: u32) -> anyhow::Result<(Id
         redis_pid: None,
         split: None,
     };
-    let fanout = fan_out(bench, &probe, &publisher, &measured).await;
+    let fanout = fan_out(bench, &probe, &publisher, &measured, true).await;
     for stop in stops.iter().flatten() {
         stop.cancel();
     }
@@ -251,7 +255,7 @@ pub(crate) async fn open_into<R: Recorder>(
 ) -> anyhow::Result<()> {
     let per_user = bench.config.connections / bench.config.users;
     let tokens: Vec<String> = match server {
-        Server::Gateway | Server::Nodes { .. } => bench
+        Server::Gateway(_) | Server::Nodes { .. } => bench
             .users
             .iter()
             .map(|user| bench.api.token(user))
@@ -280,8 +284,12 @@ pub(crate) async fn open_into<R: Recorder>(
         };
         let routes = &routes;
         async move {
+            let protocol = match server {
+                Server::Gateway(protocol) => *protocol,
+                _ => HubProtocol::Json,
+            };
             Ok(match server {
-                Server::Gateway | Server::Nodes { .. } => Receiver::Hub(
+                Server::Gateway(_) | Server::Nodes { .. } => Receiver::Hub(
                     HubClient::connect_routed(
                         &bench.http,
                         base,
@@ -289,6 +297,7 @@ pub(crate) async fn open_into<R: Recorder>(
                         &token.unwrap_or_default(),
                         CONNECT_TIMEOUT,
                         source,
+                        protocol,
                     )
                     .await?,
                 ),
@@ -319,7 +328,7 @@ pub(crate) async fn open_into<R: Recorder>(
 
 pub(crate) async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<Publisher> {
     Ok(match server {
-        Server::Gateway | Server::Nodes { .. } => Publisher::Provider {
+        Server::Gateway(_) | Server::Nodes { .. } => Publisher::Provider {
             sender: bench.sender.clone(),
             room: bench.fanout_room.clone(),
         },
@@ -331,13 +340,14 @@ pub(crate) async fn publisher(bench: &Bench, server: &Server) -> anyhow::Result<
     })
 }
 
-/// Warms up until one event reaches every connection, then runs the fixed rate and the
-/// ladder.
+/// Warms up until one event reaches every connection, then runs the fixed rate, the ladder
+/// when `ladder` (rising rates for the highest sustained one) and saturation.
 pub(crate) async fn fan_out(
     bench: &Bench,
     probe: &Probe,
     publisher: &Publisher,
     measured: &Measured,
+    ladder: bool,
 ) -> anyhow::Result<Fanout> {
     let config = &bench.config;
     let connections = measured.connections;
@@ -375,7 +385,8 @@ pub(crate) async fn fan_out(
     let (mut best, mut broke) = (None, None);
     let mut rate = config.fixed_rate / LADDER_START_BELOW_FIXED;
     let mut retried = false;
-    for _ in 0..LADDER_ROUNDS {
+    let ladder_rounds = if ladder { LADDER_ROUNDS } else { 0 };
+    for _ in 0..ladder_rounds {
         let result = round(bench, probe, publisher, round_id, measured, rate).await?;
         round_id += 1;
         println!("[bench]   ladder {rate:.0}/s: {result:?}");
@@ -398,8 +409,8 @@ pub(crate) async fn fan_out(
     let peak = [Some(fixed), best, broke, Some(saturated)]
         .into_iter()
         .flatten()
-        .map(|r| r.achieved)
-        .fold(0.0, f64::max);
+        .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+        .unwrap_or(saturated);
     Ok(Fanout {
         connections: connections as usize,
         fixed,
@@ -481,6 +492,7 @@ async fn round(
         latency: probe.latency(),
         cpu_us_per_delivery: per_delivery(cpu),
         redis_cpu_us_per_delivery: redis_cpu.map(per_delivery),
+        bytes_per_delivery: probe.bytes_read() as f64 / delivered.max(1) as f64,
         split,
     })
 }

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::probe::Recorder;
 use super::provider::ProviderUser;
-use crate::signalr::{HubClient, HubClientError, RECORD_SEPARATOR};
+use crate::signalr::{HubClient, HubClientError};
 use crate::ws::{self, Socket};
 
 /// How a connection's events reach the bench.
@@ -88,10 +88,10 @@ async fn next_text(socket: &mut Socket) -> Result<String, OpenError> {
 
 impl Receiver {
     /// Reads until `cancel` or the end of the connection, counting every event in `probe`
-    /// as delivered to connection `index`; `first` hears when the first event of the current
-    /// round arrived. On the hub only the invocations of the recorder's target count (for
-    /// the fan-out the message notifications, not the room updates, which quote the last
-    /// message too).
+    /// as delivered to connection `index`, and the payload bytes of every message read;
+    /// `first` hears when the first event of the current round arrived. On the hub only the
+    /// invocations of the recorder's target count (for the fan-out the message
+    /// notifications, not the room updates, which quote the last message too).
     pub async fn run<R: Recorder + ?Sized>(
         self,
         index: usize,
@@ -107,24 +107,24 @@ impl Receiver {
         };
         match self {
             Self::Hub(mut client) => loop {
-                let text = tokio::select! {
+                let message = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    text = client.next_text() => match text {
-                        Ok(Some(text)) => text,
+                    message = client.next_message() => match message {
+                        Ok(Some(message)) => message,
                         Ok(None) | Err(_) => return,
                     },
                 };
-                for record in text.as_str().split(RECORD_SEPARATOR) {
-                    if record.contains(target) {
-                        seen(record);
-                    }
-                }
+                probe.read(message.as_bytes().len());
+                message.each_invocation(target, &mut seen);
             },
             Self::Plain(mut socket) => loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     frame = socket.next() => match frame {
-                        Some(Ok(Frame::Text(text))) => seen(text.as_str()),
+                        Some(Ok(Frame::Text(text))) => {
+                            probe.read(text.len());
+                            seen(text.as_str());
+                        }
                         Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => return,
                         Some(Ok(_)) => {}
                     },
@@ -136,11 +136,15 @@ impl Receiver {
                     frame = socket.next() => match frame {
                         // Engine.IO's heartbeat: the server pings, the client answers.
                         Some(Ok(Frame::Text(text))) if text.as_str() == "2" => {
+                            probe.read(text.len());
                             if socket.send(Frame::text("3")).await.is_err() {
                                 return;
                             }
                         }
-                        Some(Ok(Frame::Text(text))) => seen(text.as_str()),
+                        Some(Ok(Frame::Text(text))) => {
+                            probe.read(text.len());
+                            seen(text.as_str());
+                        }
                         Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => return,
                         Some(Ok(_)) => {}
                     },

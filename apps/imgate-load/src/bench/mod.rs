@@ -3,15 +3,17 @@
 //! peer), driven by the same client in the same run.
 //!
 //! Scenarios: idle capacity and fan-out share one set of connections per server
-//! ([`capacity`]); the same fan-out over two gateway nodes sharing Redis ([`nodes`]); the
-//! host back end's pushes to single users over those two nodes ([`pushes`]); REST overhead
-//! against the provider called directly ([`rest`]); users going online and offline
-//! ([`churn`]). Each prints one line; [`report`] appends them to a Markdown document.
+//! ([`capacity`]); the gateway's fan-out over MessagePack next to JSON ([`msgpack`]); the
+//! same fan-out over two gateway nodes sharing Redis ([`nodes`]); the host back end's pushes
+//! to single users over those two nodes ([`pushes`]); REST overhead against the provider
+//! called directly ([`rest`]); users going online and offline ([`churn`]). Each prints one
+//! line; [`report`] appends them to a Markdown document.
 
 pub mod capacity;
 pub mod churn;
 pub mod clients;
 pub mod limit;
+pub mod msgpack;
 pub mod nodes;
 pub mod probe;
 pub mod provider;
@@ -80,11 +82,23 @@ pub struct BenchConfig {
     pub scenarios: Vec<Scenario>,
 }
 
+impl BenchConfig {
+    /// The connections the fan-out keeps: whole users, the first ones, members of the fan-out
+    /// channel.
+    pub fn fanout_kept(&self) -> usize {
+        let per_user = self.connections / self.users.max(1);
+        self.fanout_connections.div_ceil(per_user.max(1)) * per_user
+    }
+}
+
 /// One scenario of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
     /// Idle capacity and fan-out.
     Capacity,
+    /// The gateway's fan-out over MessagePack next to JSON: deliveries/s, CPU and bytes per
+    /// delivery.
+    Msgpack,
     /// The fan-out over two gateway nodes sharing Redis.
     Nodes,
     /// Host pushes to single users over two gateway nodes sharing Redis.
@@ -281,8 +295,8 @@ async fn gauge_of(api: &GatewayApi, name: &str) -> anyhow::Result<u64> {
 }
 
 /// Runs the configured scenarios in order: capacity (gateway, then limit, then Socket.IO),
-/// churn, REST, two nodes, host pushes; each line is printed as it is known. Returns the
-/// lines.
+/// MessagePack, churn, REST, two nodes, host pushes; each line is printed as it is known.
+/// Returns the lines.
 pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
     let config = &bench.config;
     let mut lines = Vec::new();
@@ -291,8 +305,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
         lines.push(line);
     };
     let load = || async { crate::procfs::load_average().await.unwrap_or(f64::NAN) };
+    // The gateway's JSON fan-out, for the MessagePack scenario to compare with.
+    let mut gateway_json = None;
     if config.scenarios.contains(&Scenario::Capacity) {
-        let mut servers = vec![(capacity::Server::Gateway, config.gateway_pid)];
+        let json = capacity::Server::Gateway(crate::signalr::HubProtocol::Json);
+        let mut servers = vec![(json, config.gateway_pid)];
         if let Some((url, pid)) = &config.limit {
             servers.push((capacity::Server::Limit(url.clone()), *pid));
         }
@@ -319,7 +336,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Vec<String>> {
                 let others: Vec<_> = others.iter().map(|(name, f)| (*name, f)).collect();
                 say(report::ratios(gateway, &others));
             }
+            gateway_json = Some(gateway.clone());
         }
+    }
+    if config.scenarios.contains(&Scenario::Msgpack) {
+        let compared = msgpack::run(bench, gateway_json)
+            .await
+            .context("fan-out over MessagePack")?;
+        say(report::msgpack(&compared, load().await));
     }
     if config.scenarios.contains(&Scenario::Churn) {
         let churn = churn::run(bench).await.context("login churn")?;

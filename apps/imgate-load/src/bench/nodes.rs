@@ -94,7 +94,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Fanout> {
                 split: Some([expected[0], expected[1]]),
             };
             let publisher = capacity::publisher(bench, &SERVER).await?;
-            capacity::fan_out(bench, &probe, &publisher, &measured).await
+            capacity::fan_out(bench, &probe, &publisher, &measured, true).await
         }
         Err(err) => Err(err),
     };

@@ -13,14 +13,20 @@ use hdrhistogram::Histogram;
 /// What counts the events a receiving connection reads: the [`Probe`] of the fan-outs, or
 /// the ledger of host pushes.
 pub trait Recorder: Send + Sync + 'static {
-    /// The hub invocations that carry the events, as their target appears in a JSON record
-    /// (with its quotes); other invocations are not looked at.
+    /// The target of the hub invocations that carry the events; other invocations are not
+    /// looked at.
     fn hub_target(&self) -> &'static str;
 
     /// Counts the event in `text` as delivered to connection `connection` now. Returns when
     /// it arrived, microseconds since the recorder's epoch, if it counts; `None` for texts
-    /// without an event of the current round.
+    /// without an event of the current round. From a hub connection `text` is what
+    /// [`crate::signalr::Payload::each_invocation`] hands over: a JSON record whole, of a
+    /// MessagePack one the first argument's `text`.
     fn record(&self, connection: usize, text: &str) -> Option<u64>;
+
+    /// Counts `bytes` read from a connection's socket (WebSocket payload), whatever they
+    /// carried; recorders that do not report bytes ignore them.
+    fn read(&self, _bytes: usize) {}
 }
 
 /// Histograms the connections share; a connection records into one by its index, so
@@ -43,6 +49,8 @@ pub struct Probe {
     last_us: AtomicU64,
     /// Deliveries of other rounds (late or repeated events).
     strays: AtomicU64,
+    /// WebSocket payload bytes the connections read since the round began.
+    bytes: AtomicU64,
 }
 
 /// What a round measured.
@@ -87,6 +95,7 @@ impl Probe {
             delivered: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
             strays: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -108,6 +117,7 @@ impl Probe {
         self.delivered.store(0, Ordering::SeqCst);
         self.last_us.store(0, Ordering::SeqCst);
         self.strays.store(0, Ordering::SeqCst);
+        self.bytes.store(0, Ordering::SeqCst);
         self.round.store(round, Ordering::SeqCst);
     }
 
@@ -139,6 +149,12 @@ impl Probe {
         self.strays.load(Ordering::Relaxed)
     }
 
+    /// WebSocket payload bytes the connections read since the round began: every message,
+    /// whatever it carried.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// When the round's last delivery arrived, since the epoch.
     pub fn last_delivery(&self) -> Duration {
         Duration::from_micros(self.last_us.load(Ordering::Relaxed))
@@ -163,11 +179,15 @@ impl Probe {
 
 impl Recorder for Probe {
     fn hub_target(&self) -> &'static str {
-        "\"getRoomMessageNotification\""
+        "getRoomMessageNotification"
     }
 
     fn record(&self, connection: usize, text: &str) -> Option<u64> {
         Probe::record(self, connection, text)
+    }
+
+    fn read(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 

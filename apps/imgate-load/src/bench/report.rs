@@ -9,6 +9,7 @@ use anyhow::Context;
 use super::capacity::{Fanout, Idle, Round};
 use super::churn::Churn;
 use super::ms;
+use super::msgpack::Compared;
 use super::pushes::{self, Phase, Pushes};
 use super::rest::Overhead;
 
@@ -118,7 +119,7 @@ pub fn fanout(name: &str, fanout: &Fanout, bound: Duration, load: f64) -> String
         "fan-out {name}: {} connections{held}; peak {:.0} deliveries/s; fixed {:.0}/s: {}; \
          highest sustained (p99 <= {} ms): {best}{broke}; load {load:.2}",
         fanout.connections,
-        fanout.peak,
+        fanout.peak.achieved,
         fanout.fixed.offered,
         round(&fanout.fixed),
         bound.as_millis(),
@@ -134,24 +135,74 @@ fn per_node(counts: &[u64]) -> String {
 /// The ratio line of the gateway's highest sustained and peak rates to the others'.
 pub fn ratios(gateway: &Fanout, others: &[(&str, &Fanout)]) -> String {
     let best = |f: &Fanout| f.best.map_or(0.0, |r| r.achieved);
-    let ratio = |ours: f64, theirs: f64| {
-        if theirs > 0.0 {
-            format!("{:.2}", ours / theirs)
-        } else {
-            "-".into()
-        }
-    };
     let parts: Vec<String> = others
         .iter()
         .map(|(name, other)| {
             format!(
                 "gateway/{name} {} sustained, {} peak",
                 ratio(best(gateway), best(other)),
-                ratio(gateway.peak, other.peak)
+                ratio(gateway.peak.achieved, other.peak.achieved)
             )
         })
         .collect();
     format!("fan-out ratios: {}", parts.join("; "))
+}
+
+/// `ours / theirs` with two decimals, `-` when theirs is 0.
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 {
+        format!("{:.2}", ours / theirs)
+    } else {
+        "-".into()
+    }
+}
+
+/// The line comparing the gateway's fan-out over MessagePack with JSON: each protocol's
+/// deliveries per second, CPU and bytes read per delivery at the fixed rate (latency too) and
+/// at the peak, then MessagePack's figures over JSON's.
+pub fn msgpack(compared: &Compared, load: f64) -> String {
+    let (pack, json) = (&compared.messagepack, &compared.json);
+    let fixed = |name: &str, r: &Round| {
+        format!(
+            "{name} {:.0} deliveries/s ({} of {}), p50 {} ms, p99 {} ms, {:.1} us CPU and {:.0} B \
+             per delivery",
+            r.achieved,
+            r.delivered,
+            r.owed,
+            ms(r.latency.p50_us),
+            ms(r.latency.p99_us),
+            r.cpu_us_per_delivery,
+            r.bytes_per_delivery,
+        )
+    };
+    let peak = |name: &str, r: &Round| {
+        format!(
+            "{name} {:.0} deliveries/s ({} of {}), {:.1} us CPU and {:.0} B per delivery",
+            r.achieved, r.delivered, r.owed, r.cpu_us_per_delivery, r.bytes_per_delivery,
+        )
+    };
+    format!(
+        "fan-out gateway, MessagePack next to JSON ({}): {} connections; fixed {:.0}/s: {}; {}; \
+         peak: {}; {}; MessagePack/JSON {} peak, {} CPU and {} bytes per delivery at the fixed \
+         rate; load {load:.2}",
+        if compared.json_from_capacity {
+            "JSON: the capacity scenario's fan-out"
+        } else {
+            "JSON measured just before"
+        },
+        pack.connections,
+        pack.fixed.offered,
+        fixed("MessagePack", &pack.fixed),
+        fixed("JSON", &json.fixed),
+        peak("MessagePack", &pack.peak),
+        peak("JSON", &json.peak),
+        ratio(pack.peak.achieved, json.peak.achieved),
+        ratio(
+            pack.fixed.cpu_us_per_delivery,
+            json.fixed.cpu_us_per_delivery
+        ),
+        ratio(pack.fixed.bytes_per_delivery, json.fixed.bytes_per_delivery),
+    )
 }
 
 /// The REST line.
@@ -315,6 +366,7 @@ mod tests {
             latency: latency(3, 9, 5000),
             cpu_us_per_delivery: 12.5,
             redis_cpu_us_per_delivery: redis,
+            bytes_per_delivery: 240.0,
             split,
         };
         Fanout {
@@ -322,7 +374,7 @@ mod tests {
             fixed,
             best: None,
             broke: None,
-            peak: 900.0,
+            peak: fixed,
             hub_connections: held.iter().map(|h| h * 5).collect(),
             upstreams_held: held,
         }
@@ -413,6 +465,31 @@ mod tests {
             "fan-out gateway: 200 connections; peak 900 deliveries/s; fixed 1000/s: 900 \
              deliveries/s (5000 of 5000), p50 3.00 ms, p99 9.00 ms, p999 9.00 ms, 12.5 us CPU \
              per delivery; highest sustained (p99 <= 50 ms): none; load 1.00"
+        );
+    }
+
+    #[test]
+    fn the_messagepack_line_puts_both_protocols_side_by_side() {
+        let json = fanout(None, None, Vec::new());
+        let mut messagepack = json.clone();
+        messagepack.fixed.cpu_us_per_delivery = 10.0;
+        messagepack.fixed.bytes_per_delivery = 180.0;
+        messagepack.peak.achieved = 990.0;
+        let compared = Compared {
+            messagepack,
+            json,
+            json_from_capacity: true,
+        };
+        assert_eq!(
+            super::msgpack(&compared, 1.0),
+            "fan-out gateway, MessagePack next to JSON (JSON: the capacity scenario's fan-out): \
+             200 connections; fixed 1000/s: MessagePack 900 deliveries/s (5000 of 5000), p50 \
+             3.00 ms, p99 9.00 ms, 10.0 us CPU and 180 B per delivery; JSON 900 deliveries/s \
+             (5000 of 5000), p50 3.00 ms, p99 9.00 ms, 12.5 us CPU and 240 B per delivery; \
+             peak: MessagePack 990 deliveries/s (5000 of 5000), 12.5 us CPU and 240 B per \
+             delivery; JSON 900 deliveries/s (5000 of 5000), 12.5 us CPU and 240 B per \
+             delivery; MessagePack/JSON 1.10 peak, 0.80 CPU and 0.75 bytes per delivery at the \
+             fixed rate; load 1.00"
         );
     }
 

@@ -73,6 +73,11 @@ pub fn decode(record: &[u8]) -> Result<Incoming, ProtocolError> {
         },
         6 => Incoming::Ping,
         7 => Incoming::Close,
+        8 | 9 => match object.get("sequenceId").and_then(Value::as_u64) {
+            Some(id) if kind == 8 => Incoming::Ack(id),
+            Some(id) => Incoming::Sequence(id),
+            None => invalid("needs an integer 'sequenceId'"),
+        },
         other => Incoming::Ignored(other),
     })
 }
@@ -99,6 +104,8 @@ pub(super) fn encode(message: &Outgoing) -> String {
             Err(error) => json!({ "type": 3, "invocationId": invocation_id, "error": error }),
         },
         Outgoing::Ping => return frame(r#"{"type":6}"#.into()),
+        Outgoing::Ack(id) => json!({ "type": 8, "sequenceId": id }),
+        Outgoing::Sequence(id) => json!({ "type": 9, "sequenceId": id }),
         Outgoing::Close {
             error,
             allow_reconnect,
@@ -222,7 +229,12 @@ mod tests {
         );
         check(r#"{"type":6}"#, Incoming::Ping);
         check(r#"{"type":7,"error":null}"#, Incoming::Close);
-        check(r#"{"type":8,"sequenceId":1}"#, Incoming::Ignored(8));
+        check(r#"{"type":8,"sequenceId":1}"#, Incoming::Ack(1));
+        check(r#"{"type":9,"sequenceId":12}"#, Incoming::Sequence(12));
+        check(
+            r#"{"type":2,"invocationId":"1","item":3}"#,
+            Incoming::Ignored(2),
+        );
         check(r#"{"type":42}"#, Incoming::Ignored(42));
     }
 
@@ -247,6 +259,7 @@ mod tests {
         assert_eq!(reason_of(r#"{"type":1,"invocationId":5}"#).0, None);
         assert_eq!(reason_of(r#"{"type":"1"}"#).0, None);
         assert_eq!(reason_of(r#"{"type":4,"target":"X"}"#).0, None);
+        assert!(reason_of(r#"{"type":8}"#).1.contains("sequenceId"));
         for garbage in ["", "not json", "[1,2]", "\"x\"", "{\"type\":1", "null"] {
             assert!(
                 matches!(decode(garbage.as_bytes()), Err(ProtocolError::Malformed(_))),
@@ -284,6 +297,14 @@ mod tests {
             json!({"type": 3, "invocationId": "1", "error": "nope"})
         );
         assert_eq!(decode_out(Outgoing::Ping), json!({"type": 6}));
+        assert_eq!(
+            decode_out(Outgoing::Ack(3)),
+            json!({"type": 8, "sequenceId": 3})
+        );
+        assert_eq!(
+            decode_out(Outgoing::Sequence(4)),
+            json!({"type": 9, "sequenceId": 4})
+        );
         assert_eq!(
             decode_out(Outgoing::Close {
                 error: Some("bye".into()),

@@ -103,6 +103,16 @@ pub fn decode(record: &[u8]) -> Result<Incoming, ProtocolError> {
         1 | 4 | 5 => {}
         6 => return Ok(Incoming::Ping),
         7 => return Ok(Incoming::Close),
+        8 | 9 => {
+            return Ok(match items.get(1).and_then(Pack::as_u64) {
+                Some(id) if kind == 8 => Incoming::Ack(id),
+                Some(id) => Incoming::Sequence(id),
+                None => Incoming::Invalid {
+                    invocation_id: None,
+                    reason: "needs an integer sequence id".into(),
+                },
+            })
+        }
         other => return Ok(Incoming::Ignored(other)),
     }
     let invocation_id = match items.get(2) {
@@ -282,6 +292,12 @@ pub(super) fn encode(message: &Outgoing) -> Bytes {
         Outgoing::Ping => {
             writer.array(1).uint(6);
         }
+        Outgoing::Ack(id) => {
+            writer.array(2).uint(8).uint(*id);
+        }
+        Outgoing::Sequence(id) => {
+            writer.array(2).uint(9).uint(*id);
+        }
         Outgoing::Close {
             error,
             allow_reconnect,
@@ -422,7 +438,9 @@ mod tests {
         );
         check(&[0x91, 0x06], Incoming::Ping);
         check(&[0x92, 0x07, 0xc0], Incoming::Close);
-        check(&[0x92, 0x08, 0xcc, 0x24], Incoming::Ignored(8));
+        check(&[0x92, 0x08, 0xcc, 0x24], Incoming::Ack(36));
+        check(&[0x92, 0x09, 0x13], Incoming::Sequence(19));
+        check(&[0x94, 0x02, 0x80, 0xa1, b'1', 0x2a], Incoming::Ignored(2));
     }
 
     #[test]
@@ -510,6 +528,8 @@ mod tests {
             r#"[3, {}, "1", 1, "nope"]"#
         );
         assert_eq!(encode(&Outgoing::Ping).as_ref(), &[0x02, 0x91, 0x06]);
+        assert_eq!(pack(Outgoing::Ack(36)), "[8, 36]");
+        assert_eq!(pack(Outgoing::Sequence(19)), "[9, 19]");
         assert_eq!(
             pack(Outgoing::Close {
                 error: Some("bye".into()),

@@ -223,12 +223,20 @@ pub enum HandshakeError {
     UnsupportedVersion(&'static str, u64),
 }
 
-/// Checks a handshake request record (`{"protocol":"json","version":1}`) and says which
-/// protocol the connection speaks from now on.
+/// What a handshake request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRequest {
+    /// The protocol the connection speaks from now on.
+    pub protocol: HubProtocol,
+    /// The protocol version: 0 and 1 alike, 2 adds stateful reconnect's Ack and Sequence.
+    pub version: u64,
+}
+
+/// Checks a handshake request record (`{"protocol":"json","version":1}`).
 ///
-/// Versions 0 and 1 are accepted: signalrcore sends the negotiate version (0) it got.
-/// Version 2 means stateful reconnect, which this hub never offers in negotiate.
-pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
+/// Versions 0 to 2 are accepted: signalrcore sends the negotiate version (0) it got, and the
+/// JS client asks for 2 when negotiate granted stateful reconnect.
+pub fn parse_handshake(record: &[u8]) -> Result<HandshakeRequest, HandshakeError> {
     let value: Value =
         serde_json::from_slice(record).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let object = value
@@ -246,10 +254,10 @@ pub fn parse_handshake(record: &[u8]) -> Result<HubProtocol, HandshakeError> {
         .into_iter()
         .find(|protocol| protocol.name() == name)
         .ok_or_else(|| HandshakeError::UnsupportedProtocol(name.to_owned()))?;
-    if version > 1 {
+    if version > 2 {
         return Err(HandshakeError::UnsupportedVersion(protocol.name(), version));
     }
-    Ok(protocol)
+    Ok(HandshakeRequest { protocol, version })
 }
 
 /// The handshake answer as JSON text: `{}` on success, `{"error": …}` otherwise (framed).
@@ -290,7 +298,13 @@ pub enum Incoming {
     Ping,
     /// Type 7: the client is leaving.
     Close,
-    /// A well-formed message the hub has nothing to do with (types 2, 3, 8, 9, unknown types).
+    /// Type 8 (stateful reconnect): the client has received the messages up to this sequence
+    /// id.
+    Ack(u64),
+    /// Type 9 (stateful reconnect): the id the client's next message carries, sent first
+    /// after it reconnected.
+    Sequence(u64),
+    /// A well-formed message the hub has nothing to do with (types 2, 3, unknown types).
     Ignored(u64),
     /// A message of the wrong shape; when it names an invocation id the client is waiting
     /// for an answer, so it gets an error completion.
@@ -300,6 +314,21 @@ pub enum Incoming {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl Incoming {
+    /// Whether the message counts in stateful reconnect's sequence (invocations, stream
+    /// items, completions and cancels do; pings, Close, Ack and Sequence do not).
+    pub fn is_tracked(&self) -> bool {
+        match self {
+            Self::Invocation { .. }
+            | Self::StreamInvocation { .. }
+            | Self::CancelInvocation { .. }
+            | Self::Invalid { .. } => true,
+            Self::Ignored(kind) => matches!(kind, 2 | 3),
+            Self::Ping | Self::Close | Self::Ack(_) | Self::Sequence(_) => false,
+        }
+    }
 }
 
 /// A server → client message. Only spec fields are written: pysignalr refuses unknown keys.
@@ -324,9 +353,20 @@ pub enum Outgoing {
         /// Whether `withAutomaticReconnect` clients should come back.
         allow_reconnect: bool,
     },
+    /// Type 8 (stateful reconnect): the hub has received the client's messages up to this id.
+    Ack(u64),
+    /// Type 9 (stateful reconnect): the id of the next message the hub sends, first on a
+    /// reconnected transport.
+    Sequence(u64),
 }
 
 impl Outgoing {
+    /// Whether the message counts in stateful reconnect's sequence: completions do; pings,
+    /// Close, Ack and Sequence do not.
+    pub fn is_tracked(&self) -> bool {
+        matches!(self, Self::Completion { .. })
+    }
+
     /// Serializes and frames the message in `protocol`.
     pub fn encode(&self, protocol: HubProtocol) -> Frame {
         match protocol {
@@ -349,27 +389,28 @@ mod tests {
     const RS: char = '\u{1e}';
 
     #[test]
-    fn handshake_accepts_both_protocols_in_versions_zero_and_one_only() {
+    fn handshake_accepts_both_protocols_in_versions_zero_to_two() {
         let parse = |text: &str| parse_handshake(text.as_bytes());
+        let request = |protocol, version| Ok(HandshakeRequest { protocol, version });
         assert_eq!(
             parse(r#"{"protocol":"json","version":1}"#),
-            Ok(HubProtocol::Json)
+            request(HubProtocol::Json, 1)
         );
         assert_eq!(
             parse(r#"{"protocol": "json", "version": 0}"#),
-            Ok(HubProtocol::Json)
+            request(HubProtocol::Json, 0)
         );
         assert_eq!(
-            parse(r#"{"protocol":"messagepack","version":1}"#),
-            Ok(HubProtocol::MessagePack)
+            parse(r#"{"protocol":"messagepack","version":2}"#),
+            request(HubProtocol::MessagePack, 2)
         );
         assert_eq!(
             parse(r#"{"protocol":"blueprint","version":1}"#),
             Err(HandshakeError::UnsupportedProtocol("blueprint".into()))
         );
         assert_eq!(
-            parse(r#"{"protocol":"json","version":2}"#),
-            Err(HandshakeError::UnsupportedVersion("json", 2))
+            parse(r#"{"protocol":"json","version":3}"#),
+            Err(HandshakeError::UnsupportedVersion("json", 3))
         );
         for garbage in [
             "",
@@ -394,7 +435,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            parse_handshake(&handshake.request),
+            parse_handshake(&handshake.request).map(|request| request.protocol),
             Ok(HubProtocol::MessagePack),
             "{handshake:?}"
         );

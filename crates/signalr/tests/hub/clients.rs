@@ -8,7 +8,8 @@ use imgate_domain::{MessageId, RoomId, UserEvent, UserId};
 use imgate_signalr::HubConfig;
 use serde_json::{json, Value};
 
-use crate::support::{message, metric, typing, Client, ClientExt, TestHub};
+use crate::support::{message, metric, token, typing, Client, ClientExt, TestHub};
+use imgate_testkit::blip::BlipProxy;
 
 fn room_id(id: &str) -> RoomId {
     RoomId::parse(id).unwrap()
@@ -290,6 +291,90 @@ async fn messagepack_clients_beside_a_json_one_get_the_same_events_and_completio
         );
     }
     assert_eq!(hub.backend.count("send:alice:r1:packed"), 4);
+    hub.stop().await;
+}
+
+/// The official client's `withStatefulReconnect()`, in both protocols, behind a proxy that
+/// cuts every connection for 3 s: the messages sent before, during and after the blip arrive
+/// once each and in order, and a call made during it completes, on connections that never
+/// closed.
+#[tokio::test]
+async fn stateful_reconnect_carries_clients_through_a_three_second_blip() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let proxy = BlipProxy::start(hub.addr).await;
+    let url = format!("http://{}/hub", proxy.addr);
+    let mut clients = [
+        Client::spawn_node(&url, &token("alice"), "websockets+stateful"),
+        Client::spawn_node(&url, &token("alice"), "websockets+msgpack+stateful"),
+    ];
+    for client in &mut clients {
+        client.connected().await;
+    }
+    hub.eventually("two open connections", |h| h.hub.open_connections() == 2)
+        .await;
+    let reconnects = metric("imgate_hub_reconnects_total");
+    let names: Vec<String> = (1..=12).map(|n| format!("m{n}")).collect();
+    for name in &names[..4] {
+        hub.publish("alice", &typing("r1", name));
+    }
+    for client in &mut clients {
+        client
+            .wait_for("m4", |v| v["arg"]["username"] == "m4")
+            .await;
+    }
+
+    proxy.cut(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in &names[4..8] {
+        hub.publish("alice", &typing("r1", name));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for client in &mut clients {
+        client
+            .command(
+                json!({"cmd": "invoke", "tag": "during", "method": "MarkRead", "args": ["r-blip"]}),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    for name in &names[8..] {
+        hub.publish("alice", &typing("r1", name));
+    }
+
+    for client in &mut clients {
+        client
+            .wait_for("m12", |v| v["arg"]["username"] == "m12")
+            .await;
+        let during = |v: &Value| v["event"] == "result" && v["tag"] == "during";
+        if !client.seen.iter().any(during) {
+            client
+                .wait_for("the call made during the blip", during)
+                .await;
+        }
+        let result = client.seen.iter().find(|v| during(v)).unwrap().clone();
+        assert_eq!(result["ok"], true, "{} {result}", client.name);
+        let got: Vec<&str> = client
+            .received()
+            .into_iter()
+            .map(|v| v["arg"]["username"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, names, "{}", client.name);
+        let interrupted: Vec<&Value> = client
+            .seen
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v["event"].as_str(),
+                    Some("reconnecting" | "reconnected" | "closed")
+                )
+            })
+            .collect();
+        assert!(interrupted.is_empty(), "{}: {interrupted:?}", client.name);
+    }
+    assert_eq!(hub.backend.count("opened:alice"), 2);
+    assert_eq!(hub.backend.count("closed:alice"), 0);
+    assert_eq!(hub.backend.count("read:alice:r-blip"), 2);
+    assert!(metric("imgate_hub_reconnects_total") - reconnects >= 2.0);
     hub.stop().await;
 }
 

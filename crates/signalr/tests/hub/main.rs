@@ -5,4 +5,5 @@
 mod clients;
 mod messagepack;
 mod raw;
+mod reconnect;
 mod support;

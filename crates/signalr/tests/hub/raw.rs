@@ -323,8 +323,8 @@ async fn unknown_protocols_and_garbage_handshakes_are_refused_with_an_error() {
         ),
         (format!("hello{RS}"), "malformed"),
         (
-            format!(r#"{{"protocol":"json","version":2}}{RS}"#),
-            "version 2",
+            format!(r#"{{"protocol":"json","version":3}}{RS}"#),
+            "version 3",
         ),
     ] {
         let mut socket = open(&hub, "alice").await;
