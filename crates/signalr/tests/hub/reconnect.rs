@@ -40,6 +40,19 @@ async fn open(hub: &TestHub, id: &str, user: &str) -> Result<Socket, String> {
         .map_err(|err| err.to_string())
 }
 
+/// Negotiates (stateful reconnect asked for or not), opens alice's WebSocket and shakes hands
+/// with protocol version 2; returns the connection token and the socket.
+async fn handshaken(hub: &TestHub, stateful: bool) -> (String, Socket) {
+    let id = negotiate(hub, stateful).await["connectionToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut socket = open(hub, &id, "alice").await.unwrap();
+    send(&mut socket, &[json!({"protocol": "json", "version": 2})]).await;
+    assert_eq!(next_records(&mut socket).await, [json!({})]);
+    (id, socket)
+}
+
 async fn send(socket: &mut Socket, records: &[Value]) {
     let text: String = records.iter().map(|r| format!("{r}{RS}")).collect();
     socket.send(WsMessage::text(text)).await.unwrap();
@@ -104,13 +117,7 @@ async fn negotiate_grants_stateful_reconnect_only_when_asked() {
 #[tokio::test]
 async fn a_dropped_websocket_resumes_with_every_unacknowledged_message_once() {
     let hub = TestHub::start(HubConfig::default()).await;
-    let id = negotiate(&hub, true).await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut socket = open(&hub, &id, "alice").await.unwrap();
-    send(&mut socket, &[json!({"protocol": "json", "version": 2})]).await;
-    assert_eq!(next_records(&mut socket).await, [json!({})]);
+    let (id, mut socket) = handshaken(&hub, true).await;
     hub.eventually("alice online", |h| h.backend.count("online:alice") == 1)
         .await;
 
@@ -194,13 +201,7 @@ async fn past_the_window_a_reconnect_finds_no_connection() {
         ..HubConfig::default()
     })
     .await;
-    let id = negotiate(&hub, true).await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut socket = open(&hub, &id, "alice").await.unwrap();
-    send(&mut socket, &[json!({"protocol": "json", "version": 2})]).await;
-    assert_eq!(next_records(&mut socket).await, [json!({})]);
+    let (id, socket) = handshaken(&hub, true).await;
     drop(socket);
     hub.eventually("the connection ended", |h| {
         h.backend.count("closed:alice") == 1
@@ -216,13 +217,7 @@ async fn past_the_window_a_reconnect_finds_no_connection() {
 async fn without_stateful_reconnect_a_dropped_websocket_ends_the_connection() {
     let hub = TestHub::start(HubConfig::default()).await;
     // Version 2 alone does not turn it on: negotiate must have granted it.
-    let id = negotiate(&hub, false).await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut socket = open(&hub, &id, "alice").await.unwrap();
-    send(&mut socket, &[json!({"protocol": "json", "version": 2})]).await;
-    assert_eq!(next_records(&mut socket).await, [json!({})]);
+    let (_, socket) = handshaken(&hub, false).await;
     drop(socket);
     hub.eventually("the connection ended", |h| {
         h.backend.count("closed:alice") == 1
@@ -238,13 +233,7 @@ async fn a_client_that_does_not_acknowledge_is_closed_saying_why() {
         ..HubConfig::default()
     })
     .await;
-    let id = negotiate(&hub, true).await["connectionToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut socket = open(&hub, &id, "alice").await.unwrap();
-    send(&mut socket, &[json!({"protocol": "json", "version": 2})]).await;
-    assert_eq!(next_records(&mut socket).await, [json!({})]);
+    let (_, mut socket) = handshaken(&hub, true).await;
     hub.eventually("alice online", |h| h.backend.count("online:alice") == 1)
         .await;
     // About 90 bytes each: the twelfth does not fit.
