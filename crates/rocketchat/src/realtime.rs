@@ -1,4 +1,4 @@
-//! Realtime: typing notices over DDP, and the per-user upstream connection (`upstream.rs`).
+//! Realtime: typing notices over DDP, and the per-user upstream connection (`upstream/`).
 
 use std::sync::Arc;
 
